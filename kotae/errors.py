@@ -1,0 +1,5 @@
+"""Errors meant for people: one line naming the bad input and what to do next."""
+
+
+class KotaeError(Exception):
+    """A failure the user can fix. The CLI prints ``str(error)`` as one line and exits 2; no traceback."""
