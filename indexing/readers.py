@@ -1,0 +1,287 @@
+"""Read a corpus (files and folders) into source documents, never raising on bad input.
+
+Formats: ``.txt`` and ``.md`` (the file is one document), ``.html``/``.htm`` (visible text via
+selectolax), ``.jsonl`` (one document per line: ``text``, optional ``id``, ``title``, ``meta``) and
+SQuAD-format ``.json`` (each paragraph's context is a document with its article's title).
+
+Bad input is skipped or repaired, and every case is recorded in a :class:`ReadReport`:
+undecodable bytes are replaced (repaired), empty files and malformed JSON lines are skipped, text
+longer than ``max_chars`` is truncated (repaired) and a JSONL line longer than ``max_chars`` is
+skipped without being parsed. Unknown extensions are skipped and counted.
+
+Usage::
+
+    documents, report = read_corpus([Path("corpus/")])
+    for line in report.summary_lines():
+        print(line)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".jsonl", ".json"}
+
+#: Default cap on one document's length (characters); longer text is truncated and reported.
+DEFAULT_MAX_CHARS = 5_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class SourceDocument:
+    """One document of the corpus, before splitting.
+
+    ``id`` is stable across runs (the path, or the path plus a line/paragraph position, or the id
+    given in a JSONL line), so re-indexing can tell an edited document from a new one.
+    """
+
+    id: str
+    text: str
+    title: str = ""
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A piece of input that was skipped or repaired, and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ReadReport:
+    """What the reader skipped and what it repaired; nothing bad passes silently."""
+
+    skipped: list[Problem] = field(default_factory=list)
+    repaired: list[Problem] = field(default_factory=list)
+
+    def skip(self, source: str | Path, reason: str) -> None:
+        self.skipped.append(Problem(str(source), reason))
+
+    def repair(self, source: str | Path, reason: str) -> None:
+        self.repaired.append(Problem(str(source), reason))
+
+    def summary_lines(self, limit: int = 20) -> list[str]:
+        """Human-readable warning lines: counts, then the first ``limit`` cases of each kind."""
+        lines: list[str] = []
+        for label, problems in (("skipped", self.skipped), ("repaired", self.repaired)):
+            if not problems:
+                continue
+            lines.append(f"{len(problems)} {label}:")
+            lines.extend(f"  {p.source}: {p.reason}" for p in problems[:limit])
+            if len(problems) > limit:
+                lines.append(f"  ... and {len(problems) - limit} more")
+        return lines
+
+
+def iter_files(paths: list[Path], report: ReadReport) -> Iterator[Path]:
+    """Files under ``paths`` (folders walked recursively, in sorted order); missing paths reported."""
+    seen: set[Path] = set()
+    for path in paths:
+        path = Path(path).expanduser()
+        if path.is_dir():
+            candidates = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            candidates = [path]
+        else:
+            report.skip(path, "no such file or folder")
+            continue
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                yield candidate
+
+
+def _decode(data: bytes, source: str, report: ReadReport) -> str | None:
+    """UTF-8 (with or without BOM); undecodable bytes are replaced and reported; mostly-binary skipped."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        text = data.decode("utf-8-sig", errors="replace")
+        bad = text.count("\ufffd")
+        if bad > max(16, len(text) // 10):
+            report.skip(source, f"not UTF-8 text ({bad} undecodable bytes, first at byte {error.start})")
+            return None
+        report.repair(source, f"{bad} undecodable byte(s) replaced with U+FFFD (first at byte {error.start})")
+        return text
+
+
+def _clean(text: str, source: str, max_chars: int, report: ReadReport) -> str | None:
+    """Drop NULs, truncate over-long text; return None (and report) for empty text."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+        report.repair(source, "NUL characters removed")
+    if len(text) > max_chars:
+        report.repair(source, f"{len(text):,} characters truncated to {max_chars:,}")
+        text = text[:max_chars]
+    if not text.strip():
+        report.skip(source, "empty")
+        return None
+    return text
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """Visible text and title of an HTML page (scripts, styles and templates removed)."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(html)
+    title_node = tree.css_first("title")
+    title = title_node.text(strip=True) if title_node is not None else ""
+    for node in tree.css("script, style, noscript, template, head"):
+        node.decompose()
+    root = tree.body or tree.root
+    if root is None:
+        return "", title
+    text = root.text(separator="\n", strip=True)
+    return text, title
+
+
+def _read_text_file(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
+    source = str(path)
+    data = path.read_bytes()
+    if not data.strip():
+        report.skip(source, "empty file")
+        return []
+    decoded = _decode(data, source, report)
+    if decoded is None:
+        return []
+    title = path.stem
+    if path.suffix.lower() in HTML_SUFFIXES:
+        decoded, html_title = html_to_text(decoded)
+        title = html_title or title
+    text = _clean(decoded, source, max_chars, report)
+    if text is None:
+        return []
+    return [SourceDocument(id=source, text=text, title=title, source=source)]
+
+
+def _read_jsonl(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
+    source = str(path)
+    documents: list[SourceDocument] = []
+    ids: set[str] = set()
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{source}:{number}"
+            if not raw.strip():
+                continue
+            if len(raw) > 4 * max_chars:  # cheap pre-check before decoding a huge line
+                report.skip(where, f"line of {len(raw):,} bytes is longer than the {max_chars:,} limit")
+                continue
+            line = _decode(raw, where, report)
+            if line is None:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                report.skip(where, f"malformed JSON ({error.msg} at column {error.colno})")
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                report.skip(where, "expected an object with a string 'text'")
+                continue
+            text = _clean(record["text"], where, max_chars, report)
+            if text is None:
+                continue
+            doc_id = record.get("id")
+            doc_id = f"{source}#{number}" if doc_id is None else f"{source}#{doc_id}"
+            if doc_id in ids:
+                report.skip(where, f"duplicate id {record.get('id')!r}")
+                continue
+            ids.add(doc_id)
+            meta = record.get("meta")
+            if meta is not None and not isinstance(meta, dict):
+                report.repair(where, "'meta' is not an object; ignored")
+                meta = None
+            title = record.get("title")
+            documents.append(
+                SourceDocument(
+                    id=doc_id,
+                    text=text,
+                    title=title if isinstance(title, str) else "",
+                    source=source,
+                    meta=dict(meta or {}),
+                )
+            )
+    if not documents and not any(p.source.startswith(source) for p in report.skipped):
+        report.skip(source, "no documents")
+    return documents
+
+
+def _read_squad(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
+    source = str(path)
+    data = path.read_bytes()
+    if not data.strip():
+        report.skip(source, "empty file")
+        return []
+    decoded = _decode(data, source, report)
+    if decoded is None:
+        return []
+    try:
+        loaded = json.loads(decoded)
+    except json.JSONDecodeError as error:
+        report.skip(source, f"malformed JSON ({error.msg} at line {error.lineno})")
+        return []
+    articles = loaded.get("data") if isinstance(loaded, dict) else None
+    if not isinstance(articles, list):
+        report.skip(source, "not SQuAD format (expected a top-level 'data' list)")
+        return []
+    documents: list[SourceDocument] = []
+    for a, article in enumerate(articles):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            report.skip(f"{source}#{a}", "article without a 'paragraphs' list")
+            continue
+        title = article.get("title") if isinstance(article.get("title"), str) else ""
+        for p, paragraph in enumerate(article["paragraphs"]):
+            where = f"{source}#{a}.{p}"
+            context = paragraph.get("context") if isinstance(paragraph, dict) else None
+            if not isinstance(context, str):
+                report.skip(where, "paragraph without a string 'context'")
+                continue
+            text = _clean(context, where, max_chars, report)
+            if text is None:
+                continue
+            documents.append(SourceDocument(id=where, text=text, title=title or "", source=source))
+    return documents
+
+
+def read_file(path: Path, report: ReadReport, max_chars: int = DEFAULT_MAX_CHARS) -> list[SourceDocument]:
+    """Documents in one file; problems go to ``report``. Never raises for bad content."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        report.skip(path, f"unsupported extension {suffix or '(none)'!r}")
+        return []
+    try:
+        if suffix == ".jsonl":
+            return _read_jsonl(path, max_chars, report)
+        if suffix == ".json":
+            return _read_squad(path, max_chars, report)
+        return _read_text_file(path, max_chars, report)
+    except OSError as error:
+        report.skip(path, f"unreadable ({error.strerror or error})")
+    except (RecursionError, MemoryError) as error:
+        report.skip(path, f"could not be parsed ({type(error).__name__})")
+    return []
+
+
+def read_corpus(
+    paths: list[Path], max_chars: int = DEFAULT_MAX_CHARS
+) -> tuple[list[SourceDocument], ReadReport]:
+    """All documents under ``paths``, with the report of what was skipped or repaired."""
+    report = ReadReport()
+    documents: list[SourceDocument] = []
+    ids: set[str] = set()
+    for path in iter_files(paths, report):
+        for document in read_file(path, report, max_chars):
+            if document.id in ids:
+                report.skip(document.id, "duplicate document id")
+                continue
+            ids.add(document.id)
+            documents.append(document)
+    return documents, report

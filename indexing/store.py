@@ -1,0 +1,767 @@
+"""A Haystack document store on disk: SQLite for documents, FAISS for their vectors.
+
+One directory holds ``store.sqlite3`` (documents, embeddings, the source manifest of the indexing
+job, and a commit generation) and ``vectors.faiss`` (the FAISS index, tagged with the generation it
+reflects). SQLite is the source of truth:
+
+1. every change is one SQLite transaction that also bumps the generation;
+2. then the FAISS index is updated in memory and written to a temporary file that replaces
+   ``vectors.faiss`` atomically (``os.replace``), carrying that generation in its header.
+
+A ``kill -9`` between or inside these steps leaves a FAISS file whose generation differs from
+SQLite's (or a stray temporary file); on open the index is then rebuilt from the embeddings stored
+in SQLite. Either way the store opens in its last committed state with both sides in agreement.
+
+Vectors are L2-normalised and searched by inner product, so scores are cosine similarities.
+The FAISS index comes from a factory string (``Flat``, ``HNSW32``, ``IVF256,Flat``,
+``IVF256,PQ16`` ...) with stable int64 ids (SQLite's row ids). Indexes that need training hold
+their vectors in an exact flat index until enough vectors exist, then are trained once and filled.
+Indexes that cannot remove vectors (HNSW) are rebuilt from SQLite after a delete.
+
+Usage::
+
+    store = FaissDocumentStore("index/", faiss_factory="Flat")
+    store.write_documents([Document(content="東京は日本の首都です。", embedding=[0.1, 0.2, 0.3])])
+    store.embedding_retrieval([0.1, 0.2, 0.3], top_k=1)[0].score  # ~1.0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from haystack import Document, default_from_dict, default_to_dict
+from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
+from haystack.document_stores.types import DuplicatePolicy
+from haystack.utils.filters import document_matches_filter
+
+SQLITE_NAME = "store.sqlite3"
+FAISS_NAME = "vectors.faiss"
+_MAGIC = b"KOTAEFX1"
+_HEADER = len(_MAGIC) + 9  # magic, generation (8 bytes), staging flag (1 byte)
+_SQL_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    vid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    data TEXT NOT NULL,
+    embedding BLOB
+);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (key TEXT PRIMARY KEY, hash TEXT NOT NULL, passages TEXT NOT NULL);
+"""
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.where(norms == 0.0, 1.0, norms), dtype=np.float32)
+
+
+def min_training_vectors(factory: str) -> int:
+    """How many vectors a factory index needs before it is trained (0 when it needs no training)."""
+    import faiss
+
+    probe = faiss.index_factory(8 if "PQ" not in factory else 64, factory, faiss.METRIC_INNER_PRODUCT)
+    if probe.is_trained:
+        return 0
+    needed = 256 if "PQ" in factory or "SQ" in factory else 1
+    ivf = faiss.try_extract_index_ivf(probe)
+    if ivf is not None:
+        needed = max(needed, 39 * int(ivf.nlist))
+    return needed
+
+
+def build_faiss_index(
+    factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int = 16, ef_search: int = 64
+) -> tuple[Any, bool]:
+    """A FAISS inner-product index over normalised ``vectors`` with int64 ``ids``.
+
+    Returns ``(index, staging)``; ``staging`` is True when the factory index needs more vectors to be
+    trained, and the vectors are held in an exact flat index meanwhile.
+    """
+    import faiss
+
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    vectors = _normalise(vectors.reshape(-1, dim)) if len(ids) else np.zeros((0, dim), np.float32)
+    needed = min_training_vectors(factory)
+    index: Any
+    if needed and len(ids) < needed:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        staging = True
+    else:
+        try:
+            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise DocumentStoreError(f"FAISS factory string {factory!r} is not usable: {error}") from None
+        if not inner.is_trained:
+            rng = np.random.default_rng(0)
+            sample = vectors if len(vectors) <= 200_000 else vectors[rng.choice(len(vectors), 200_000, False)]
+            inner.train(sample)
+        if faiss.try_extract_index_ivf(inner) is not None or isinstance(inner, faiss.IndexIDMap):
+            index = inner
+        else:
+            index = faiss.IndexIDMap2(inner)
+        staging = False
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    set_search_parameters(index, nprobe=nprobe, ef_search=ef_search)
+    return index, staging
+
+
+def set_search_parameters(index: Any, nprobe: int, ef_search: int) -> None:
+    """Set IVF ``nprobe`` and HNSW ``efSearch`` wherever they apply inside ``index``."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = nprobe
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    if hasattr(inner, "hnsw"):
+        inner.hnsw.efSearch = ef_search
+
+
+def _validate_filters(filters: dict[str, Any] | None) -> None:
+    if filters and "operator" not in filters and "conditions" not in filters:
+        raise ValueError(
+            "Invalid filter syntax. See https://docs.haystack.deepset.ai/docs/metadata-filtering for details."
+        )
+
+
+class FaissDocumentStore:
+    """Documents in SQLite, their normalised embeddings in FAISS, both in one directory.
+
+    Follows Haystack's DocumentStore protocol (``count_documents``, ``filter_documents``,
+    ``write_documents``, ``delete_documents``) plus the extended methods (``delete_all_documents``,
+    ``delete_by_filter``, ``update_by_filter``, counts and metadata summaries) and
+    ``embedding_retrieval``. Safe to use from several threads of one process; one writing process at
+    a time (the indexing job takes a lock file).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        faiss_factory: str = "Flat",
+        nprobe: int = 16,
+        ef_search: int = 64,
+        return_embedding: bool = True,
+    ) -> None:
+        """
+        Open (or create) the store in directory ``path``.
+
+        :param path: Directory holding ``store.sqlite3`` and ``vectors.faiss``; created if missing.
+        :param faiss_factory: FAISS index factory string; a store built with another factory is
+            re-indexed from its stored embeddings on open (no re-embedding).
+        :param nprobe: IVF lists probed per search.
+        :param ef_search: HNSW search breadth.
+        :param return_embedding: Whether ``filter_documents`` returns embeddings.
+        """
+        if not faiss_factory or not re.fullmatch(r"[\w,.+-]+", faiss_factory):
+            raise ValueError(f"faiss_factory must be a FAISS index factory string, but got {faiss_factory!r}")
+        if nprobe < 1 or ef_search < 1:
+            raise ValueError(f"nprobe and ef_search must be at least 1, but got {nprobe} and {ef_search}")
+        self.path = Path(path).expanduser()
+        self.faiss_factory = faiss_factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.return_embedding = return_embedding
+        self._lock = threading.RLock()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path / SQLITE_NAME, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._index: Any = None
+        self._staging = False
+        self._generation = -1
+        self._pending: tuple[list[int], list[tuple[int, np.ndarray]]] = ([], [])
+        with self._lock:
+            self._load_vectors()
+
+    # ------------------------------------------------------------------ state and persistence
+
+    def _state(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_state(self, key: str, value: str | int) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def generation(self) -> int:
+        """The commit generation recorded in SQLite (bumped by every change)."""
+        value = self._state("generation")
+        return int(value) if value is not None else 0
+
+    @property
+    def embedding_dim(self) -> int | None:
+        value = self._state("dim")
+        return int(value) if value is not None else None
+
+    def _faiss_file_generation(self) -> tuple[int, bool, bytes] | None:
+        try:
+            data = (self.path / FAISS_NAME).read_bytes()
+        except FileNotFoundError:
+            return None
+        if len(data) < _HEADER or not data.startswith(_MAGIC):
+            return None
+        generation = int.from_bytes(data[len(_MAGIC) : len(_MAGIC) + 8], "little")
+        return generation, bool(data[len(_MAGIC) + 8]), data[_HEADER:]
+
+    def _load_vectors(self) -> None:
+        """Load the FAISS index if it matches SQLite's generation and factory; otherwise rebuild it."""
+        import faiss
+
+        generation = self.generation
+        stored = self._faiss_file_generation()
+        if (
+            stored is not None
+            and stored[0] == generation
+            and self._state("factory") == self.faiss_factory
+            and self.embedding_dim is not None
+        ):
+            try:
+                index = faiss.deserialize_index(np.frombuffer(stored[2], dtype=np.uint8))
+            except RuntimeError:
+                index = None
+            if index is not None and index.d == self.embedding_dim and index.ntotal == self._count_vectors():
+                self._index, self._staging, self._generation = index, stored[1], generation
+                set_search_parameters(index, self.nprobe, self.ef_search)
+                return
+        self._rebuild_vectors(generation)
+        try:
+            if self._state("factory") != self.faiss_factory:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._set_state("factory", self.faiss_factory)
+                self._conn.execute("COMMIT")
+            self._save_vectors()
+        except (OSError, sqlite3.OperationalError):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def _count_vectors(self) -> int:
+        return int(
+            self._conn.execute("SELECT COUNT(*) FROM documents WHERE embedding IS NOT NULL").fetchone()[0]
+        )
+
+    def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        dim = self.embedding_dim
+        rows = self._conn.execute(
+            "SELECT vid, embedding FROM documents WHERE embedding IS NOT NULL ORDER BY vid"
+        )
+        ids: list[int] = []
+        vectors: list[np.ndarray] = []
+        for vid, blob in rows:
+            ids.append(vid)
+            vectors.append(np.frombuffer(blob, dtype=np.float64))
+        if not ids or dim is None:
+            return np.zeros(0, np.int64), np.zeros((0, dim or 1), np.float32)
+        return np.asarray(ids, np.int64), np.vstack(vectors).astype(np.float32)
+
+    def _rebuild_vectors(self, generation: int) -> None:
+        dim = self.embedding_dim
+        if dim is None:
+            self._index, self._staging = None, False
+        else:
+            ids, vectors = self._stored_vectors()
+            self._index, self._staging = build_faiss_index(
+                self.faiss_factory, dim, ids, vectors, self.nprobe, self.ef_search
+            )
+        self._generation = generation
+
+    def _save_vectors(self) -> None:
+        """Write the FAISS index with its generation to a temp file, then atomically replace."""
+        import faiss
+
+        target = self.path / FAISS_NAME
+        if self._index is None:
+            target.unlink(missing_ok=True)
+            return
+        payload = faiss.serialize_index(self._index)
+        header = _MAGIC + int(self._generation).to_bytes(8, "little") + bytes([int(self._staging)])
+        temporary = self.path / f"{FAISS_NAME}.{os.getpid()}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(header)
+            handle.write(payload.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        try:
+            directory = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _refresh(self) -> None:
+        """Pick up commits made by another store object or process since we last looked."""
+        if self.generation != self._generation:
+            self._load_vectors()
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ (de)serialising documents
+
+    @staticmethod
+    def _encode(document: Document) -> tuple[str, bytes | None]:
+        data = document.to_dict(flatten=False)
+        data.pop("embedding", None)
+        data.pop("score", None)
+        try:
+            text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Document {document.id!r}: meta must be JSON-serialisable ({error})") from None
+        blob = None
+        if document.embedding is not None:
+            blob = np.asarray(document.embedding, dtype=np.float64).tobytes()
+        return text, blob
+
+    @staticmethod
+    def _decode(data: str, blob: bytes | None, with_embedding: bool, score: float | None = None) -> Document:
+        fields = json.loads(data)
+        if with_embedding and blob is not None:
+            fields["embedding"] = np.frombuffer(blob, dtype=np.float64).tolist()
+        if score is not None:
+            fields["score"] = score
+        return Document.from_dict(fields)
+
+    def _iter_rows(self) -> Iterator[tuple[int, str, str, bytes | None]]:
+        yield from self._conn.execute("SELECT vid, id, data, embedding FROM documents ORDER BY vid")
+
+    def _matching(self, filters: dict[str, Any] | None, with_embedding: bool = True) -> list[Document]:
+        _validate_filters(filters)
+        documents = [self._decode(data, blob, with_embedding) for _, _, data, blob in self._iter_rows()]
+        if filters:
+            documents = [d for d in documents if document_matches_filter(filters=filters, document=d)]
+        return documents
+
+    # ------------------------------------------------------------------ the commit
+
+    def apply(
+        self,
+        write: Sequence[Document] = (),
+        delete_ids: Iterable[str] = (),
+        policy: DuplicatePolicy = DuplicatePolicy.FAIL,
+        set_sources: dict[str, tuple[str, list[str]]] | None = None,
+        delete_sources: Iterable[str] = (),
+        update_meta: dict[str, dict[str, Any]] | None = None,
+        clear: bool = False,
+    ) -> int:
+        """Apply one change set as a single commit; returns how many documents were written.
+
+        ``set_sources``/``delete_sources`` maintain the indexing job's source manifest
+        (source key -> content hash and passage ids) in the same transaction as the passages.
+        """
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            stale = self.generation != self._generation  # another writer committed since we loaded
+            try:
+                written = self._apply_sql(
+                    write, delete_ids, policy, set_sources, delete_sources, update_meta, clear
+                )
+                generation = self.generation + 1
+                self._set_state("generation", generation)
+                self._set_state("factory", self.faiss_factory)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            removed, added = self._pending
+            try:
+                self._apply_vectors(removed, added, rebuild=clear or stale)
+                self._generation = generation
+            except Exception:  # the in-memory index is suspect: rebuild it from SQLite
+                self._rebuild_vectors(generation)
+            self._save_vectors()
+            return written
+
+    def _apply_sql(
+        self,
+        write: Sequence[Document],
+        delete_ids: Iterable[str],
+        policy: DuplicatePolicy,
+        set_sources: dict[str, tuple[str, list[str]]] | None,
+        delete_sources: Iterable[str],
+        update_meta: dict[str, dict[str, Any]] | None,
+        clear: bool,
+    ) -> int:
+        conn = self._conn
+        removed: list[int] = []
+        added: list[tuple[int, np.ndarray]] = []
+        if clear:
+            conn.execute("DELETE FROM documents")
+            conn.execute("DELETE FROM sources")
+            conn.execute("DELETE FROM state WHERE key = 'dim'")
+        for chunk in _chunks(list(dict.fromkeys(delete_ids)), _SQL_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            removed.extend(
+                vid
+                for (vid,) in conn.execute(
+                    f"SELECT vid FROM documents WHERE embedding IS NOT NULL AND id IN ({marks})", chunk
+                )
+            )
+            conn.execute(f"DELETE FROM documents WHERE id IN ({marks})", chunk)
+        dim = self.embedding_dim
+        written = 0
+        for document in write:
+            row = conn.execute("SELECT vid, embedding FROM documents WHERE id = ?", (document.id,)).fetchone()
+            if row is not None:
+                if policy == DuplicatePolicy.SKIP:
+                    continue
+                if policy != DuplicatePolicy.OVERWRITE:
+                    raise DuplicateDocumentError(f"ID '{document.id}' already exists.")
+                if row[1] is not None:
+                    removed.append(row[0])
+                conn.execute("DELETE FROM documents WHERE vid = ?", (row[0],))
+            data, blob = self._encode(document)
+            if blob is not None:
+                size = len(blob) // 8
+                if dim is None:
+                    dim = size
+                    self._set_state("dim", dim)
+                elif size != dim:
+                    raise DocumentStoreError(
+                        f"Document {document.id!r} has a {size}-d embedding but this store holds "
+                        f"{dim}-d ones; embed with the same model, or rebuild the index with --full"
+                    )
+            cursor = conn.execute(
+                "INSERT INTO documents(id, data, embedding) VALUES (?, ?, ?)", (document.id, data, blob)
+            )
+            if blob is not None:
+                added.append((int(cursor.lastrowid or 0), np.frombuffer(blob, dtype=np.float64)))
+            written += 1
+        for doc_id, meta in (update_meta or {}).items():
+            row = conn.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
+            if row is not None:
+                fields = json.loads(row[0])
+                fields.setdefault("meta", {}).update(meta)
+                conn.execute(
+                    "UPDATE documents SET data = ? WHERE id = ?",
+                    (json.dumps(fields, ensure_ascii=False), doc_id),
+                )
+        for key in delete_sources:
+            conn.execute("DELETE FROM sources WHERE key = ?", (key,))
+        for key, (digest, passage_ids) in (set_sources or {}).items():
+            conn.execute(
+                "INSERT OR REPLACE INTO sources(key, hash, passages) VALUES (?, ?, ?)",
+                (key, digest, json.dumps(passage_ids)),
+            )
+        self._pending = (removed, added)
+        return written
+
+    def _apply_vectors(self, removed: list[int], added: list[tuple[int, np.ndarray]], rebuild: bool) -> None:
+        import faiss
+
+        dim = self.embedding_dim
+        if rebuild or self._index is None or dim is None or self._index.d != dim:
+            self._rebuild_vectors(self._generation)
+            return
+        if removed:
+            try:
+                self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(removed, dtype=np.int64)))
+            except RuntimeError:  # e.g. HNSW cannot remove: rebuild from SQLite (already committed)
+                self._rebuild_vectors(self._generation)
+                return
+        if added:
+            needed = min_training_vectors(self.faiss_factory)
+            if self._staging and self._index.ntotal + len(added) >= needed:
+                self._rebuild_vectors(self._generation)  # enough vectors now: train the real index
+                return
+            ids = np.asarray([vid for vid, _ in added], dtype=np.int64)
+            vectors = _normalise(np.vstack([v for _, v in added]))
+            self._index.add_with_ids(vectors, ids)
+
+    # ------------------------------------------------------------------ Haystack protocol
+
+    def count_documents(self) -> int:
+        """Number of documents in the store."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        """Documents matching Haystack ``filters`` (all documents when None), in insertion order."""
+        with self._lock:
+            documents = self._matching(filters, with_embedding=self.return_embedding)
+        return documents
+
+    def write_documents(
+        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
+    ) -> int:
+        """Write documents in one commit (policy NONE means FAIL); returns how many were written."""
+        if (
+            not isinstance(documents, Iterable)
+            or isinstance(documents, str)
+            or any(not isinstance(doc, Document) for doc in documents)
+        ):
+            raise ValueError("Please provide a list of Documents.")
+        if policy == DuplicatePolicy.NONE:
+            policy = DuplicatePolicy.FAIL
+        return self.apply(write=list(documents), policy=policy)
+
+    def delete_documents(self, document_ids: list[str]) -> None:
+        """Delete the documents with these ids; unknown ids are ignored."""
+        self.apply(delete_ids=document_ids)
+
+    def delete_all_documents(self, recreate_index: bool = False) -> None:
+        """Delete every document and the job's manifest; ``recreate_index`` also forgets the dimension."""
+        with self._lock:
+            if recreate_index:
+                self.apply(clear=True)
+            else:
+                ids = [doc_id for (doc_id,) in self._conn.execute("SELECT id FROM documents")]
+                self.apply(delete_ids=ids, delete_sources=list(self.source_manifest()))
+
+    def delete_by_filter(self, filters: dict[str, Any]) -> int:
+        """Delete the documents matching ``filters``; returns how many were deleted."""
+        with self._lock:
+            ids = [d.id for d in self._matching(filters, with_embedding=False)]
+            if ids:
+                self.apply(delete_ids=ids)
+            return len(ids)
+
+    def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        """Merge ``meta`` into the metadata of the documents matching ``filters``; returns how many."""
+        with self._lock:
+            ids = [d.id for d in self._matching(filters, with_embedding=False)]
+            if ids:
+                self.apply(update_meta={doc_id: meta for doc_id in ids})
+            return len(ids)
+
+    def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
+        """Number of documents matching ``filters``."""
+        with self._lock:
+            return len(self._matching(filters, with_embedding=False)) if filters else self.count_documents()
+
+    def count_unique_metadata_by_filter(
+        self, filters: dict[str, Any], metadata_fields: list[str]
+    ) -> dict[str, int]:
+        """Number of distinct values of each metadata field among the documents matching ``filters``."""
+        with self._lock:
+            documents = self._matching(filters, with_embedding=False)
+        result: dict[str, int] = {}
+        for name in metadata_fields:
+            key = name.removeprefix("meta.")
+            values = {_hashable(d.meta[key]) for d in documents if d.meta.get(key) is not None}
+            result[key] = len(values)
+        return result
+
+    def get_metadata_fields_info(self) -> dict[str, dict[str, str]]:
+        """Metadata field names with an inferred type (keyword, int, float, boolean)."""
+        with self._lock:
+            documents = self._matching(None, with_embedding=False)
+        types: dict[str, str] = {}
+        for document in documents:
+            for key, value in document.meta.items():
+                if value is None:
+                    continue
+                if isinstance(value, bool):
+                    types[key] = "boolean"
+                elif isinstance(value, int):
+                    types[key] = "int"
+                elif isinstance(value, float):
+                    types[key] = "float"
+                else:
+                    types[key] = "keyword"
+        return {key: {"type": value} for key, value in types.items()}
+
+    def get_metadata_field_min_max(self, metadata_field: str) -> dict[str, Any]:
+        """Smallest and largest value of a metadata field (``None`` for both when absent)."""
+        key = metadata_field.removeprefix("meta.")
+        with self._lock:
+            documents = self._matching(None, with_embedding=False)
+        values = [d.meta[key] for d in documents if isinstance(d.meta.get(key), (int, float, str))]
+        try:
+            return {"min": min(values), "max": max(values)} if values else {"min": None, "max": None}
+        except TypeError:
+            return {"min": None, "max": None}
+
+    def get_metadata_field_unique_values(
+        self,
+        metadata_field: str,
+        search_term: str | None = None,
+        from_: int = 0,
+        size: int = 10,
+        filters: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], int]:
+        """A page of the distinct values of a metadata field, and how many there are in all."""
+        key = metadata_field.removeprefix("meta.")
+        with self._lock:
+            documents = self._matching(filters, with_embedding=False)
+        unique: dict[tuple[str, Any], Any] = {}
+        for document in documents:
+            value = document.meta.get(key)
+            if value is not None:
+                unique.setdefault((type(value).__name__, _hashable(value)), value)
+        if search_term:
+            term = search_term.lower()
+            unique = {k: v for k, v in unique.items() if term in str(v).lower()}
+        ordered = sorted(unique, key=lambda k: (str(unique[k]), k[0]))
+        return [unique[k] for k in ordered[from_ : from_ + size]], len(ordered)
+
+    # ------------------------------------------------------------------ retrieval
+
+    def embedding_retrieval(
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        scale_score: bool = False,
+        return_embedding: bool | None = False,
+    ) -> list[Document]:
+        """The ``top_k`` documents most similar to ``query_embedding``; ``score`` is the cosine similarity.
+
+        Without filters the FAISS index answers; with filters the matching documents are scored
+        exactly. ``scale_score`` maps cosine from [-1, 1] to [0, 1].
+        """
+        query = np.asarray(query_embedding, dtype=np.float32).reshape(1, -1)
+        if query.size == 0:
+            raise ValueError("query_embedding should be a non-empty list of floats.")
+        if top_k <= 0:
+            return []
+        with_embedding = self.return_embedding if return_embedding is None else return_embedding
+        with self._lock:
+            self._refresh()
+            dim = self.embedding_dim
+            if dim is None or self._index is None:
+                return []
+            if query.shape[1] != dim:
+                raise DocumentStoreError(
+                    f"The query embedding has {query.shape[1]} dimensions but the store holds "
+                    f"{dim}-d embeddings; embed the query with the model the index was built with"
+                )
+            query = _normalise(query)
+            if filters:
+                _validate_filters(filters)
+                candidates = [
+                    d
+                    for d in self._matching(filters, with_embedding=True)
+                    if d.embedding is not None and len(d.embedding) == dim
+                ]
+                if not candidates:
+                    return []
+                scores = _normalise(np.asarray([d.embedding for d in candidates])) @ query[0]
+                order = np.argsort(-scores, kind="stable")[:top_k]
+                return [
+                    replace(
+                        candidates[i],
+                        score=_scaled(float(scores[i]), scale_score),
+                        embedding=candidates[i].embedding if with_embedding else None,
+                    )
+                    for i in order
+                ]
+            distances, labels = self._index.search(query, min(top_k, max(self._index.ntotal, 1)))
+            hits = [(int(v), float(s)) for v, s in zip(labels[0], distances[0], strict=True) if v >= 0]
+            rows = self._rows_by_vid([v for v, _ in hits])
+            results = []
+            for vid, score in hits:
+                row = rows.get(vid)
+                if row is not None:
+                    results.append(self._decode(row[0], row[1], with_embedding, _scaled(score, scale_score)))
+            return results
+
+    def _rows_by_vid(self, vids: list[int]) -> dict[int, tuple[str, bytes | None]]:
+        rows: dict[int, tuple[str, bytes | None]] = {}
+        for chunk in _chunks(vids, _SQL_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for vid, data, blob in self._conn.execute(
+                f"SELECT vid, data, embedding FROM documents WHERE vid IN ({marks})", chunk
+            ):
+                rows[int(vid)] = (data, blob)
+        return rows
+
+    def get_documents_by_id(self, document_ids: list[str], return_embedding: bool = False) -> list[Document]:
+        """Documents with these ids, in the order asked (unknown ids left out)."""
+        found: dict[str, Document] = {}
+        with self._lock:
+            for chunk in _chunks(list(document_ids), _SQL_CHUNK):
+                marks = ",".join("?" * len(chunk))
+                for doc_id, data, blob in self._conn.execute(
+                    f"SELECT id, data, embedding FROM documents WHERE id IN ({marks})", chunk
+                ):
+                    found[doc_id] = self._decode(data, blob, return_embedding)
+        return [found[i] for i in document_ids if i in found]
+
+    def iter_contents(self) -> Iterator[tuple[str, str]]:
+        """``(id, content)`` of every document with text, in insertion order (used to build BM25)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT id, data FROM documents ORDER BY vid").fetchall()
+        for doc_id, data in rows:
+            content = json.loads(data).get("content")
+            if isinstance(content, str):
+                yield doc_id, content
+
+    def source_manifest(self) -> dict[str, tuple[str, list[str]]]:
+        """The indexing job's manifest: source key -> (content hash, passage ids)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT key, hash, passages FROM sources").fetchall()
+        return {key: (digest, json.loads(passages)) for key, digest, passages in rows}
+
+    def check_consistency(self) -> list[str]:
+        """Problems found between SQLite and FAISS (empty when they agree)."""
+        with self._lock:
+            problems: list[str] = []
+            ids, _ = self._stored_vectors()
+            index_count = 0 if self._index is None else int(self._index.ntotal)
+            if index_count != len(ids):
+                problems.append(f"FAISS holds {index_count} vectors, SQLite {len(ids)}")
+            stored = self._faiss_file_generation()
+            if len(ids) and (stored is None or stored[0] != self.generation):
+                problems.append(f"FAISS file generation {stored and stored[0]} != SQLite {self.generation}")
+            manifest = self.source_manifest()
+            known = {doc_id for (doc_id,) in self._conn.execute("SELECT id FROM documents")}
+            listed = {pid for _, pids in manifest.values() for pid in pids}
+            if listed - known:
+                problems.append(f"{len(listed - known)} manifest passages missing from SQLite")
+            return problems
+
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the store's settings (not its contents, which live in ``path``)."""
+        return default_to_dict(
+            self,
+            path=str(self.path),
+            faiss_factory=self.faiss_factory,
+            nprobe=self.nprobe,
+            ef_search=self.ef_search,
+            return_embedding=self.return_embedding,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaissDocumentStore:
+        """Re-open a store from :meth:`to_dict` output."""
+        return default_from_dict(cls, data)
+
+
+def _scaled(score: float, scale: bool) -> float:
+    return (score + 1.0) / 2.0 if scale else score
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
