@@ -1,0 +1,159 @@
+"""Training configuration: one validated YAML file per run (``configs/train/<name>.yaml``).
+
+A misspelt key or a bad value fails with one line naming the key, the value and what is allowed.
+``--set key=value`` overrides (values parsed as YAML, so lists work too) are applied to the raw
+mapping before validation.
+
+Example::
+
+    config = load_train_config("configs/train/jaquad-small.yaml", ["max_steps=20"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kotae.errors import KotaeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TrainSource(_Strict):
+    """One training set in the mix."""
+
+    path: str
+    weight: float = Field(1.0, ge=0, description="copies of the set: 2.0 doubles it, 0.5 samples half")
+    max_examples: int | None = Field(None, gt=0, description="first N questions of the set")
+
+
+class DevSource(_Strict):
+    """One development set, scored and reported on its own."""
+
+    path: str
+    name: str | None = None
+    max_examples: int | None = Field(None, gt=0)
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path.rstrip("/")).name or self.path
+
+
+class TrainConfig(_Strict):
+    """Everything one reader training run needs; defaults follow the usual SQuAD recipe."""
+
+    base_model: str = "multilingual-e5-small"
+    output_dir: str = "runs/reader"
+    train_data: list[TrainSource] = Field(min_length=1)
+    dev_data: list[DevSource] = []
+    language: Literal["auto", "ja", "en"] = "auto"
+
+    max_length: int = Field(384, ge=32)
+    stride: int = Field(128, ge=0)
+    max_question_length: int = Field(64, gt=0)
+    negative_window_ratio: float = Field(1.0, ge=0, le=1)
+    max_train_windows: int | None = Field(None, gt=0)
+
+    learning_rate: float = Field(3e-5, gt=0)
+    num_train_epochs: float = Field(2.0, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides num_train_epochs")
+    batch_size: int = Field(16, gt=0)
+    eval_batch_size: int = Field(32, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 42
+    freeze_word_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0, description="freeze the lowest N encoder layers")
+    group_by_length: bool = True
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    torch_threads: int | None = Field(None, gt=0)
+
+    logging_steps: int = Field(10, gt=0)
+    eval_steps: int | None = Field(None, gt=0, description="dev evaluation interval; always at the end")
+    save_steps: int = Field(500, gt=0)
+    save_total_limit: int = Field(2, gt=0)
+    keep_checkpoints: bool = False
+    progress: bool = True
+
+    max_answer_length: int = Field(30, gt=0)
+    n_best: int = Field(20, gt=0)
+    null_score_threshold: float = 0.0
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> TrainConfig:
+        if self.stride >= self.max_length - self.max_question_length - 4:
+            raise ValueError(
+                f"stride ({self.stride}) must be smaller than max_length - max_question_length - 4 "
+                f"({self.max_length - self.max_question_length - 4})"
+            )
+        return self
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output_dir).expanduser()
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested mapping, returning a copy."""
+    result = dict(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KotaeError(f"--set {item!r}: expected KEY=VALUE, for example max_steps=20")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise KotaeError(f"--set {item!r}: the value is not valid YAML") from None
+    return result
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line: which key, which value, what is allowed."""
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}; check the spelling (see configs/train/jaquad-small.yaml)"
+    if first["type"] == "missing":
+        return f"{source}: required key {key!r} is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        return f"{source}: {message}"
+    return f"{source}: {key} = {first.get('input')!r} is not allowed: {message}"
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training YAML, apply ``--set`` overrides, validate; one-line KotaeError on any problem."""
+    raw: dict[str, Any] = {}
+    source = "--set"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KotaeError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise KotaeError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise KotaeError(f"{path}: expected a mapping of keys (base_model, train_data, ...)")
+        raw = loaded or {}
+    raw = apply_overrides(raw, overrides or [])
+    # A single path is accepted where a list of sources is expected.
+    for key in ("train_data", "dev_data"):
+        if isinstance(raw.get(key), str):
+            raw[key] = [{"path": raw[key]}]
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as error:
+        raise KotaeError(describe_validation_error(error, source)) from None

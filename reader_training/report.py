@@ -1,0 +1,146 @@
+"""What a training run leaves next to its model: the JSONL log, the curves, the card, the metrics.
+
+``train_log.jsonl`` holds one JSON object per line: training records (``step``, ``epoch``, ``loss``,
+``learning_rate``, ...) and dev records (``step``, ``dev``: set name, ``exact_match``, ``f1``, ``n``).
+``curves.png`` plots loss and dev F1 against the step. ``model_card.md`` and ``metrics.json``
+describe the data, hyperparameters, dev scores, wall time, sequences/s and hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class TrainLog:
+    """Append-only JSONL log; on resume, lines from beyond the resumed step are dropped first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [r for r in self.records() if int(r.get("step", 0)) <= step]
+        self.path.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
+        )
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        result = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    result.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill mid-write
+                    continue
+        return result
+
+
+def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """Training loss (left axis) and dev F1 per dev set (right axis) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = [(r["step"], r["loss"]) for r in records if "loss" in r and "dev" not in r]
+    figure, loss_axis = plt.subplots(figsize=(7, 4))
+    if losses:
+        loss_axis.plot([s for s, _ in losses], [v for _, v in losses], color="tab:blue", label="train loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("train loss", color="tab:blue")
+    dev_names = sorted({str(r["dev"]) for r in records if "dev" in r})
+    if dev_names:
+        f1_axis = loss_axis.twinx()
+        for name in dev_names:
+            points = [(r["step"], r["f1"]) for r in records if r.get("dev") == name]
+            f1_axis.plot([s for s, _ in points], [v for _, v in points], marker="o", label=f"dev F1 {name}")
+        f1_axis.set_ylabel("dev F1")
+        f1_axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def hardware() -> dict[str, Any]:
+    """CPU/GPU description for the card."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _scores_table(dev: dict[str, dict[str, Any]]) -> str:
+    if not dev:
+        return "No dev set was configured.\n"
+    lines = ["| dev set | n | EM | F1 |", "|---|---:|---:|---:|"]
+    for name, scores in dev.items():
+        lines.append(f"| {name} | {scores['n']} | {scores['exact_match']:.2f} | {scores['f1']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def model_card(metrics: dict[str, Any]) -> str:
+    """Markdown card from the same dictionary that goes into metrics.json."""
+    hyper = metrics["hyperparameters"]
+    data_lines = "\n".join(f"- {line}" for line in metrics["data"]["train_reports"])
+    dev_lines = "\n".join(f"- {line}" for line in metrics["data"]["dev_reports"]) or "- (none)"
+    hyper_lines = "\n".join(f"| {k} | {v} |" for k, v in hyper.items())
+    training = metrics["training"]
+    return f"""# Extractive QA reader: {Path(metrics["output_dir"]).name}
+
+Fine-tuned by `kotae train` from **{metrics["base_model"]}** to find answer spans in a context
+(start/end logits, decoded by `reader_training.decode`). Scores use `reader_training.metrics`:
+official SQuAD EM/F1 for English, character-level EM/F1 for Japanese (language: {hyper.get("language")}).
+
+## Dev scores
+
+{_scores_table(metrics["dev"])}
+## Data
+
+Training sets:
+{data_lines}
+
+Windows: {json.dumps(metrics["data"]["features"])}
+
+Dev sets:
+{dev_lines}
+
+## Training
+
+- steps: {training["global_step"]}, epochs: {training["epochs"]:.2f}
+- wall time: {training["wall_seconds"]:.0f} s, {training["sequences_per_second"]:.2f} sequences/s
+- final train loss: {training.get("final_loss")}
+- resumed from a checkpoint: {training["resumed"]}
+- hardware: {json.dumps(metrics["hardware"])}
+
+## Hyperparameters
+
+| key | value |
+|---|---|
+{hyper_lines}
+
+## Files
+
+`config.json`, weights and tokenizer (load with `AutoModelForQuestionAnswering`), `reader_config.json`
+(windowing and decoding settings), `metrics.json`, `train_log.jsonl`, `curves.png`.
+"""

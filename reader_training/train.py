@@ -1,0 +1,347 @@
+"""Fine-tune an encoder into an extractive reader: the shell behind ``kotae train``.
+
+Loads and validates the data (:mod:`reader_training.data`), windows and labels it
+(:mod:`reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
+length-grouped batches, bf16/fp16 on a GPU, checkpoints every ``save_steps``), scores the dev sets
+with the evaluation code (:mod:`reader_training.evaluate`) and writes a model folder:
+``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
+``model_card.md``, ``train_log.jsonl`` and ``curves.png``.
+
+A run killed at any point continues from its last checkpoint with ``resume=True``.
+
+Example::
+
+    config = load_train_config("configs/train/jaquad-small.yaml", ["max_steps=20"])
+    outcome = run_training(config)
+    print(outcome.metrics["dev"])
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kotae.errors import KotaeError
+from reader_training.config import DevSource, TrainConfig
+from reader_training.data import LoadResult, QAExample, load_examples, subsample
+from reader_training.evaluate import READER_SETTINGS, DecodeSettings, evaluate_examples, resolve_reference
+from reader_training.features import prepare_train_features, require_fast_tokenizer
+from reader_training.report import TrainLog, hardware, model_card, plot_curves
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainOutcome:
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+def decode_settings(config: TrainConfig) -> DecodeSettings:
+    return DecodeSettings(
+        max_length=config.max_length,
+        stride=config.stride,
+        max_question_length=config.max_question_length,
+        max_answer_length=config.max_answer_length,
+        n_best=config.n_best,
+        null_score_threshold=config.null_score_threshold,
+        batch_size=config.eval_batch_size,
+    )
+
+
+def freeze(model: Any, word_embeddings: bool, layers: int) -> dict[str, int]:
+    """Stop gradients for the word embeddings and/or the lowest ``layers`` encoder layers."""
+    if word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if layers:
+        base = getattr(model, model.base_model_prefix, model)
+        encoder = getattr(base, "encoder", None)
+        stack = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+        if stack is None:
+            raise KotaeError(f"freeze_layers: cannot find the encoder layers of {type(model).__name__}")
+        if layers > len(stack):
+            raise KotaeError(f"freeze_layers = {layers} but the model has only {len(stack)} layers")
+        for layer in list(stack)[:layers]:
+            layer.requires_grad_(False)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_parameters": trainable, "total_parameters": total}
+
+
+def load_training_examples(config: TrainConfig, log: Log) -> tuple[list[QAExample], list[str]]:
+    """All training sets, validated, capped and weighted, in config order."""
+    examples: list[QAExample] = []
+    reports: list[str] = []
+    for number, source in enumerate(config.train_data):
+        loaded = load_examples(source.path, source.max_examples)
+        weighted = subsample(loaded.examples, source.weight, config.seed + number)
+        line = loaded.report.summary()
+        if source.weight != 1.0:
+            line += f"; weight {source.weight} -> {len(weighted)} questions"
+        log(line)
+        reports.append(line)
+        examples.extend(weighted)
+    if not any(e.answers for e in examples):
+        raise KotaeError("train_data: no answerable questions left to train on")
+    return examples, reports
+
+
+def load_dev_sets(sources: Sequence[DevSource], log: Log) -> tuple[dict[str, LoadResult], list[str]]:
+    sets: dict[str, LoadResult] = {}
+    reports: list[str] = []
+    for source in sources:
+        loaded = load_examples(source.path, source.max_examples)
+        line = f"dev {source.label}: {loaded.report.summary()}"
+        log(line)
+        reports.append(line)
+        sets[source.label] = loaded
+    return sets, reports
+
+
+def cap_windows(columns: dict[str, list[Any]], limit: int | None, seed: int) -> dict[str, list[Any]]:
+    """A seeded random subset of at most ``limit`` windows, in their original order."""
+    count = len(columns["input_ids"])
+    if limit is None or count <= limit:
+        return columns
+    keep = sorted(random.Random(seed).sample(range(count), limit))
+    return {key: [values[i] for i in keep] for key, values in columns.items()}
+
+
+def _precision(config: TrainConfig) -> tuple[bool, bool]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    choice = config.precision
+    if choice == "auto":
+        if cuda and torch.cuda.is_bf16_supported():
+            choice = "bf16"
+        elif cuda:
+            choice = "fp16"
+        else:
+            choice = "fp32"
+    if choice == "fp16" and not cuda:
+        raise KotaeError("precision = 'fp16' needs a CUDA GPU; use 'fp32' or 'bf16' on a CPU")
+    return choice == "bf16", choice == "fp16"
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    state = Path(checkpoint) / "trainer_state.json"
+    try:
+        return int(json.loads(state.read_text())["global_step"])
+    except (OSError, KeyError, ValueError):
+        return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
+def _check_output_dir(output: Path, resume: bool) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume:
+        checkpoint = get_last_checkpoint(str(output)) if output.is_dir() else None
+        if checkpoint is None:
+            raise KotaeError(f"--resume: no checkpoint-* folder in {output}; start without --resume")
+        return checkpoint
+    if output.exists() and any(output.iterdir()):
+        raise KotaeError(
+            f"output_dir {output} is not empty; continue that run with --resume, delete it, "
+            "or choose another with --set output_dir=..."
+        )
+    return None
+
+
+def run_training(
+    config: TrainConfig,
+    resume: bool = False,
+    log: Log = print,
+    callbacks: Sequence[Any] = (),
+) -> TrainOutcome:
+    """Train, evaluate and save one reader as configured; see the module docstring."""
+    import torch
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
+
+    output = config.output_path
+    checkpoint = _check_output_dir(output, resume)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    set_seed(config.seed)
+    started = time.perf_counter()
+
+    base_folder = resolve_reference(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    require_fast_tokenizer(tokenizer, config.base_model)
+    model = AutoModelForQuestionAnswering.from_pretrained(base_folder)
+    parameters = freeze(model, config.freeze_word_embeddings, config.freeze_layers)
+    log(f"base model {config.base_model} ({base_folder}): {parameters}")
+
+    examples, train_reports = load_training_examples(config, log)
+    dev_sets, dev_reports = load_dev_sets(config.dev_data, log)
+    features = prepare_train_features(
+        tokenizer,
+        examples,
+        config.max_length,
+        config.stride,
+        config.max_question_length,
+        config.negative_window_ratio,
+        config.seed,
+    )
+    columns = cap_windows(features.columns, config.max_train_windows, config.seed)
+    stats = features.stats.as_dict() | {"windows_used": len(columns["input_ids"])}
+    log(f"{len(examples)} questions -> windows {stats}")
+
+    import datasets
+
+    train_dataset = datasets.Dataset.from_dict(columns)
+    settings = decode_settings(config)
+    train_log = TrainLog(output / "train_log.jsonl")
+    if checkpoint is not None:
+        train_log.truncate_after(_checkpoint_step(checkpoint))
+        log(f"resuming from {checkpoint}")
+
+    def evaluate_dev(current: Any, step: int) -> dict[str, dict[str, Any]]:
+        results: dict[str, dict[str, Any]] = {}
+        for name, loaded in dev_sets.items():
+            report = evaluate_examples(current, tokenizer, loaded.examples, settings, config.language)
+            scores = report.summary()
+            results[name] = scores
+            train_log.write({"step": step, "dev": name, **scores})
+            log(
+                f"step {step} dev {name}: EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f} (n={scores['n']})"
+            )
+        return results
+
+    class LogCallback(TrainerCallback):  # type: ignore[misc]
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            if logs:
+                record = {"step": state.global_step, "epoch": state.epoch}
+                record.update({k: v for k, v in logs.items() if isinstance(v, int | float | str)})
+                train_log.write(record)
+
+    class DevCallback(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            due = bool(config.eval_steps) and state.global_step % (config.eval_steps or 1) == 0
+            # the final evaluation happens after training
+            if due and model is not None and state.global_step < state.max_steps:
+                evaluate_dev(model, state.global_step)
+
+    class SpeedCallback(TrainerCallback):  # type: ignore[misc]
+        first_step = 0
+        began = 0.0
+        ended = 0.0
+        last_step = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.began = time.perf_counter()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not self.first_step:
+                self.first_step = state.global_step or -1
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.ended = time.perf_counter()
+            self.last_step = state.global_step
+
+    speed = SpeedCallback()
+    collator = DataCollatorWithPadding(tokenizer)
+
+    def collate(rows: list[dict[str, Any]]) -> Any:
+        return collator([{k: v for k, v in row.items() if k != "length"} for row in rows])
+
+    bf16, fp16 = _precision(config)
+    arguments = TrainingArguments(
+        output_dir=str(output),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=not config.progress,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        bf16=bf16,
+        fp16=fp16,
+    )
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_dataset,
+        data_collator=collate,
+        processing_class=tokenizer,
+        callbacks=[LogCallback(), DevCallback(), speed, *callbacks],
+    )
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    state = trainer.state
+
+    dev_scores = evaluate_dev(trainer.model, state.global_step)
+    trainer.save_model(str(output))
+    tokenizer.save_pretrained(str(output))
+    (output / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
+
+    first = max(speed.first_step, 0)
+    steps_run = speed.last_step - first
+    train_seconds = max(speed.ended - speed.began, 1e-9)
+    sequences = steps_run * config.batch_size * config.gradient_accumulation_steps
+    losses = [r["loss"] for r in train_log.records() if "loss" in r and "dev" not in r]
+    metrics: dict[str, Any] = {
+        "output_dir": str(output),
+        "base_model": config.base_model,
+        "dev": dev_scores,
+        "data": {
+            "train_reports": train_reports,
+            "dev_reports": dev_reports,
+            "train_questions": len(examples),
+            "features": stats,
+        },
+        "hyperparameters": config.model_dump(exclude={"train_data", "dev_data", "output_dir", "base_model"}),
+        "train_data": [s.model_dump() for s in config.train_data],
+        "dev_data": [s.model_dump() for s in config.dev_data],
+        "training": {
+            "global_step": state.global_step,
+            "epochs": float(state.epoch or 0.0),
+            "train_loss": float(result.training_loss),
+            "final_loss": losses[-1] if losses else None,
+            "wall_seconds": time.perf_counter() - started,
+            "train_seconds": train_seconds,
+            "sequences_per_second": sequences / train_seconds,
+            "resumed": checkpoint is not None,
+        }
+        | parameters,
+        "hardware": hardware(),
+    }
+    (output / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (output / "model_card.md").write_text(model_card(metrics), encoding="utf-8")
+    plot_curves(train_log.records(), output / "curves.png")
+    if not config.keep_checkpoints:
+        for folder in output.glob("checkpoint-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+    log(f"saved reader to {output} ({metrics['training']['wall_seconds']:.0f} s)")
+    return TrainOutcome(output, metrics)
