@@ -8,9 +8,9 @@ import sys
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import typer  # noqa: E402
+import typer
 
-from kotae.errors import KotaeError  # noqa: E402
+from kotae.errors import KotaeError
 
 app = typer.Typer(
     name="kotae",
@@ -28,3 +28,59 @@ def main() -> None:
     except KotaeError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+
+
+models_app = typer.Typer(help="Prepare and inspect the built-in offline models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    aliases: list[str] = typer.Argument(None, help="Aliases to prepare (default: all)."),
+) -> None:
+    """Materialise model aliases into $KOTAE_HOME/models (idempotent; safe to interrupt)."""
+    from kotae import models
+
+    for name in aliases or list(models.ALIASES):
+        path, did_work = models.prepare(name, log=lambda message: typer.echo(message, err=True))
+        state = "prepared" if did_work else "already prepared, nothing to do"
+        typer.echo(f"{name}: {state} ({path})")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show each alias, whether it is prepared, its path and size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kotae import models
+
+    table = Table("alias", "prepared", "size", "path")
+    for name in models.ALIASES:
+        path = models.alias_path(name)
+        prepared = models.is_prepared(name)
+        size = f"{models.folder_size(path) / 1e6:.0f} MB" if prepared else "-"
+        table.add_row(name, "yes" if prepared else "no", size, str(path))
+    Console().print(table)
+
+
+@models_app.command("check")
+def models_check(
+    alias: str = typer.Argument("multilingual-e5-small", help="Model alias or directory to load."),
+) -> None:
+    """Load a sentence embedder (preparing it if needed) and embed a Japanese and an English sentence."""
+    from sentence_transformers import SentenceTransformer
+
+    from kotae.models import resolve_model
+
+    path = resolve_model(alias)
+    model = SentenceTransformer(str(path), device="cpu")
+    pairs = [
+        ("日本の首都はどこですか？", "東京は日本の首都であり、最大の都市である。"),
+        ("What is the capital of Japan?", "Tokyo is the capital and largest city of Japan."),
+    ]
+    prompts = {k: v or "" for k, v in (model.prompts or {}).items()}
+    for question, passage in pairs:
+        q = model.encode(prompts.get("query", "") + question, normalize_embeddings=True)
+        p = model.encode(prompts.get("passage", "") + passage, normalize_embeddings=True)
+        typer.echo(f"{question} ↔ {passage}\n  dim={q.shape[0]} cosine={float(q @ p):.3f}")

@@ -81,7 +81,7 @@ def dequantize_q4_0(raw: bytes | memoryview, count: int) -> np.ndarray:
 
 def read_e5s1(path: str | Path) -> E5File:
     """Parse an E5S1 file (memory-mapped; tensors stay views until asked for)."""
-    data = memoryview(np.memmap(path, dtype=np.uint8, mode="r"))
+    data = memoryview(np.memmap(path, dtype=np.uint8, mode="r"))  # type: ignore[arg-type]
     if bytes(data[:4]) != b"E5S1":
         raise ValueError(f"{path}: not an E5S1 model file (bad magic)")
     offset = 8  # magic + version
@@ -216,7 +216,7 @@ def compile_charsmap(normaliser: dict[int, tuple[int, ...]]) -> bytes:
             normalization_rule_tsv=str(Path(tmp) / "rules.tsv"),
             minloglevel=2,
         )
-    proto = sentencepiece_model_pb2.ModelProto()
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString(model.getvalue())
     return bytes(proto.normalizer_spec.precompiled_charsmap)
 

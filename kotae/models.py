@@ -11,6 +11,7 @@ and happens on first use when ``kotae models prepare`` was not run.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -108,26 +109,33 @@ def folder_size(path: Path) -> int:
 
 
 def prepare(name: str, log: Callable[[str], None] = lambda message: None) -> tuple[Path, bool]:
-    """Materialise alias ``name``; returns (folder, whether work was done). Safe to kill at any moment."""
+    """Materialise alias ``name``; returns (folder, whether work was done). Safe to kill at any moment:
+    the folder is built under a temporary name and renamed into place only when complete."""
     if name not in ALIASES:
         raise KotaeError(f"unknown model alias {name!r}; known aliases: {', '.join(ALIASES)}")
     target = alias_path(name)
     if is_prepared(name):
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    log(f"preparing model {name!r} into {target} (one time) ...")
-    started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
-    try:
-        source = ALIASES[name].prepare(work)
-        stamp = {"alias": name, "source": source, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        (work / STAMP).write_text(json.dumps(stamp, indent=2))
-        if target.exists():  # an unstamped leftover from an older, interrupted layout
-            shutil.rmtree(target)
-        os.replace(work, target)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one preparer per alias; a second waits, then finds it done
+        if is_prepared(name):
+            return target, False
+        for leftover in target.parent.glob(f".{name}.partial-*"):  # from a killed run
+            shutil.rmtree(leftover, ignore_errors=True)
+        log(f"preparing model {name!r} into {target} (one time) ...")
+        started = time.perf_counter()
+        work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
+        try:
+            source = ALIASES[name].prepare(work)
+            stamp = {"alias": name, "source": source, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            (work / STAMP).write_text(json.dumps(stamp, indent=2))
+            if target.exists():  # unstamped, so incomplete: never loaded as a model
+                shutil.rmtree(target)
+            os.replace(work, target)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
     log(f"prepared {name!r} in {time.perf_counter() - started:.0f}s")
     return target, True
 

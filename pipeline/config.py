@@ -1,0 +1,128 @@
+"""Pipeline configuration: one validated YAML file describes the index, retrievers and reader.
+
+A misspelt key or a bad value fails with one line naming the key, the value and what is allowed.
+``--set a.b=c`` overrides are applied to the raw mapping before validation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kotae.errors import KotaeError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class EmbedderConfig(_Section):
+    """The sentence embedder used for passages (indexing) and questions (dense retrieval)."""
+
+    model: str = "multilingual-e5-small"
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    batch_size: int = Field(32, gt=0)
+    device: str | None = None
+
+
+class IndexConfig(_Section):
+    """Where and how passages are stored."""
+
+    dir: str = "~/.cache/kotae/index/default"
+    faiss_factory: str = "Flat"
+    passage_tokens: int = Field(200, gt=8)
+    overlap_tokens: int = Field(32, ge=0)
+    bm25_tokenizer: Literal["bigram", "fugashi"] = "bigram"
+
+
+class RetrieverConfig(_Section):
+    """Which retrievers run, and how their rankings are fused."""
+
+    type: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    top_k: int = Field(10, gt=0, le=1000)
+    rrf_k: int = Field(60, gt=0)
+
+
+class ReaderConfig(_Section):
+    """The extractive reader over the retrieved passages."""
+
+    type: Literal["kotae", "haystack"] = "kotae"
+    model: str = "reader-e5-small-ja-en"
+    top_k: int = Field(5, gt=0, le=100)
+    max_answer_length: int = Field(30, gt=0)
+    max_length: int = Field(384, gt=16)
+    stride: int = Field(128, ge=0)
+    no_answer: bool = False
+    no_answer_threshold: float = 0.0
+    batch_size: int = Field(16, gt=0)
+    device: str | None = None
+
+
+class PipelineConfig(_Section):
+    """A whole pipeline: embedder + index + retriever + reader."""
+
+    embedder: EmbedderConfig = EmbedderConfig()
+    index: IndexConfig = IndexConfig()
+    retriever: RetrieverConfig = RetrieverConfig()
+    reader: ReaderConfig = ReaderConfig()
+
+    @property
+    def index_dir(self) -> Path:
+        return Path(self.index.dir).expanduser()
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML scalars) to a nested mapping, returning a copy."""
+    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KotaeError(f"--set {item!r}: expected KEY=VALUE, for example reader.top_k=3")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return result
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line: which key, which value, what is allowed."""
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    value = first.get("input")
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}; check the spelling (see configs/pipeline/default.yaml)"
+    return f"{source}: {key} = {value!r} is not allowed: {first['msg']}"
+
+
+def load_pipeline_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PipelineConfig:
+    """Read a pipeline YAML (or the defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KotaeError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise KotaeError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise KotaeError(f"{path}: expected a mapping of sections (embedder, index, retriever, reader)")
+        raw = loaded or {}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise KotaeError(describe_validation_error(error, source)) from None

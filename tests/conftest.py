@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests that need the prepared 470 MB model share one cache per run ($KOTAE_HOME)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip when this checkout has none (users' machines do not)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def e5_small_dir() -> Path:
+    """The prepared multilingual-e5-small folder (prepared once per $KOTAE_HOME)."""
+    from kotae.models import prepare
+
+    return prepare("multilingual-e5-small")[0]
