@@ -84,3 +84,9 @@ def models_check(
         q = model.encode(prompts.get("query", "") + question, normalize_embeddings=True)
         p = model.encode(prompts.get("passage", "") + passage, normalize_embeddings=True)
         typer.echo(f"{question} ↔ {passage}\n  dim={q.shape[0]} cosine={float(q @ p):.3f}")
+
+
+from reader_training.cli import evaluate as _evaluate, train as _train  # noqa: E402
+
+app.command("train")(_train)
+app.command("evaluate")(_evaluate)
