@@ -86,7 +86,8 @@ def models_check(
         typer.echo(f"{question} ↔ {passage}\n  dim={q.shape[0]} cosine={float(q @ p):.3f}")
 
 
-from reader_training.cli import evaluate as _evaluate, train as _train  # noqa: E402
+from reader_training.cli import evaluate as _evaluate  # noqa: E402
+from reader_training.cli import train as _train  # noqa: E402
 
 app.command("train")(_train)
 app.command("evaluate")(_evaluate)
