@@ -198,6 +198,11 @@ class FaissDocumentStore:
     def _set_state(self, key: str, value: str | int) -> None:
         self._conn.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (key, str(value)))
 
+    def state(self, key: str) -> str | None:
+        """A value recorded with :meth:`apply` (``set_state``), or None."""
+        with self._lock:
+            return self._state(f"user.{key}")
+
     @property
     def generation(self) -> int:
         """The commit generation recorded in SQLite (bumped by every change)."""
@@ -362,6 +367,7 @@ class FaissDocumentStore:
         delete_sources: Iterable[str] = (),
         update_meta: dict[str, dict[str, Any]] | None = None,
         clear: bool = False,
+        set_state: dict[str, str] | None = None,
     ) -> int:
         """Apply one change set as a single commit; returns how many documents were written.
 
@@ -376,6 +382,8 @@ class FaissDocumentStore:
                 written = self._apply_sql(
                     write, delete_ids, policy, set_sources, delete_sources, update_meta, clear
                 )
+                for key, value in (set_state or {}).items():
+                    self._set_state(f"user.{key}", value)
                 generation = self.generation + 1
                 self._set_state("generation", generation)
                 self._set_state("factory", self.faiss_factory)

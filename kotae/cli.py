@@ -91,3 +91,7 @@ from reader_training.cli import train as _train  # noqa: E402
 
 app.command("train")(_train)
 app.command("evaluate")(_evaluate)
+
+from indexing.cli import index as _index  # noqa: E402
+
+app.command("index")(_index)

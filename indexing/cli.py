@@ -1,0 +1,41 @@
+"""``kotae index``: the command-line shell around :func:`indexing.job.run_index` (heavy imports inside)."""
+
+from __future__ import annotations
+
+import json as json_module
+import sys
+from pathlib import Path
+
+import typer
+
+
+def index(
+    corpus: list[Path] = typer.Option(
+        [], "--corpus", help="Files or folders to index: --corpus PATH [PATH...]."
+    ),
+    more: list[Path] | None = typer.Argument(None, help="More corpus paths.", show_default=False),
+    config: Path | None = typer.Option(
+        None, "--config", help="Pipeline YAML (its embedder and index sections)."
+    ),
+    index_dir: Path | None = typer.Option(None, "--index-dir", help="Index directory (default: index.dir)."),
+    full: bool = typer.Option(False, "--full", help="Rebuild from scratch instead of updating."),
+    json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    set_overrides: list[str] = typer.Option(
+        [], "--set", help="Override a config key, e.g. --set index.passage_tokens=150."
+    ),
+) -> None:
+    """Index a corpus into passages, embeddings (FAISS) and BM25; re-runs only embed what changed."""
+    from indexing.job import run_index
+    from kotae.errors import KotaeError
+    from pipeline.config import load_pipeline_config
+
+    corpus = [*corpus, *(more or [])]
+    if not corpus:
+        raise KotaeError("no corpus given; pass --corpus PATH [PATH...] (files or folders)")
+    settings = load_pipeline_config(config, set_overrides)
+    summary = run_index(settings, list(corpus), index_dir=index_dir, full=full, progress=sys.stderr.isatty())
+    if json:
+        typer.echo(json_module.dumps(summary.to_json(), ensure_ascii=False))
+        return
+    for line in summary.lines():
+        typer.secho(line, fg=typer.colors.YELLOW if line.startswith(("warning", "  ")) else None)

@@ -1,0 +1,377 @@
+"""The indexing job: corpus -> passages -> embeddings -> FAISS store + BM25, incremental and re-runnable.
+
+1. Read the corpus (bad input is skipped or repaired and reported, never fatal).
+2. Hash every document (its id/source, title, text and meta, plus the embedder and passage
+   settings) and diff against the store's manifest: new, changed, unchanged, removed.
+3. Removed documents' passages are deleted; new and changed documents are split into passages
+   sized by the embedder's tokenizer and embedded in length-sorted batches, then committed in
+   chunks (one SQLite transaction each, with the manifest), so a kill loses at most one chunk and
+   the next run picks up where this one stopped.
+4. The BM25 index is rebuilt from the store's passages and saved next to it.
+
+``full=True`` clears the store first. A change of embedder or passage settings also rebuilds.
+
+Usage::
+
+    summary = run_index(load_pipeline_config("configs/pipeline/default.yaml"), [Path("corpus/")])
+    print(summary.to_json())
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from haystack import Document
+
+from indexing.readers import Problem, SourceDocument, read_corpus
+from indexing.split import Passage, split_text
+from kotae.errors import KotaeError
+from pipeline.config import PipelineConfig
+
+SPLITTER_VERSION = "1"
+
+
+class PassageEmbedder(Protocol):
+    """What the job needs from an embedder: a token count, a length limit and vectors."""
+
+    fingerprint: str
+    max_tokens: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class SentenceTransformerEmbedder:
+    """Passages embedded by a sentence-transformers model folder, with a passage prefix, normalised."""
+
+    def __init__(
+        self, model_dir: Path, prefix: str = "", batch_size: int = 32, device: str | None = None
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(model_dir), device=device or "cpu")
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.tokenizer = self.model.tokenizer
+        prefix_tokens = self.count_tokens(prefix) if prefix else 0
+        self.max_tokens = int(self.model.max_seq_length or 512) - 2 - prefix_tokens
+        self.fingerprint = f"{Path(model_dir).resolve()}|{prefix}"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            [self.prefix + text for text in texts],
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def resolve_embedder_dir(ref: str) -> Path:
+    """A local sentence-transformers folder for ``ref``: a directory, or a kotae model alias."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from kotae.models import resolve_model
+    except ImportError:  # pragma: no cover - the model registry ships with kotae
+        raise KotaeError(
+            f"embedder model {ref!r}: not a directory, and kotae.models is unavailable"
+        ) from None
+    return Path(resolve_model(ref))
+
+
+def load_embedder(config: PipelineConfig) -> SentenceTransformerEmbedder:
+    """The embedder described by the config's ``embedder`` section."""
+    section = config.embedder
+    return SentenceTransformerEmbedder(
+        resolve_embedder_dir(section.model), section.passage_prefix, section.batch_size, section.device
+    )
+
+
+@dataclass
+class IndexSummary:
+    """What one run did. ``added``/``updated``/``removed``/``unchanged`` count documents."""
+
+    index_dir: str
+    full: bool = False
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    passages_added: int = 0
+    passages_removed: int = 0
+    passages_total: int = 0
+    skipped: list[Problem] = field(default_factory=list)
+    repaired: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passages_per_second(self) -> float:
+        return self.passages_added / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON object: ``added``, ``updated``, ``removed``, ``unchanged``, ``passages``, ``skipped``,
+        ``seconds`` (plus ``repaired``, ``notes``, ``passages_per_second`` and ``index_dir``)."""
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "passages": {
+                "added": self.passages_added,
+                "removed": self.passages_removed,
+                "total": self.passages_total,
+            },
+            "skipped": [{"source": p.source, "reason": p.reason} for p in self.skipped],
+            "repaired": [{"source": p.source, "reason": p.reason} for p in self.repaired],
+            "notes": self.notes,
+            "seconds": round(self.seconds, 3),
+            "passages_per_second": round(self.passages_per_second, 1),
+            "index_dir": self.index_dir,
+            "full": self.full,
+        }
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """The human-readable summary, warnings last."""
+        lines = [
+            f"index {self.index_dir}{' (full rebuild)' if self.full else ''}",
+            f"documents: {self.added} added, {self.updated} updated, {self.removed} removed, "
+            f"{self.unchanged} unchanged",
+            f"passages: {self.passages_added} embedded, {self.passages_removed} deleted, {self.passages_total} in index",
+            f"time: {self.seconds:.1f}s ({self.passages_per_second:.1f} passages/s)",
+        ]
+        lines.extend(f"note: {note}" for note in self.notes)
+        for label, problems in (("skipped", self.skipped), ("repaired", self.repaired)):
+            if problems:
+                lines.append(f"warning: {len(problems)} {label}:")
+                lines.extend(f"  {p.source}: {p.reason}" for p in problems[:limit])
+                if len(problems) > limit:
+                    lines.append(f"  ... and {len(problems) - limit} more")
+        return lines
+
+
+def document_hash(document: SourceDocument, fingerprint: str) -> str:
+    """Content hash of a source document under given embedder/passage settings."""
+    digest = hashlib.sha256()
+    for part in (fingerprint, document.id, document.source, document.title, document.text):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    digest.update(json.dumps(document.meta, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def passage_documents(document: SourceDocument, digest: str, passages: list[Passage]) -> list[Document]:
+    """Haystack Documents for the passages of one source document."""
+    stem = hashlib.sha256(document.id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    documents = []
+    for passage in passages:
+        meta = dict(document.meta)
+        meta.update(
+            source=document.source,
+            title=document.title,
+            document_id=document.id,
+            passage_index=passage.index,
+            start=passage.start,
+            end=passage.end,
+        )
+        documents.append(Document(id=f"{stem}-{digest[:8]}-{passage.index}", content=passage.text, meta=meta))
+    return documents
+
+
+@contextmanager
+def index_lock(index_dir: Path) -> Iterator[None]:
+    """One indexing job per index directory at a time."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(index_dir / ".lock", "w")  # noqa: SIM115 - held for the whole job
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KotaeError(
+                f"another 'kotae index' is already writing {index_dir}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("embedding passages"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("embed", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def embed_sorted(
+    embedder: PassageEmbedder, texts: list[str], batch_size: int, advance: Callable[[int], None]
+) -> np.ndarray:
+    """Embed ``texts`` in batches of similar length (longest first), returned in the original order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    vectors: np.ndarray | None = None
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        embedded = embedder.embed([texts[i] for i in batch])
+        if vectors is None:
+            vectors = np.zeros((len(texts), embedded.shape[1]), dtype=np.float32)
+        vectors[batch] = embedded
+        advance(len(batch))
+    return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def run_index(
+    config: PipelineConfig,
+    corpus: list[Path],
+    index_dir: Path | None = None,
+    full: bool = False,
+    embedder: PassageEmbedder | None = None,
+    progress: bool = False,
+) -> IndexSummary:
+    """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``."""
+    from haystack.document_stores.types import DuplicatePolicy
+
+    from indexing.bm25 import build_bm25
+    from indexing.store import FaissDocumentStore
+
+    started = time.perf_counter()
+    missing = [str(p) for p in corpus if not Path(p).expanduser().exists()]
+    if missing:
+        raise KotaeError(f"corpus path not found: {missing[0]}; nothing was changed")
+    directory = Path(index_dir).expanduser() if index_dir is not None else config.index_dir
+    settings = config.index
+    summary = IndexSummary(index_dir=str(directory), full=full)
+
+    with index_lock(directory):
+        documents, report = read_corpus(list(corpus), max_chars=settings.max_document_chars)
+        summary.skipped, summary.repaired = report.skipped, report.repaired
+        if embedder is None:
+            embedder = load_embedder(config)
+        max_tokens = settings.passage_tokens
+        if max_tokens > embedder.max_tokens:
+            summary.notes.append(
+                f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder.max_tokens}"
+            )
+            max_tokens = embedder.max_tokens
+        overlap = min(settings.overlap_tokens, max_tokens // 2)
+        fingerprint = f"{embedder.fingerprint}|{max_tokens}|{overlap}|split{SPLITTER_VERSION}"
+
+        store = FaissDocumentStore(
+            directory, faiss_factory=settings.faiss_factory, nprobe=settings.faiss_nprobe
+        )
+        try:
+            previous = store.state("fingerprint")
+            if not full and previous is not None and previous != fingerprint and store.count_documents():
+                summary.notes.append("embedder or passage settings changed since the last run: rebuilding")
+                full = summary.full = True
+            if full:
+                store.delete_all_documents(recreate_index=True)
+            manifest = store.source_manifest()
+
+            current = {document.id: document for document in documents}
+            removed = [key for key in manifest if key not in current]
+            if removed:
+                old = [pid for key in removed for pid in manifest[key][1]]
+                store.apply(delete_ids=old, delete_sources=removed)
+                summary.removed, summary.passages_removed = len(removed), len(old)
+
+            todo: list[tuple[SourceDocument, str]] = []
+            for document in documents:
+                digest = document_hash(document, fingerprint)
+                known = manifest.get(document.id)
+                if known is not None and known[0] == digest:
+                    summary.unchanged += 1
+                    continue
+                todo.append((document, digest))
+                if known is None:
+                    summary.added += 1
+                else:
+                    summary.updated += 1
+
+            # Split everything first (cheap) so the progress bar knows the total.
+            split: list[tuple[SourceDocument, str, list[Document]]] = []
+            for document, digest in todo:
+                pieces = split_text(document.text, embedder.count_tokens, max_tokens, overlap)
+                split.append((document, digest, passage_documents(document, digest, pieces)))
+            total = sum(len(p) for _, _, p in split)
+
+            with _progress(progress, total) as advance:
+                for chunk in _chunked(split, settings.commit_documents):
+                    passages = [p for _, _, ps in chunk for p in ps]
+                    vectors = embed_sorted(
+                        embedder, [p.content for p in passages], config.embedder.batch_size, advance
+                    )
+                    passages = [
+                        replace(passage, embedding=vector.tolist())
+                        for passage, vector in zip(passages, vectors, strict=True)
+                    ]
+                    old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
+                    sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
+                    store.apply(
+                        write=passages,
+                        delete_ids=old,
+                        policy=DuplicatePolicy.OVERWRITE,
+                        set_sources=sources,
+                        set_state={"fingerprint": fingerprint},
+                    )
+                    summary.passages_added += len(passages)
+                    summary.passages_removed += len(old)
+            if previous != fingerprint and not todo and not removed:
+                store.apply(set_state={"fingerprint": fingerprint})
+
+            build_bm25(store, settings.bm25_tokenizer)
+            summary.passages_total = store.count_documents()
+        finally:
+            store.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - used by the kill -9 test
+    """``python -m indexing.job CONFIG INDEX_DIR CORPUS...``: run the job, print the JSON summary."""
+    import sys
+
+    from pipeline.config import load_pipeline_config
+
+    args = sys.argv[1:] if argv is None else argv
+    config = load_pipeline_config(args[0])
+    summary = run_index(config, [Path(p) for p in args[2:]], index_dir=Path(args[1]))
+    print(json.dumps(summary.to_json(), ensure_ascii=False))
+    os._exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,122 @@
+"""Dense retrieval over a :class:`FaissDocumentStore`, as a Haystack component."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.document_stores.types import FilterPolicy, apply_filter_policy
+
+from indexing.store import FaissDocumentStore
+
+
+@component
+class FaissEmbeddingRetriever:
+    """Retrieves the passages whose embeddings are closest (cosine) to the query embedding.
+
+    Use it with a FaissDocumentStore filled by ``kotae index``; embed the query with the same model
+    and its query prefix (``query: `` for E5), e.g. with a SentenceTransformersTextEmbedder.
+
+    ### Usage example
+    ```python
+    from haystack import Pipeline
+    from haystack_integrations.components.embedders.sentence_transformers import (
+        SentenceTransformersTextEmbedder,
+    )
+    from indexing.retriever import FaissEmbeddingRetriever
+    from indexing.store import FaissDocumentStore
+
+    store = FaissDocumentStore("~/.cache/kotae/index/default")
+    pipeline = Pipeline()
+    pipeline.add_component("embedder", SentenceTransformersTextEmbedder(model="path/to/model", prefix="query: "))
+    pipeline.add_component("retriever", FaissEmbeddingRetriever(store, top_k=5))
+    pipeline.connect("embedder.embedding", "retriever.query_embedding")
+    result = pipeline.run({"embedder": {"text": "富士山の高さは？"}})
+    ```
+    """
+
+    def __init__(
+        self,
+        document_store: FaissDocumentStore,
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        scale_score: bool = False,
+        return_embedding: bool = False,
+        filter_policy: FilterPolicy = FilterPolicy.REPLACE,
+    ) -> None:
+        """
+        Create the FaissEmbeddingRetriever.
+
+        :param document_store: The FaissDocumentStore to search.
+        :param filters: Haystack filters narrowing the search.
+        :param top_k: How many documents to return. Must be greater than 0.
+        :param scale_score: Map cosine scores from [-1, 1] to [0, 1].
+        :param return_embedding: Return the documents' embeddings too.
+        :param filter_policy: How run-time filters combine with ``filters`` (REPLACE or MERGE).
+        :raises TypeError: If ``document_store`` is not a FaissDocumentStore.
+        :raises ValueError: If ``top_k`` is not greater than 0.
+        """
+        if not isinstance(document_store, FaissDocumentStore):
+            raise TypeError("document_store must be an instance of FaissDocumentStore")
+        if top_k <= 0:
+            raise ValueError(f"top_k must be greater than 0, but got {top_k}")
+        self.document_store = document_store
+        self.filters = filters
+        self.top_k = top_k
+        self.scale_score = scale_score
+        self.return_embedding = return_embedding
+        self.filter_policy = filter_policy
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the component to a dictionary."""
+        return default_to_dict(
+            self,
+            document_store=self.document_store.to_dict(),
+            filters=self.filters,
+            top_k=self.top_k,
+            scale_score=self.scale_score,
+            return_embedding=self.return_embedding,
+            filter_policy=self.filter_policy.value,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
+        """Deserialise the component from a dictionary."""
+        params = data.get("init_parameters", {})
+        params["document_store"] = FaissDocumentStore.from_dict(params["document_store"])
+        if "filter_policy" in params:
+            params["filter_policy"] = FilterPolicy.from_str(params["filter_policy"])
+        return default_from_dict(cls, data)
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int | None = None,
+        scale_score: bool | None = None,
+        return_embedding: bool | None = None,
+    ) -> dict[str, list[Document]]:
+        """
+        Retrieve the documents most similar to ``query_embedding``.
+
+        :param query_embedding: Embedding of the query.
+        :param filters: Haystack filters; combined with the init filters by ``filter_policy``.
+        :param top_k: How many documents to return (defaults to the init value); 0 returns none.
+        :param scale_score: Map cosine scores to [0, 1] (defaults to the init value).
+        :param return_embedding: Return embeddings (defaults to the init value).
+        :returns: ``documents``, most similar first, each with its cosine ``score``.
+        :raises ValueError: If ``top_k`` is negative.
+        """
+        filters = apply_filter_policy(self.filter_policy, self.filters, filters)
+        top_k = self.top_k if top_k is None else top_k
+        if top_k < 0:
+            raise ValueError(f"top_k must be greater than or equal to 0, but got {top_k}")
+        documents = self.document_store.embedding_retrieval(
+            query_embedding=query_embedding,
+            filters=filters,
+            top_k=top_k,
+            scale_score=self.scale_score if scale_score is None else scale_score,
+            return_embedding=self.return_embedding if return_embedding is None else return_embedding,
+        )
+        return {"documents": documents}

@@ -1,0 +1,96 @@
+"""Test helpers: a tiny sentence-transformers model built offline, and a deterministic fake embedder.
+
+Neither downloads anything, so the indexing tests run without the 470 MB default model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from indexing.bm25 import bigram_tokenize
+
+_TRAINING_TEXT = [
+    "東京は日本の首都です。富士山は日本一高い山である！京都には古い寺が多い？",
+    "大阪は食べ物がおいしい。北海道は冬に雪が多く降ります。沖縄の海はきれいだ。",
+    "The quick brown fox jumps over the lazy dog. Tokyo is the capital of Japan.",
+    "Mount Fuji is the highest mountain in Japan! Is Kyoto full of old temples?",
+    "0123456789 passage query title text document index search answer question",
+]
+
+
+def build_tiny_model(folder: Path, dim: int = 16, seed: int = 0) -> Path:
+    """Write a randomly initialised 1-layer BERT sentence-transformers model (mean pooling) to ``folder``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
+
+    folder = Path(folder)
+    raw = folder / "hf"
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(
+        _TRAINING_TEXT * 4, trainers.WordPieceTrainer(vocab_size=400, special_tokens=specials)
+    )
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    fast = BertTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=dim,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * dim,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(raw)
+    fast.save_pretrained(raw)
+    model = SentenceTransformer(str(raw), device="cpu")
+    model.max_seq_length = 128
+    target = folder / "model"
+    model.save(str(target))
+    return target
+
+
+class HashEmbedder:
+    """A fast deterministic stand-in for a sentence embedder: vectors seeded by a hash of the text.
+
+    ``count_tokens`` counts BM25 bigram tokens. ``embedded`` records every text it embedded.
+    """
+
+    def __init__(self, dim: int = 16, max_tokens: int = 510, fingerprint: str = "hash-embedder") -> None:
+        self.dim = dim
+        self.max_tokens = max_tokens
+        self.fingerprint = fingerprint
+        self.embedded: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(bigram_tokenize(text))
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.embedded.extend(texts)
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            seed = int.from_bytes(
+                hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "little"
+            )
+            vectors[row] = np.random.default_rng(seed).standard_normal(self.dim)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
