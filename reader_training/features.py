@@ -6,8 +6,8 @@ each with an offset mapping back to characters of the original context. Tokens o
 context (question, special tokens, padding) get the offset ``(-1, -1)``.
 
 Labels are assigned on characters, never on whitespace words, so Japanese and Chinese work: the
-answer's first token is the first context token that ends after the answer's first character, its
-last token the last context token that starts before the answer's end. A window that does not
+answer's first token is the (last) context token covering the answer's first character, its last
+token the last context token that starts before the answer's end. A window that does not
 fully contain the answer — and every window of an unanswerable question — points both labels at
 the CLS token, wherever the tokenizer puts it (found in ``input_ids``, not assumed to be 0).
 
@@ -180,11 +180,15 @@ def label_window(offsets: np.ndarray, cls_index: int, start_char: int, end_char:
         return cls_index, cls_index
     if start_char < starts[inside[0]] or end_char > ends[inside[-1]]:
         return cls_index, cls_index
-    start_candidates = inside[ends[inside] > start_char]
+    # The start is the last token covering the first character (so a bare "▁" that shares its
+    # offsets with the next token loses to it), or the first token after a whitespace gap.
+    covering = inside[(starts[inside] <= start_char) & (ends[inside] > start_char)]
+    following = inside[starts[inside] >= start_char]
     end_candidates = inside[starts[inside] < end_char]
-    if start_candidates.size == 0 or end_candidates.size == 0:
+    if (covering.size == 0 and following.size == 0) or end_candidates.size == 0:
         return cls_index, cls_index
-    start_token, end_token = int(start_candidates[0]), int(end_candidates[-1])
+    start_token = int(covering[-1]) if covering.size else int(following[0])
+    end_token = int(end_candidates[-1])
     if end_token < start_token:
         return cls_index, cls_index
     return start_token, end_token
