@@ -82,7 +82,8 @@ class FaissEmbeddingRetriever:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
         """Deserialise the component from a dictionary."""
-        params = data.get("init_parameters", {})
+        data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
+        params = data["init_parameters"]
         params["document_store"] = FaissDocumentStore.from_dict(params["document_store"])
         if "filter_policy" in params:
             params["filter_policy"] = FilterPolicy.from_str(params["filter_policy"])

@@ -724,6 +724,7 @@ class FaissDocumentStore:
     def check_consistency(self) -> list[str]:
         """Problems found between SQLite and FAISS (empty when they agree)."""
         with self._lock:
+            self._refresh()
             problems: list[str] = []
             ids, _ = self._stored_vectors()
             index_count = 0 if self._index is None else int(self._index.ntotal)
