@@ -285,6 +285,7 @@ def run_training(
         length_column_name="length",
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         bf16=bf16,
         fp16=fp16,
     )

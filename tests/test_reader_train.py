@@ -1,0 +1,199 @@
+"""End to end: a tiny BERT built here learns a handful of English and Japanese questions through the
+real training entry point, then answers them through the real evaluation code and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from kotae.cli import app
+from kotae.errors import KotaeError
+from reader_training.config import load_train_config
+from reader_training.evaluate import evaluate_folder, load_reader
+from reader_training.testing import tiny_reader, tiny_tokenizer
+from reader_training.train import run_training
+
+CONTEXTS = [
+    "Alice met Bob in Paris on a rainy Tuesday in spring.",
+    "The red fox jumped over the lazy dog near the old river bank.",
+    "奈良は八世紀に日本の首都であった。東大寺には大仏がある。",
+    "富士山は日本で一番高い山で、静岡県と山梨県にまたがる。",
+]
+QAS = [
+    (0, "Where did Alice meet Bob?", "Paris"),
+    (0, "Who met Bob?", "Alice"),
+    (1, "What jumped over the dog?", "The red fox"),
+    (2, "八世紀の日本の首都はどこ？", "奈良"),
+    (2, "東大寺には何がある？", "大仏"),
+    (3, "日本で一番高い山は？", "富士山"),
+]
+
+
+def squad_file(path: Path, unanswerable: bool = False) -> Path:
+    paragraphs: list[dict[str, Any]] = []
+    for number, (context_index, question, answer) in enumerate(QAS):
+        context = CONTEXTS[context_index]
+        answers = [{"text": answer, "answer_start": context.index(answer)}]
+        paragraphs.append(
+            {"context": context, "qas": [{"id": f"q{number}", "question": question, "answers": answers}]}
+        )
+    if unanswerable:
+        paragraphs.append(
+            {
+                "context": CONTEXTS[0],
+                "qas": [{"id": "none", "question": "Who met Dave?", "answers": [], "is_impossible": True}],
+            }
+        )
+    path.write_text(
+        json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}, ensure_ascii=False)
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("reader")
+    squad_file(root / "train.json")
+    squad_file(root / "v2.json", unanswerable=True)
+    tokenizer = tiny_tokenizer(CONTEXTS + [q for _, q, _ in QAS] + ["Who met Dave?"])
+    tiny_reader(tokenizer).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    return root
+
+
+def settings(root: Path, output: str, *extra: str) -> list[str]:
+    return [
+        f"base_model={root / 'base'}",
+        f"output_dir={root / output}",
+        f"train_data={root / 'train.json'}",
+        f"dev_data=[{{path: {root / 'train.json'}, name: train}}]",
+        "max_length=32",  # the longer contexts need two windows
+        "stride=8",
+        "max_question_length=12",
+        "learning_rate=0.01",
+        "warmup_ratio=0",
+        "weight_decay=0",
+        "batch_size=8",
+        "max_steps=60",
+        "logging_steps=5",
+        "save_steps=10",
+        "progress=false",
+        "torch_threads=2",
+        *extra,
+    ]
+
+
+def test_training_memorises_and_writes_a_model_folder(workspace: Path) -> None:
+    config = load_train_config(None, settings(workspace, "run", "eval_steps=30"))
+    outcome = run_training(config, log=lambda message: None)
+    out = outcome.output_dir
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "reader_config.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    for name in ("model_card.md", "train_log.jsonl", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob("checkpoint-*"))  # removed once the model is saved
+
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r and "dev" not in r]
+    assert losses[0] > 3 * losses[-1], losses  # the loss falls
+    assert [r["step"] for r in records if "dev" in r] == [30, 60]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dev"]["train"]["n"] == 6
+    assert metrics["training"]["global_step"] == 60 and metrics["training"]["sequences_per_second"] > 0
+    assert metrics["data"]["features"]["windows"] > 6  # some questions span two windows
+    assert "| train | 6 |" in (out / "model_card.md").read_text()
+
+    # labels and decoding agree: the model answers the questions it was trained on
+    report = evaluate_folder(str(out), str(workspace / "train.json"))
+    answers = {p.id: p.text for p in report.predictions}
+    correct = sum(answers[f"q{i}"] == answer for i, (_, _, answer) in enumerate(QAS))
+    assert correct >= 5, answers
+    assert report.scores["n_ja"] == 3 and report.scores["n_en"] == 3
+    assert report.scores["exact_match"] == metrics["dev"]["train"]["exact_match"]
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(workspace: Path) -> None:
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.global_step == 25:
+                raise RuntimeError("killed")
+
+    config = load_train_config(None, settings(workspace, "resumed"))
+    with pytest.raises(RuntimeError, match="killed"):
+        run_training(config, log=lambda message: None, callbacks=[Kill()])
+    out = workspace / "resumed"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
+
+    with pytest.raises(KotaeError, match="--resume"):
+        run_training(config, log=lambda message: None)  # will not overwrite a run silently
+
+    outcome = run_training(config, resume=True, log=lambda message: None)
+    assert outcome.metrics["training"]["resumed"] is True
+    assert outcome.metrics["training"]["global_step"] == 60
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    # the lines logged after checkpoint-20 by the killed run were dropped, so no step appears twice
+    assert [r["step"] for r in records if "loss" in r] == [1, *range(5, 61, 5)]
+    assert (out / "model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
+
+    with pytest.raises(KotaeError, match="no checkpoint"):
+        run_training(load_train_config(None, settings(workspace, "fresh")), resume=True)
+
+
+def test_cli_train_and_evaluate(workspace: Path) -> None:
+    config = workspace / "cli.yaml"
+    config.write_text(f"train_data: {workspace / 'train.json'}\n")
+    runner = CliRunner()
+    overrides = [arg for item in settings(workspace, "cli-run", "max_steps=20") for arg in ("--set", item)]
+    result = runner.invoke(app, ["train", "--config", str(config), *overrides])
+    assert result.exit_code == 0, result.output
+    assert "dev train: EM" in result.stdout
+
+    result = runner.invoke(
+        app,
+        ["evaluate", "--model", str(workspace / "cli-run"), "--data", str(workspace / "v2.json"), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["n"] == 7
+    for key in ("exact_match", "f1", "examples_per_second", "has_ans_f1", "no_ans_exact_match", "has_ans_n"):
+        assert key in summary
+
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(workspace / "cli-run"),
+            "--data",
+            str(workspace / "train.json"),
+            "--limit",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "n 2" in result.stdout and "examples/s" in result.stdout
+
+    result = runner.invoke(app, ["train", "--config", str(config), "--set", "learning_rat=1"])
+    assert isinstance(result.exception, KotaeError) and "learning_rat" in str(result.exception)
+
+
+def test_slow_tokenizer_is_a_clear_error(workspace: Path, tmp_path: Path) -> None:
+    from transformers import ByT5Tokenizer
+
+    folder = tmp_path / "slow-model"
+    tokenizer = ByT5Tokenizer()
+    assert not tokenizer.is_fast
+    tiny_reader(tiny_tokenizer(["a"])).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(KotaeError, match="slow-model.*fast tokenizer"):
+        load_reader(str(folder))
+    config = load_train_config(None, [*settings(workspace, "slow"), f"base_model={folder}"])
+    with pytest.raises(KotaeError, match="slow-model"):
+        run_training(config, log=lambda message: None)
