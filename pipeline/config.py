@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kotae.errors import KotaeError
 
@@ -43,25 +43,44 @@ class IndexConfig(_Section):
 
 
 class RetrieverConfig(_Section):
-    """Which retrievers run, and how their rankings are fused."""
+    """Which retrievers run, and how their rankings are fused.
+
+    ``hybrid`` runs dense (FAISS) and BM25 retrieval and fuses the two rankings by reciprocal rank
+    (Haystack's DocumentJoiner, k = 61); ``weights`` ([dense, bm25]) tilts the fusion.
+    """
 
     type: Literal["dense", "bm25", "hybrid"] = "hybrid"
     top_k: int = Field(10, gt=0, le=1000)
-    rrf_k: int = Field(60, gt=0)
+    weights: tuple[float, float] | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and (min(value) < 0 or sum(value) <= 0):
+            raise ValueError("weights must be two non-negative numbers [dense, bm25], not both 0")
+        return value
 
 
 class ReaderConfig(_Section):
-    """The extractive reader over the retrieved passages."""
+    """The extractive reader over the retrieved passages.
+
+    ``type: kotae`` is kotae's own reader (the decoder ``kotae evaluate`` scores); ``haystack`` is
+    transformers-haystack's TransformersExtractiveReader on the same model. Windowing settings left
+    out (None) are taken from the model's ``reader_config.json`` (what it was trained and measured
+    with), else the ``kotae evaluate`` defaults. ``max_answer_length`` counts tokens.
+    """
 
     type: Literal["kotae", "haystack"] = "kotae"
     model: str = "reader-e5-small-ja-en"
     top_k: int = Field(5, gt=0, le=100)
-    max_answer_length: int = Field(30, gt=0)
-    max_length: int = Field(384, gt=16)
-    stride: int = Field(128, ge=0)
+    max_answer_length: int | None = Field(None, gt=0)
+    max_length: int | None = Field(None, gt=16)
+    stride: int | None = Field(None, ge=0)
+    max_question_length: int | None = Field(None, gt=0)
+    n_best: int | None = Field(None, gt=0)
     no_answer: bool = False
-    no_answer_threshold: float = 0.0
-    batch_size: int = Field(16, gt=0)
+    no_answer_threshold: float | None = None
+    batch_size: int | None = Field(None, gt=0)
     device: str | None = None
 
 

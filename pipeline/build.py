@@ -1,0 +1,228 @@
+"""A Haystack pipeline from a :class:`~pipeline.config.PipelineConfig`, and loading one back safely.
+
+The retriever section decides the front of the pipeline, the reader section its end::
+
+    dense:   query_embedder ──► dense_retriever ──────────────────────► reader
+    bm25:                        bm25_retriever ──────────────────────► reader
+    hybrid:  query_embedder ──► dense_retriever ─┐
+                                 bm25_retriever ─┴► joiner (RRF) ─────► reader
+
+``reader.type`` picks kotae's :class:`~pipeline.reader.KotaeExtractiveReader` or transformers-haystack's
+``TransformersExtractiveReader`` on the same model.
+
+Pipeline YAML (``Pipeline.dumps``) is loaded back with :func:`load_pipeline_yaml`, which first checks
+every class the YAML names against :data:`ALLOWED_MODULES` (kotae's component modules and the
+Haystack modules used here) and only then lets Haystack deserialise it, with its own allow-list
+extended by kotae's modules alone. A YAML naming anything else is refused before anything is imported.
+
+Example::
+
+    config = load_pipeline_config("configs/pipeline/bm25.yaml")
+    pipeline = build_pipeline(config)
+    same = load_pipeline_yaml(pipeline.dumps())
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from kotae.errors import KotaeError
+from pipeline.config import PipelineConfig
+
+if TYPE_CHECKING:
+    from haystack import Pipeline
+
+KOTAE_MODULES: tuple[str, ...] = ("pipeline.reader", "indexing.retriever", "indexing.bm25", "indexing.store")
+"""kotae modules whose classes a pipeline YAML may name."""
+
+HAYSTACK_MODULES: tuple[str, ...] = (
+    "haystack.components.joiners.document_joiner",
+    "haystack_integrations.components.embedders.sentence_transformers.sentence_transformers_text_embedder",
+    "haystack_integrations.components.readers.transformers.extractive_reader",
+)
+"""Haystack modules whose classes a kotae pipeline uses."""
+
+ALLOWED_MODULES: tuple[str, ...] = KOTAE_MODULES + HAYSTACK_MODULES
+
+COMPONENTS = ("query_embedder", "dense_retriever", "bm25_retriever", "joiner", "reader")
+
+STORE_FILE = "store.sqlite3"
+
+
+def index_command(config_path: str | Path | None = None) -> str:
+    """The command that builds the index, for error messages."""
+    config = f" --config {config_path}" if config_path else ""
+    return f"kotae index{config} --corpus PATH"
+
+
+def require_index(index_dir: Path, config_path: str | Path | None = None) -> None:
+    """Raise a one-line KotaeError unless ``index_dir`` holds a kotae index (nothing is created)."""
+    if not (index_dir / STORE_FILE).is_file():
+        raise KotaeError(f"no index at {index_dir}; build it first: {index_command(config_path)}")
+
+
+def check_reader_model(ref: str) -> None:
+    """Fail in one line, before any loading, when the reader model cannot be found locally."""
+    from kotae.models import ALIASES
+
+    if Path(ref).expanduser().is_dir() or ref in ALIASES or "/" in ref:
+        return  # a folder, an alias (prepared on use) or a hub id (resolve_model explains failures)
+    raise KotaeError(
+        f"reader model {ref!r} is not prepared (not a model folder or a kotae alias: {', '.join(ALIASES)}); "
+        "train one with `kotae train --config configs/train/...` and set reader.model to its folder "
+        "(--set reader.model=PATH)"
+    )
+
+
+def _device(name: str | None) -> Any:
+    from haystack.utils import ComponentDevice
+
+    return ComponentDevice.from_str(name) if name else None
+
+
+def build_components(config: PipelineConfig) -> dict[str, Any]:
+    """The named components the config asks for (not warmed up; no model is loaded here)."""
+    from indexing.bm25 import BM25Retriever
+    from indexing.retriever import FaissEmbeddingRetriever
+    from indexing.store import FaissDocumentStore
+
+    retriever, reader = config.retriever, config.reader
+    components: dict[str, Any] = {}
+    store = FaissDocumentStore(
+        config.index_dir, faiss_factory=config.index.faiss_factory, nprobe=config.index.faiss_nprobe
+    )
+    if retriever.type in ("dense", "hybrid"):
+        from haystack_integrations.components.embedders.sentence_transformers import (
+            SentenceTransformersTextEmbedder,
+        )
+
+        from indexing.job import resolve_embedder_dir
+
+        components["query_embedder"] = SentenceTransformersTextEmbedder(
+            model=str(resolve_embedder_dir(config.embedder.model)),
+            device=_device(config.embedder.device),
+            prefix=config.embedder.query_prefix,
+            batch_size=config.embedder.batch_size,
+            progress_bar=False,
+            normalize_embeddings=True,
+            local_files_only=True,
+        )
+        components["dense_retriever"] = FaissEmbeddingRetriever(store, top_k=retriever.top_k)
+    if retriever.type in ("bm25", "hybrid"):
+        components["bm25_retriever"] = BM25Retriever(
+            store, top_k=retriever.top_k, tokenizer=config.index.bm25_tokenizer
+        )
+    if retriever.type == "hybrid":
+        from haystack.components.joiners import DocumentJoiner
+
+        components["joiner"] = DocumentJoiner(
+            join_mode="reciprocal_rank_fusion",
+            weights=list(retriever.weights) if retriever.weights else None,
+            top_k=retriever.top_k,
+        )
+    check_reader_model(reader.model)
+    if reader.type == "kotae":
+        from pipeline.reader import KotaeExtractiveReader
+
+        components["reader"] = KotaeExtractiveReader(
+            model=reader.model,
+            top_k=reader.top_k,
+            max_answer_length=reader.max_answer_length,
+            max_length=reader.max_length,
+            stride=reader.stride,
+            max_question_length=reader.max_question_length,
+            n_best=reader.n_best,
+            no_answer=reader.no_answer,
+            no_answer_threshold=reader.no_answer_threshold,
+            batch_size=reader.batch_size,
+            device=reader.device,
+        )
+    else:
+        from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
+
+        from reader_training.evaluate import resolve_reference
+
+        components["reader"] = TransformersExtractiveReader(
+            model=str(resolve_reference(reader.model)),
+            device=_device(reader.device),
+            token=None,
+            top_k=reader.top_k,
+            max_seq_length=reader.max_length or 384,
+            stride=reader.stride if reader.stride is not None else 128,
+            max_batch_size=reader.batch_size,
+            answers_per_seq=reader.n_best,
+            no_answer=reader.no_answer,
+        )
+    return components
+
+
+def build_pipeline(config: PipelineConfig) -> Pipeline:
+    """The Haystack pipeline for ``config``: retriever(s) → (joiner) → reader."""
+    from haystack import Pipeline
+
+    pipeline = Pipeline()
+    for name, instance in build_components(config).items():
+        pipeline.add_component(name, instance)
+    names = set(pipeline.graph.nodes)
+    if "query_embedder" in names:
+        pipeline.connect("query_embedder.embedding", "dense_retriever.query_embedding")
+    if "joiner" in names:
+        pipeline.connect("dense_retriever.documents", "joiner.documents")
+        pipeline.connect("bm25_retriever.documents", "joiner.documents")
+        pipeline.connect("joiner.documents", "reader.documents")
+    elif "dense_retriever" in names:
+        pipeline.connect("dense_retriever.documents", "reader.documents")
+    else:
+        pipeline.connect("bm25_retriever.documents", "reader.documents")
+    return pipeline
+
+
+def _named_classes(data: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every ``type: a.b.C`` in a pipeline mapping, as ``(where, dotted name)``."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        kind = data.get("type")
+        if isinstance(kind, str) and "." in kind:
+            found.append((where or "pipeline", kind))
+        for key, value in data.items():
+            found.extend(_named_classes(value, f"{where}.{key}" if where else str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            found.extend(_named_classes(value, f"{where}[{index}]"))
+    return found
+
+
+def check_allowed(data: Any) -> None:
+    """Refuse (one line) a pipeline mapping that names a class outside :data:`ALLOWED_MODULES`."""
+    if not isinstance(data, dict) or not isinstance(data.get("components", {}), dict):
+        raise KotaeError("pipeline YAML: expected a mapping with 'components' and 'connections'")
+    for name, spec in data.get("components", {}).items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            raise KotaeError(f"pipeline YAML: component {name!r} has no 'type'")
+    for where, dotted in _named_classes(data):
+        module = dotted.rpartition(".")[0]
+        if module not in ALLOWED_MODULES:
+            raise KotaeError(
+                f"pipeline YAML: {where} names {dotted!r}, whose module is not on kotae's allow-list "
+                f"({', '.join(ALLOWED_MODULES)}); refusing to import it"
+            )
+
+
+def load_pipeline_yaml(text: str) -> Pipeline:
+    """A pipeline from ``Pipeline.dumps`` YAML; only classes from :data:`ALLOWED_MODULES` are imported."""
+    from haystack import Pipeline
+    from haystack.core.errors import DeserializationError
+    from haystack.marshal.yaml import YamlMarshaller
+
+    try:
+        data = YamlMarshaller().unmarshal(text)  # safe loading (plus tuples), as Pipeline.loads does
+    except (yaml.YAMLError, TypeError) as error:
+        raise KotaeError(f"pipeline YAML is not valid ({error})".replace("\n", " ")) from None
+    check_allowed(data)
+    try:
+        return Pipeline.loads(text, allowed_modules=list(KOTAE_MODULES))
+    except DeserializationError as error:
+        raise KotaeError(f"pipeline YAML refused: {str(error).splitlines()[0]}") from None

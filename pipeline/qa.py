@@ -1,0 +1,75 @@
+"""Ask a built pipeline a question: the one entry point shared by ``kotae ask``, ``kotae serve`` and the bench.
+
+The pipeline is built and warmed up once; :meth:`QuestionAnswerer.ask` feeds the question to
+whichever retrievers the pipeline has and returns the reader's answers. Calls are serialised by a
+lock, since Haystack components (models, the FAISS store, BM25) are not assumed to be thread-safe.
+
+Example::
+
+    qa = QuestionAnswerer.from_config(load_pipeline_config("configs/pipeline/default.yaml"))
+    for answer in qa.ask("富士山の高さは？", top_k=3):
+        print(answer.data, answer.score, answer.meta["source_start"])
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import PipelineConfig
+
+if TYPE_CHECKING:
+    from haystack import ExtractedAnswer, Pipeline
+
+
+class QuestionAnswerer:
+    """A warmed-up pipeline and a lock around it."""
+
+    def __init__(self, pipeline: Pipeline, config: PipelineConfig | None = None) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.components = set(pipeline.graph.nodes)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls, config: PipelineConfig, config_path: str | Path | None = None, warm_up: bool = True
+    ) -> QuestionAnswerer:
+        """Check the index exists and the reader model is findable, build the pipeline, load the models."""
+        from pipeline.build import build_pipeline, require_index
+
+        require_index(config.index_dir, config_path)
+        answerer = cls(build_pipeline(config), config)
+        if warm_up:
+            answerer.warm_up()
+        return answerer
+
+    def warm_up(self) -> None:
+        """Load every model now rather than on the first question."""
+        with self._lock:
+            self.pipeline.warm_up()
+
+    def inputs(self, question: str, top_k: int | None, filters: dict[str, Any] | None) -> dict[str, Any]:
+        """The ``Pipeline.run`` data for one question."""
+        data: dict[str, Any] = {"reader": {"query": question}}
+        if top_k is not None:
+            data["reader"]["top_k"] = top_k
+        if "query_embedder" in self.components:
+            data["query_embedder"] = {"text": question}
+        for name in ("dense_retriever", "bm25_retriever"):
+            if name in self.components:
+                data[name] = {"filters": filters} if filters else {}
+        if "bm25_retriever" in self.components:
+            data["bm25_retriever"]["query"] = question
+        return data
+
+    def ask(
+        self, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None
+    ) -> list[ExtractedAnswer]:
+        """The reader's answers to ``question``, best first (at most ``top_k``, plus a no-answer if enabled)."""
+        data = self.inputs(question, top_k, filters)
+        with self._lock:
+            result = self.pipeline.run(data)
+        answers: list[ExtractedAnswer] = result["reader"]["answers"]
+        return answers
