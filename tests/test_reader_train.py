@@ -192,7 +192,7 @@ def test_slow_tokenizer_is_a_clear_error(workspace: Path, tmp_path: Path) -> Non
     assert not tokenizer.is_fast
     tiny_reader(tiny_tokenizer(["a"])).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    with pytest.raises(KotaeError, match="slow-model.*fast tokenizer"):
+    with pytest.raises(KotaeError, match=r"slow-model.*fast tokenizer"):
         load_reader(str(folder))
     config = load_train_config(None, [*settings(workspace, "slow"), f"base_model={folder}"])
     with pytest.raises(KotaeError, match="slow-model"):
