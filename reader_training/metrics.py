@@ -33,6 +33,11 @@ LanguageChoice = Literal["auto", "en", "ja"]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)
+# The punctuation the JaQuAD / JSQuAD evaluation scripts strip, besides every Unicode P* character:
+# ASCII symbols ($ % + < = > ^ ` | ~ are category S) and their full-width forms.
+_JA_REMOVED = _PUNCTUATION | set(
+    "！？｡。＂＃＄％＆＇（）＊＋，－／：；＜＝＞＠［＼］＾＿｀｛｜｝～｟｠｢｣､、〃》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〾〿–—‘’‛“”„‟…‧﹏."
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -44,9 +49,14 @@ def normalize_answer(text: str) -> str:
 
 
 def normalize_japanese(text: str) -> str:
-    """NFKC, lowercase, and remove whitespace and all Unicode punctuation (categories P*)."""
+    """NFKC, lowercase, and remove whitespace, all Unicode punctuation (categories P*) and the
+    symbols the JaQuAD/JSQuAD scripts strip (ASCII punctuation, ～, ＄, ...)."""
     text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
+    return "".join(
+        ch
+        for ch in text
+        if not ch.isspace() and ch not in _JA_REMOVED and not unicodedata.category(ch).startswith("P")
+    )
 
 
 def answer_units(text: str, language: Language) -> list[str]:

@@ -77,6 +77,9 @@ def test_japanese_character_level() -> None:
     assert normalize_japanese("「奈良」。") == "奈良"
     assert normalize_japanese("（東大寺）、 大仏") == "東大寺大仏"
     assert normalize_japanese("ＡＢＣ１２３") == "abc123"  # NFKC, then lowercase
+    assert (
+        normalize_japanese("約１５メートル～２０＄") == "約15メートル20"
+    )  # symbols the JaQuAD script strips
     # 奈良県 vs 奈良: 2 shared characters, P = 2/3, R = 1 -> F1 = 0.8
     assert f1_score("奈良県", "奈良", "ja") == pytest.approx(0.8)
     # 東大寺の大仏 vs 大仏: shared 大 (once) + 仏 = 2; P = 2/6, R = 1 -> F1 = 0.5
