@@ -95,3 +95,11 @@ app.command("evaluate")(_evaluate)
 from indexing.cli import index as _index  # noqa: E402
 
 app.command("index")(_index)
+
+from pipeline.cli import ask as _ask  # noqa: E402
+from pipeline.cli import pipeline_app as _pipeline_app  # noqa: E402
+from pipeline.cli import serve as _serve  # noqa: E402
+
+app.command("ask")(_ask)
+app.command("serve")(_serve)
+app.add_typer(_pipeline_app, name="pipeline")

@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,16 +53,34 @@ COMPONENTS = ("query_embedder", "dense_retriever", "bm25_retriever", "joiner", "
 STORE_FILE = "store.sqlite3"
 
 
-def index_command(config_path: str | Path | None = None) -> str:
+def index_command(config_path: str | Path | None, index_dir: Path) -> str:
     """The command that builds the index, for error messages."""
     config = f" --config {config_path}" if config_path else ""
-    return f"kotae index{config} --corpus PATH"
+    return f"kotae index{config} --index-dir {index_dir} --corpus PATH"
 
 
-def require_index(index_dir: Path, config_path: str | Path | None = None) -> None:
-    """Raise a one-line KotaeError unless ``index_dir`` holds a kotae index (nothing is created)."""
-    if not (index_dir / STORE_FILE).is_file():
-        raise KotaeError(f"no index at {index_dir}; build it first: {index_command(config_path)}")
+def require_index(index_dir: Path, config_path: str | Path | None = None) -> int:
+    """How many passages ``index_dir`` holds; a one-line KotaeError when there is no index or it is empty.
+
+    Reads the store's SQLite file read-only, so nothing is created or locked.
+    """
+    import sqlite3
+
+    path = index_dir / STORE_FILE
+    if not path.is_file():
+        raise KotaeError(f"no index at {index_dir}; build it first: {index_command(config_path, index_dir)}")
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            count = int(connection.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+    except sqlite3.Error as error:
+        raise KotaeError(
+            f"cannot read the index at {index_dir} ({error}); rebuild it: {index_command(config_path, index_dir)} --full"
+        ) from None
+    if count == 0:
+        raise KotaeError(
+            f"the index at {index_dir} is empty; add documents: {index_command(config_path, index_dir)}"
+        )
+    return count
 
 
 def check_reader_model(ref: str) -> None:
@@ -83,8 +102,12 @@ def _device(name: str | None) -> Any:
     return ComponentDevice.from_str(name) if name else None
 
 
-def build_components(config: PipelineConfig) -> dict[str, Any]:
-    """The named components the config asks for (not warmed up; no model is loaded here)."""
+def build_components(config: PipelineConfig, check_models: bool = True) -> dict[str, Any]:
+    """The named components the config asks for (not warmed up; no model is loaded here).
+
+    ``check_models=False`` keeps the reader model reference as written, without checking it exists
+    (for showing a pipeline before its reader is trained).
+    """
     from indexing.bm25 import BM25Retriever
     from indexing.retriever import FaissEmbeddingRetriever
     from indexing.store import FaissDocumentStore
@@ -123,7 +146,8 @@ def build_components(config: PipelineConfig) -> dict[str, Any]:
             weights=list(retriever.weights) if retriever.weights else None,
             top_k=retriever.top_k,
         )
-    check_reader_model(reader.model)
+    if check_models:
+        check_reader_model(reader.model)
     if reader.type == "kotae":
         from pipeline.reader import KotaeExtractiveReader
 
@@ -146,7 +170,7 @@ def build_components(config: PipelineConfig) -> dict[str, Any]:
         from reader_training.evaluate import resolve_reference
 
         components["reader"] = TransformersExtractiveReader(
-            model=str(resolve_reference(reader.model)),
+            model=str(resolve_reference(reader.model)) if check_models else reader.model,
             device=_device(reader.device),
             token=None,
             top_k=reader.top_k,
@@ -159,12 +183,12 @@ def build_components(config: PipelineConfig) -> dict[str, Any]:
     return components
 
 
-def build_pipeline(config: PipelineConfig) -> Pipeline:
+def build_pipeline(config: PipelineConfig, check_models: bool = True) -> Pipeline:
     """The Haystack pipeline for ``config``: retriever(s) → (joiner) → reader."""
     from haystack import Pipeline
 
     pipeline = Pipeline()
-    for name, instance in build_components(config).items():
+    for name, instance in build_components(config, check_models).items():
         pipeline.add_component(name, instance)
     names = set(pipeline.graph.nodes)
     if "query_embedder" in names:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kotae.errors import KotaeError
 from pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
@@ -68,8 +69,18 @@ class QuestionAnswerer:
         self, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None
     ) -> list[ExtractedAnswer]:
         """The reader's answers to ``question``, best first (at most ``top_k``, plus a no-answer if enabled)."""
+        from haystack.core.errors import PipelineRuntimeError
+
         data = self.inputs(question, top_k, filters)
         with self._lock:
-            result = self.pipeline.run(data)
+            try:
+                result = self.pipeline.run(data)
+            except PipelineRuntimeError as error:
+                cause = error.__cause__
+                if isinstance(cause, KotaeError):
+                    raise cause from None
+                if isinstance(cause, ValueError):  # e.g. bad filters: the user can fix it, say it in one line
+                    raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
+                raise
         answers: list[ExtractedAnswer] = result["reader"]["answers"]
         return answers

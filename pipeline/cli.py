@@ -1,0 +1,140 @@
+"""``kotae ask``, ``kotae serve`` and ``kotae pipeline show``: thin typer shells over :mod:`pipeline.qa`.
+
+Heavy imports (torch, transformers, Haystack) happen inside the commands so ``kotae --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json as json_module
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+pipeline_app = typer.Typer(help="Inspect the Haystack pipeline a config builds.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="pipeline YAML, e.g. configs/pipeline/default.yaml (default: built-in)"
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="override a config key, KEY=VALUE (YAML value), e.g. reader.top_k=3; repeatable"
+    ),
+]
+IndexOption = Annotated[Path | None, typer.Option("--index-dir", help="index directory (default: index.dir)")]
+
+
+def _quiet() -> None:
+    """No download/weight-loading progress bars on stderr: the answer is the output."""
+    os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
+def _load_config(config: Path | None, set_: list[str] | None, index_dir: Path | None = None) -> Any:
+    from pipeline.config import load_pipeline_config
+
+    overrides = list(set_ or [])
+    if index_dir is not None:
+        overrides.append(f"index.dir={json_module.dumps(str(index_dir))}")
+    return load_pipeline_config(config, overrides)
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="the question, in Japanese or English")],
+    config: ConfigOption = None,
+    index_dir: IndexOption = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", "-k", min=1, max=100, help="answers to show")
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    set_: SetOption = None,
+) -> None:
+    """Answer a question from the indexed documents: best answers with score, source and the sentence around them."""
+    _quiet()
+    from kotae.errors import KotaeError
+    from pipeline.answers import answer_record
+    from pipeline.qa import QuestionAnswerer
+
+    if not question.strip():
+        raise KotaeError("the question is empty; ask something, e.g. kotae ask '富士山の高さは？'")
+    settings = _load_config(config, set_, index_dir)
+    answerer = QuestionAnswerer.from_config(settings, config_path=config)
+    records = [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
+    if json:
+        typer.echo(json_module.dumps({"question": question, "answers": records}, ensure_ascii=False))
+        return
+    _print_answers(question, records)
+
+
+def _print_answers(question: str, records: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    console.print(Text(f"Q: {question}", style="bold"))
+    if not records:
+        console.print("no answer found in the index")
+        return
+    for rank, record in enumerate(records, 1):
+        if record["answer"] is None:
+            console.print(Text(f"{rank}. (no answer)  score {record['score']:.3f}", style="dim"))
+            continue
+        head = Text(f"{rank}. ")
+        head.append(record["answer"], style="bold green")
+        head.append(f"  score {record['score']:.3f}", style="cyan")
+        console.print(head)
+        where = record["source"] or record["document_id"]
+        title = f" ({record['title']})" if record["title"] else ""
+        console.print(Text(f"   {where}{title}  chars {record['start']}-{record['end']}", style="dim"))
+        context = Text("   ")
+        context.append(record["context"][: record["context_start"]])
+        context.append(
+            record["context"][record["context_start"] : record["context_end"]], style="bold reverse"
+        )
+        context.append(record["context"][record["context_end"] :])
+        console.print(context)
+
+
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[
+        str, typer.Option(help="address to bind; 0.0.0.0 exposes the service to the network")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8000,
+    index_dir: IndexOption = None,
+    set_: SetOption = None,
+    max_body_bytes: Annotated[int, typer.Option(min=256, help="largest request body accepted")] = 16_384,
+) -> None:
+    """Serve the pipeline over HTTP: POST /ask, GET /health, OpenAPI docs at /docs (loads the models once)."""
+    _quiet()
+    import uvicorn
+
+    from pipeline.server import ServerLimits, create_app
+
+    settings = _load_config(config, set_, index_dir)
+    app = create_app(settings, config_path=config, limits=ServerLimits(max_body_bytes=max_body_bytes))
+    typer.echo(f"kotae: serving on http://{host}:{port} (docs at /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level="info")
+
+
+@pipeline_app.command("show")
+def show(config: ConfigOption = None, set_: SetOption = None, index_dir: IndexOption = None) -> None:
+    """Print the Haystack pipeline YAML (Pipeline.dumps) the config builds; no model is loaded."""
+    _quiet()
+    from pipeline.build import build_pipeline
+
+    typer.echo(build_pipeline(_load_config(config, set_, index_dir), check_models=False).dumps(), nl=False)

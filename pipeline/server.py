@@ -1,0 +1,273 @@
+"""``kotae serve``: the pipeline behind a small FastAPI service.
+
+- ``POST /ask`` ``{"question": ..., "top_k": 5, "filters": {...}}`` → ``{"question", "answers", "seconds"}``,
+  each answer the same object as ``kotae ask --json`` (offsets in the source document).
+- ``GET /health`` → status, the components in the pipeline and how many passages are indexed.
+- OpenAPI docs at ``/docs`` (schema at ``/openapi.json``).
+
+The pipeline is built and its models loaded once, when the app is created. Requests run in
+FastAPI's thread pool, and :class:`~pipeline.qa.QuestionAnswerer` lets one question at a time
+through the pipeline (its components are not assumed to be thread-safe). Bodies larger than
+``max_body_bytes`` get 413, malformed JSON 400, bad fields 422, each with a one-line ``error``; an
+unexpected failure is logged with its traceback on the server and the client gets a 500 with a
+plain message, never the traceback.
+
+Example::
+
+    app = create_app(load_pipeline_config("configs/pipeline/default.yaml"))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kotae.errors import KotaeError
+from pipeline.config import PipelineConfig
+from pipeline.qa import QuestionAnswerer
+
+logger = logging.getLogger("kotae.server")
+
+MAX_QUESTION_CHARS = 1000
+MAX_TOP_K = 50
+MAX_FILTER_DEPTH = 8
+COMPARISONS = {"==", "!=", ">", ">=", "<", "<=", "in", "not in"}
+LOGICAL = {"AND", "OR", "NOT"}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What the service accepts."""
+
+    max_body_bytes: int = 16_384
+
+
+def check_filters(filters: Any, depth: int = 0) -> None:
+    """Raise ValueError (one line) unless ``filters`` is a Haystack metadata filter.
+
+    A comparison is ``{"field": "meta.source", "operator": "==", "value": ...}``; a logical node is
+    ``{"operator": "AND" | "OR" | "NOT", "conditions": [...]}``.
+    """
+    if depth > MAX_FILTER_DEPTH:
+        raise ValueError(f"filters are nested deeper than {MAX_FILTER_DEPTH} levels")
+    if not isinstance(filters, dict):
+        raise ValueError("a filter must be an object with 'operator' and 'field'/'value' or 'conditions'")
+    operator = filters.get("operator")
+    if operator in LOGICAL:
+        conditions = filters.get("conditions")
+        if set(filters) != {"operator", "conditions"} or not isinstance(conditions, list) or not conditions:
+            raise ValueError(
+                f"a {operator} filter needs exactly 'operator' and a non-empty 'conditions' list"
+            )
+        for condition in conditions:
+            check_filters(condition, depth + 1)
+        return
+    if operator not in COMPARISONS:
+        allowed = ", ".join(sorted(COMPARISONS | LOGICAL))
+        raise ValueError(f"filter operator {operator!r} is not one of {allowed}")
+    if set(filters) != {"field", "operator", "value"} or not isinstance(filters["field"], str):
+        raise ValueError("a comparison filter needs exactly 'field' (a string), 'operator' and 'value'")
+    if operator in ("in", "not in") and not isinstance(filters["value"], list):
+        raise ValueError(f"the value of an {operator!r} filter must be a list")
+
+
+class AskRequest(BaseModel):
+    """A question for ``POST /ask``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="the question")
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_TOP_K, description="answers to return (default: the config's)"
+    )
+    filters: dict[str, Any] | None = Field(
+        None,
+        description='Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}',
+    )
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is blank")
+        return value
+
+    @field_validator("filters")
+    @classmethod
+    def _valid_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_filters(value)
+        return value
+
+
+class Answer(BaseModel):
+    """One answer; ``start``/``end`` are character offsets in the source document, null for no answer."""
+
+    answer: str | None
+    score: float
+    document_id: str | None
+    passage_id: str | None
+    source: str | None
+    title: str | None
+    start: int | None
+    end: int | None
+    context: str | None
+    context_start: int | None
+    context_end: int | None
+
+
+class AskResponse(BaseModel):
+    question: str
+    answers: list[Answer]
+    seconds: float
+
+
+class Health(BaseModel):
+    status: str
+    retriever: str
+    reader: str
+    components: list[str]
+    passages: int
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=f"request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes`` (by Content-Length, or counted while streaming)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                await _send_json(send, 400, {"error": "invalid Content-Length header"})
+                return
+            if too_large:
+                await _send_json(send, 413, {"error": f"request body is larger than {self.max_bytes} bytes"})
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _describe(errors: list[Any]) -> list[str]:
+    described = []
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+        described.append(f"{where}: {error.get('msg', 'invalid')}")
+    return described
+
+
+def create_app(
+    config: PipelineConfig,
+    config_path: str | Path | None = None,
+    limits: ServerLimits | None = None,
+    answerer: QuestionAnswerer | None = None,
+) -> FastAPI:
+    """The FastAPI app for ``config``; the pipeline is built and warmed up here, once.
+
+    :param config: The pipeline configuration.
+    :param config_path: Where the config came from (for error messages).
+    :param limits: Request limits.
+    :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
+    :raises KotaeError: If the index is missing or a model cannot be loaded.
+    """
+    from pipeline.answers import answer_record
+    from pipeline.build import require_index
+
+    limits = limits or ServerLimits()
+    qa = answerer or QuestionAnswerer.from_config(config, config_path)
+    app = FastAPI(
+        title="kotae",
+        summary="Open-domain question answering over your indexed documents (Japanese and English).",
+        version="0.1.0",
+    )
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = list(error.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
+        details = _describe(errors)
+        return JSONResponse(
+            {"error": "invalid request: " + "; ".join(details), "details": details}, status_code=422
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(KotaeError)
+    async def _user_error(request: Request, error: KotaeError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("error while handling %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": "internal error while answering; the server log has the details"}, status_code=500
+        )
+
+    @app.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
+    def ask(request: AskRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        answers = qa.ask(request.question, top_k=request.top_k, filters=request.filters)
+        return {
+            "question": request.question,
+            "answers": [answer_record(answer) for answer in answers],
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    @app.get("/health", response_model=Health, summary="Is the service up, and what does it run")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "retriever": config.retriever.type,
+            "reader": config.reader.type,
+            "components": sorted(qa.components),
+            "passages": require_index(config.index_dir, config_path),
+        }
+
+    return app

@@ -1,0 +1,79 @@
+"""Test helpers: a tiny indexed corpus (Japanese + English) with tiny models, built offline in seconds.
+
+The embedder comes from :func:`indexing.testing.build_tiny_model`, the reader from
+:mod:`reader_training.testing` (character-level for Japanese). Both are untrained, so answers are
+arbitrary spans, but every part of the pipeline runs for real.
+
+Example::
+
+    setup = build_tiny_setup(tmp_path)
+    config = setup.config("configs/pipeline/bm25.yaml")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import PipelineConfig, load_pipeline_config
+
+CORPUS: dict[str, str] = {
+    "fuji.txt": (
+        "富士山は日本で一番高い山です。高さは3776メートルです。\n"
+        "山梨県と静岡県にまたがっています。2013年に世界文化遺産に登録されました。"
+    ),
+    "kyoto.md": "# 京都\n\n京都は794年に都になりました。古い寺や神社がたくさんあります。金閣寺は有名な寺です。",
+    "tokyo.txt": "Tokyo is the capital of Japan. It became the capital in 1868. About 14 million people live there.",
+    "rivers.txt": "The Shinano River is the longest river in Japan. It flows into the Sea of Japan at Niigata.",
+}
+
+QUESTIONS = ["富士山の高さは？", "What is the capital of Japan?", "京都はいつ都になりましたか？"]
+
+
+@dataclass
+class TinySetup:
+    """Where the tiny models, corpus and index are, and the ``--set`` overrides that point a config at them."""
+
+    root: Path
+    embedder: Path
+    reader: Path
+    corpus: Path
+    index_dir: Path
+    texts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def overrides(self) -> list[str]:
+        return [
+            f"embedder.model={json.dumps(str(self.embedder))}",
+            f"reader.model={json.dumps(str(self.reader))}",
+            f"index.dir={json.dumps(str(self.index_dir))}",
+            "index.passage_tokens=24",
+            "index.overlap_tokens=4",
+        ]
+
+    def config(self, path: str | Path | None = None, extra: list[str] | None = None) -> PipelineConfig:
+        return load_pipeline_config(path, [*self.overrides, *(extra or [])])
+
+
+def build_tiny_setup(root: Path, index: bool = True) -> TinySetup:
+    """Write the corpus, a tiny embedder and a tiny reader under ``root``, and index the corpus."""
+    from indexing.testing import build_tiny_model
+    from reader_training.testing import tiny_reader, tiny_tokenizer
+
+    root = Path(root)
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for name, text in CORPUS.items():
+        (corpus / name).write_text(text, encoding="utf-8")
+    embedder = build_tiny_model(root / "embedder")
+    tokenizer = tiny_tokenizer([*CORPUS.values(), *QUESTIONS])
+    reader = root / "reader"
+    tiny_reader(tokenizer).save_pretrained(reader)
+    tokenizer.save_pretrained(reader)
+    setup = TinySetup(root, embedder, reader, corpus, root / "index", dict(CORPUS))
+    if index:
+        from indexing.job import run_index
+
+        run_index(setup.config(), [corpus])
+    return setup
