@@ -226,6 +226,14 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = list(error.errors())
+        content_type = request.headers.get("content-type", "")
+        if content_type and "json" not in content_type.lower():
+            return JSONResponse(
+                {
+                    "error": f"send a JSON body with Content-Type: application/json (got {content_type[:60]!r})"
+                },
+                status_code=415,
+            )
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
         details = _describe(errors)
