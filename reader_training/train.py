@@ -7,7 +7,8 @@ with the evaluation code (:mod:`reader_training.evaluate`) and writes a model fo
 ``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
 ``model_card.md``, ``train_log.jsonl`` and ``curves.png``.
 
-A run killed at any point continues from its last checkpoint with ``resume=True``.
+A run killed at any point continues from its last checkpoint with ``resume=True`` (or starts
+over in the same folder when it was killed before its first checkpoint).
 
 Example::
 
@@ -142,10 +143,8 @@ def _check_output_dir(output: Path, resume: bool) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     if resume:
-        checkpoint = get_last_checkpoint(str(output)) if output.is_dir() else None
-        if checkpoint is None:
-            raise KotaeError(f"--resume: no checkpoint-* folder in {output}; start without --resume")
-        return checkpoint
+        # No checkpoint yet (killed before the first save_steps): start over in the same folder.
+        return get_last_checkpoint(str(output)) if output.is_dir() else None
     if output.exists() and any(output.iterdir()):
         raise KotaeError(
             f"output_dir {output} is not empty; continue that run with --resume, delete it, "
@@ -209,6 +208,9 @@ def run_training(
     if checkpoint is not None:
         train_log.truncate_after(_checkpoint_step(checkpoint))
         log(f"resuming from {checkpoint}")
+    elif resume:
+        train_log.truncate_after(0)
+        log(f"--resume: no checkpoint in {output} yet; starting from step 0")
 
     def evaluate_dev(current: Any, step: int) -> dict[str, dict[str, Any]]:
         results: dict[str, dict[str, Any]] = {}

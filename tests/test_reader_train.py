@@ -142,8 +142,17 @@ def test_a_killed_run_resumes_from_its_checkpoint(workspace: Path) -> None:
     assert [r["step"] for r in records if "loss" in r] == [1, *range(5, 61, 5)]
     assert (out / "model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
 
-    with pytest.raises(KotaeError, match="no checkpoint"):
-        run_training(load_train_config(None, settings(workspace, "fresh")), resume=True)
+    # killed before its first checkpoint: --resume starts over in the same folder
+    early = workspace / "early"
+    early.mkdir()
+    (early / "train_log.jsonl").write_text('{"step": 3, "loss": 9.0}\n')
+    messages: list[str] = []
+    again = run_training(
+        load_train_config(None, settings(workspace, "early", "max_steps=5")), True, messages.append
+    )
+    assert again.metrics["training"]["global_step"] == 5 and again.metrics["training"]["resumed"] is False
+    assert any("starting from step 0" in m for m in messages)
+    assert '"loss": 9.0' not in (early / "train_log.jsonl").read_text()
 
 
 def test_cli_train_and_evaluate(workspace: Path) -> None:
