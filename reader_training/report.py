@@ -61,12 +61,19 @@ def plot_curves(records: Sequence[dict[str, Any]], path: Path) -> None:
         loss_axis.plot([s for s, _ in losses], [v for _, v in losses], color="tab:blue", label="train loss")
     loss_axis.set_xlabel("step")
     loss_axis.set_ylabel("train loss", color="tab:blue")
+    loss_axis.set_title("reader training: loss and dev F1")
     dev_names = sorted({str(r["dev"]) for r in records if "dev" in r})
     if dev_names:
         f1_axis = loss_axis.twinx()
-        for name in dev_names:
+        for number, name in enumerate(dev_names, start=1):
             points = [(r["step"], r["f1"]) for r in records if r.get("dev") == name]
-            f1_axis.plot([s for s, _ in points], [v for _, v in points], marker="o", label=f"dev F1 {name}")
+            f1_axis.plot(
+                [s for s, _ in points],
+                [v for _, v in points],
+                marker="o",
+                color=f"C{number}",
+                label=f"dev F1 {name}",
+            )
         f1_axis.set_ylabel("dev F1")
         f1_axis.legend(loc="lower right")
     figure.tight_layout()

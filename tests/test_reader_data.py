@@ -122,3 +122,26 @@ def test_jaquad_dev_layout() -> None:
     first = result.examples[0]
     assert first.id == "de-000-00-000" and first.answers[0].text == "奈良"
     assert first.context[first.answers[0].start : first.answers[0].end] == "奈良"
+
+
+def test_hugging_face_dataset_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_load(name: str, split: str) -> list[dict]:
+        calls.append((name, split))
+        return [
+            {
+                "id": "h1",
+                "title": "T",
+                "context": CONTEXT,
+                "question": "?",
+                "answers": {"text": ["Rome"], "answer_start": [41]},
+            }
+        ]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    result = load_examples("rajpurkar/squad@validation")
+    assert calls == [("rajpurkar/squad", "validation")]
+    assert result.examples[0].answers == (Answer("Rome", 41),)
