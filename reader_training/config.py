@@ -94,6 +94,14 @@ class TrainConfig(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _dev_names_unique(self) -> TrainConfig:
+        labels = [source.label for source in self.dev_data]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"dev_data: name {repeated[0]!r} is used twice; give each dev set its own name")
+        return self
+
     @property
     def output_path(self) -> Path:
         return Path(self.output_dir).expanduser()

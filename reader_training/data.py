@@ -273,8 +273,8 @@ def _read_hub(name: str) -> Iterator[QAExample]:
     except Exception as error:  # offline, unknown name, bad split: all one line for the user
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise KotaeError(
-            f"could not load Hugging Face dataset {name!r} ({first_line[:200]}); "
-            "when offline, pass a local SQuAD JSON/JSONL file or directory instead"
+            f"{name!r} is not a local file or directory, and loading it as a Hugging Face dataset failed "
+            f"({first_line[:200]}); check the path, or when offline pass a local SQuAD JSON/JSONL file or folder"
         ) from None
     for number, row in enumerate(rows):
         yield example_from_record(dict(row), fallback_id=f"{dataset_name}-{number}")

@@ -48,6 +48,7 @@ def test_overrides_and_shorthands(tmp_path: Path) -> None:
         (["language=fr"], "language = 'fr' is not allowed"),
         (["stride=320"], "stride (320) must be smaller"),
         (["max_steps"], "expected KEY=VALUE"),
+        (["dev_data=[{path: a/dev}, {path: b/dev}]"], "name 'dev' is used twice"),
     ],
 )
 def test_bad_keys_and_values_are_one_line(tmp_path: Path, overrides: list[str], message: str) -> None:
