@@ -264,8 +264,35 @@ def _read_path(path: Path) -> Iterator[QAExample]:
         yield from _read_json_file(path)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) accepts a TCP connection; False when offline."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _read_hub(name: str) -> Iterator[QAExample]:
+    import os
+
     dataset_name, _, split = name.partition("@")
+    offline_mode = any(
+        os.environ.get(key, "").lower() in {"1", "true", "yes"}
+        for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+    if not offline_mode and not hub_reachable():
+        raise KotaeError(
+            f"{name!r} is not a local file or directory, and the Hugging Face hub cannot be reached to load it "
+            "as a dataset; check the path, pass a local SQuAD JSON/JSONL file or folder, or set HF_HUB_OFFLINE=1 "
+            "to use a cached copy"
+        )
     try:
         import datasets
 

@@ -223,6 +223,7 @@ def evaluate_folder(
     device: str | None = None,
 ) -> EvalReport:
     """Load a reader and a data set and score one against the other (``kotae evaluate``)."""
+    loaded = load_examples(data, max_examples=limit)  # data errors first: they are cheap to find
     model, tokenizer, folder = load_reader(model_ref)
     if device is not None:
         model.to(device)
@@ -234,7 +235,6 @@ def evaluate_folder(
     values = saved_settings(folder)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     settings = DecodeSettings(**values)
-    loaded = load_examples(data, max_examples=limit)
     report = evaluate_examples(model, tokenizer, loaded.examples, settings, language)
     report.load_report = loaded.report
     return report

@@ -99,9 +99,17 @@ def test_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         raise ConnectionError("Couldn't reach 'squad' on the Hub (LocalEntryNotFoundError)\nmore lines")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # cache only: load_dataset itself reports the miss
     with pytest.raises(KotaeError) as error:
         load_examples("squad@validation")
     assert "squad@validation" in str(error.value) and "\n" not in str(error.value)
+
+    import reader_training.data as data_module
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(data_module, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(KotaeError, match="hub cannot be reached"):
+        load_examples("squad")
 
 
 def test_subsample_weights() -> None:
@@ -142,6 +150,7 @@ def test_hugging_face_dataset_rows(monkeypatch: pytest.MonkeyPatch) -> None:
         ]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     result = load_examples("rajpurkar/squad@validation")
     assert calls == [("rajpurkar/squad", "validation")]
     assert result.examples[0].answers == (Answer("Rome", 41),)
