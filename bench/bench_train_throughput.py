@@ -5,7 +5,7 @@ Each variant trains a fresh ``AutoModelForQuestionAnswering`` from ``multilingua
 ``--steps`` optimizer steps on the same JaQuAD windows through transformers' ``Trainer`` (as
 ``kotae train`` does) and times the steps after the first (warm-up) one. Not run in CI.
 
-    .venv/bin/python bench/bench_train_throughput.py --questions 400 --steps 6 --batch-size 16
+    .venv/bin/python bench/bench_train_throughput.py --questions 400 --steps 10 --batch-size 16
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--model", default="multilingual-e5-small", help="alias or folder")
     parser.add_argument("--data", default=str(SHARED / "data" / "jaquad" / "train"))
     parser.add_argument("--questions", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (after 1 warm-up)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--stride", type=int, default=96)
@@ -62,8 +62,12 @@ def main() -> None:
     dataset = datasets.Dataset.from_dict(features.columns)
     collator = DataCollatorWithPadding(tokenizer)
 
+    padded_lengths: list[int] = []
+
     def collate(rows: list[dict[str, Any]]) -> Any:
-        return collator([{k: v for k, v in row.items() if k != "length"} for row in rows])
+        batch = collator([{k: v for k, v in row.items() if k != "length"} for row in rows])
+        padded_lengths.append(int(batch["input_ids"].shape[1]))
+        return batch
 
     class Timer(TrainerCallback):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -76,6 +80,7 @@ def main() -> None:
     results = []
     for frozen in (True, False):
         for grouped in (True, False):
+            padded_lengths.clear()
             model = AutoModelForQuestionAnswering.from_pretrained(folder)
             freeze(model, frozen, 0)
             timer = Timer()
@@ -109,6 +114,7 @@ def main() -> None:
                 "group_by_length": grouped,
                 "steps_timed": args.steps,
                 "sequences_per_second": round(args.steps * args.batch_size / seconds, 3),
+                "mean_padded_length": round(sum(padded_lengths) / max(len(padded_lengths), 1), 1),
             }
             print(json.dumps(row), flush=True)
             results.append(row)
