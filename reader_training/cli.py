@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated, Literal, cast
 
@@ -36,7 +37,14 @@ def train(
     from reader_training.train import run_training
 
     settings = load_train_config(config, set_ or [])
-    outcome = run_training(settings, resume=resume, log=_log)
+    command = " ".join(
+        [
+            "kotae train --config",
+            shlex.quote(str(config)),
+            *(f"--set {shlex.quote(item)}" for item in set_ or []),
+        ]
+    )
+    outcome = run_training(settings, resume=resume, log=_log, command=command)
     for name, scores in outcome.metrics["dev"].items():
         typer.echo(f"dev {name}: EM {scores['exact_match']:.2f}  F1 {scores['f1']:.2f}  n {scores['n']}")
     typer.echo(f"model: {outcome.output_dir}")

@@ -149,5 +149,12 @@ Dev sets:
 ## Files
 
 `config.json`, weights and tokenizer (load with `AutoModelForQuestionAnswering`), `reader_config.json`
-(windowing and decoding settings), `metrics.json`, `train_log.jsonl`, `curves.png`.
+(windowing and decoding settings), `train_config.yaml` (the full training configuration),
+`metrics.json`, `train_log.jsonl`, `curves.png`.
+
+## Reproduce
+
+```
+{metrics.get("command") or "kotae train --config train_config.yaml --set output_dir=<new folder>"}
+```
 """

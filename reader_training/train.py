@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kotae.errors import KotaeError
 from reader_training.config import DevSource, TrainConfig
 from reader_training.data import LoadResult, QAExample, load_examples, subsample
@@ -158,8 +160,12 @@ def run_training(
     resume: bool = False,
     log: Log = print,
     callbacks: Sequence[Any] = (),
+    command: str | None = None,
 ) -> TrainOutcome:
-    """Train, evaluate and save one reader as configured; see the module docstring."""
+    """Train, evaluate and save one reader as configured; see the module docstring.
+
+    ``command`` (the command line that started the run) is recorded in the card for re-running.
+    """
     import torch
     from transformers import (
         AutoModelForQuestionAnswering,
@@ -337,7 +343,11 @@ def run_training(
         }
         | parameters,
         "hardware": hardware(),
+        "command": command,
     }
+    (output / "train_config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     (output / "metrics.json").write_text(
         json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
