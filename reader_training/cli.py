@@ -67,6 +67,9 @@ def evaluate(
     max_answer_length: Annotated[int | None, typer.Option(help="longest answer in tokens")] = None,
     null_threshold: Annotated[float | None, typer.Option(help="SQuAD v2: null-score margin")] = None,
     device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: torch's choice)", min=1)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     predictions: Annotated[Path | None, typer.Option(help="also write {id: answer} JSON here")] = None,
 ) -> None:
@@ -75,6 +78,11 @@ def evaluate(
     if language not in ("auto", "en", "ja"):
         raise KotaeError(f"--language {language!r}: use auto, en or ja")
     from reader_training.evaluate import evaluate_folder
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     report = evaluate_folder(
         model,
