@@ -187,6 +187,8 @@ def test_cli_train_and_evaluate(workspace: Path) -> None:
             str(workspace / "train.json"),
             "--limit",
             "2",
+            "--threads",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output
