@@ -54,6 +54,16 @@ def squad_file(path: Path, unanswerable: bool = False) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Any:
+    """torch_threads / --threads set a process-wide value; give later tests the original back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("reader")
