@@ -218,7 +218,10 @@ def run_training(
         train_log.truncate_after(0)
         log(f"--resume: no checkpoint in {output} yet; starting from step 0")
 
+    eval_seconds = [0.0]  # dev evaluation inside the training loop, kept out of sequences/s
+
     def evaluate_dev(current: Any, step: int) -> dict[str, dict[str, Any]]:
+        began = time.perf_counter()
         results: dict[str, dict[str, Any]] = {}
         for name, loaded in dev_sets.items():
             report = evaluate_examples(current, tokenizer, loaded.examples, settings, config.language)
@@ -228,6 +231,7 @@ def run_training(
             log(
                 f"step {step} dev {name}: EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f} (n={scores['n']})"
             )
+        eval_seconds[0] += time.perf_counter() - began
         return results
 
     class LogCallback(TrainerCallback):  # type: ignore[misc]
@@ -308,6 +312,7 @@ def run_training(
     result = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state
 
+    in_loop_eval_seconds = eval_seconds[0]
     dev_scores = evaluate_dev(trainer.model, state.global_step)
     trainer.save_model(str(output))
     tokenizer.save_pretrained(str(output))
@@ -315,7 +320,7 @@ def run_training(
 
     first = max(speed.first_step, 0)
     steps_run = speed.last_step - first
-    train_seconds = max(speed.ended - speed.began, 1e-9)
+    train_seconds = max(speed.ended - speed.began - in_loop_eval_seconds, 1e-9)
     sequences = steps_run * config.batch_size * config.gradient_accumulation_steps
     losses = [r["loss"] for r in train_log.records() if "loss" in r and "dev" not in r]
     metrics: dict[str, Any] = {
