@@ -75,14 +75,15 @@ def exact_match_score(prediction: str, reference: str, language: Language = "en"
     return float(_normalized(prediction, language) == _normalized(reference, language))
 
 
-def f1_score(prediction: str, reference: str, language: Language = "en") -> float:
+def f1_score(prediction: str, reference: str, language: Language = "en", version_2: bool = True) -> float:
     """Harmonic mean of precision and recall over the bag of tokens (en) or characters (ja).
 
-    When either side is empty after normalisation the score is 1.0 only if both are (SQuAD v2.0).
+    When either side is empty after normalisation the score is 1.0 only if both are (SQuAD v2.0
+    script); ``version_2=False`` follows the v1.1 script, where no shared token always means 0.0.
     """
     predicted = answer_units(prediction, language)
     gold = answer_units(reference, language)
-    if not predicted or not gold:
+    if version_2 and (not predicted or not gold):
         return float(predicted == gold)
     same = sum((Counter(predicted) & Counter(gold)).values())
     if same == 0:
@@ -93,12 +94,17 @@ def f1_score(prediction: str, reference: str, language: Language = "en") -> floa
 
 
 def score_example(
-    prediction: str, references: Sequence[str], language: Language = "en"
+    prediction: str, references: Sequence[str], language: Language = "en", version_2: bool = True
 ) -> tuple[float, float]:
-    """(EM, F1) of one prediction: the best over its references; no usable reference means ``""``."""
-    golds = [r for r in references if _normalized(r, language)] or [""]
+    """(EM, F1) of one prediction: the best over its references.
+
+    SQuAD v2.0 rules by default: references that normalise to nothing are ignored, and no
+    reference left means the answer ``""``. ``version_2=False`` scores as the v1.1 script does.
+    """
+    golds = [r for r in references if _normalized(r, language)] if version_2 else list(references)
+    golds = golds or [""]
     em = max(exact_match_score(prediction, g, language) for g in golds)
-    f1 = max(f1_score(prediction, g, language) for g in golds)
+    f1 = max(f1_score(prediction, g, language, version_2) for g in golds)
     return em, f1
 
 
@@ -156,7 +162,7 @@ def evaluate_predictions(
         sample = texts[qid] if texts is not None and qid in texts else " ".join(refs)
         lang = resolve_language(language, sample)
         counts[lang] += 1
-        em, f1 = score_example(predictions.get(qid, ""), refs, lang)
+        em, f1 = score_example(predictions.get(qid, ""), refs, lang, version_2)
         ems.append(em)
         f1s.append(f1)
         (has if any(refs) else no).append((em, f1))

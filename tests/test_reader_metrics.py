@@ -65,6 +65,14 @@ def test_english_hand_computed() -> None:
     assert f1_score("", "", "en") == 1.0  # SQuAD v2: empty matches empty
 
 
+def test_v1_and_v2_rules_differ_only_for_empty_answers() -> None:
+    # a reference that normalises to nothing: v2.0 drops it (-> ""), v1.1 keeps it with F1 0
+    assert score_example("", ["."], "en", version_2=True) == (1.0, 1.0)
+    assert score_example("", ["."], "en", version_2=False) == (1.0, 0.0)
+    assert f1_score("the", "the", "en", version_2=False) == 0.0
+    assert score_example("Paris", ["paris"], "en", version_2=False) == (1.0, 1.0)
+
+
 def test_best_over_references() -> None:
     # "paris france" vs "paris": P 1/2 R 1 -> 2/3; vs "france and paris": P 1, R 2/3 -> 0.8
     em, f1 = score_example("Paris France", ["Paris", "France and Paris"], "en")
@@ -117,6 +125,9 @@ def test_evaluate_predictions_v2_and_auto_language() -> None:
 @given(st.text(max_size=40), st.text(max_size=40))
 def test_english_matches_official_script(prediction: str, reference: str) -> None:
     assert normalize_answer(prediction) == official_normalize(prediction)
+    assert f1_score(prediction, reference, "en", version_2=False) == pytest.approx(
+        official_f1(prediction, reference)
+    )
     if official_normalize(reference) and official_normalize(prediction):
         assert f1_score(prediction, reference, "en") == pytest.approx(official_f1(prediction, reference))
 
