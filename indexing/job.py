@@ -42,10 +42,13 @@ SPLITTER_VERSION = "1"
 
 
 class PassageEmbedder(Protocol):
-    """What the job needs from an embedder: a token count, a length limit and vectors."""
+    """What the job needs from an embedder: an identity, a token count, a length limit and vectors."""
 
-    fingerprint: str
-    max_tokens: int
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def max_tokens(self) -> int: ...
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -53,23 +56,40 @@ class PassageEmbedder(Protocol):
 
 
 class SentenceTransformerEmbedder:
-    """Passages embedded by a sentence-transformers model folder, with a passage prefix, normalised."""
+    """Passages embedded by a sentence-transformers model folder, with a passage prefix, normalised.
+
+    The model is loaded on first use, so a re-run with nothing to embed never loads it.
+    """
 
     def __init__(
         self, model_dir: Path, prefix: str = "", batch_size: int = 32, device: str | None = None
     ) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(model_dir), device=device or "cpu")
+        self.model_dir = Path(model_dir)
         self.prefix = prefix
         self.batch_size = batch_size
-        self.tokenizer = self.model.tokenizer
-        prefix_tokens = self.count_tokens(prefix) if prefix else 0
-        self.max_tokens = int(self.model.max_seq_length or 512) - 2 - prefix_tokens
-        self.fingerprint = f"{Path(model_dir).resolve()}|{prefix}"
+        self.device = device
+        self._model: Any = None
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.model_dir.resolve()}|{self.prefix}"
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(self.model_dir), device=self.device or "cpu")
+        return self._model
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest passage (in tokens, without special tokens and prefix) the model reads whole."""
+        prefix_tokens = self.count_tokens(self.prefix) if self.prefix else 0
+        return int(self.model.max_seq_length or 512) - 2 - prefix_tokens
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return len(self.model.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(
@@ -259,7 +279,7 @@ def run_index(
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``."""
     from haystack.document_stores.types import DuplicatePolicy
 
-    from indexing.bm25 import build_bm25
+    from indexing.bm25 import load_bm25
     from indexing.store import FaissDocumentStore
 
     started = time.perf_counter()
@@ -275,14 +295,7 @@ def run_index(
         summary.skipped, summary.repaired = report.skipped, report.repaired
         if embedder is None:
             embedder = load_embedder(config)
-        max_tokens = settings.passage_tokens
-        if max_tokens > embedder.max_tokens:
-            summary.notes.append(
-                f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder.max_tokens}"
-            )
-            max_tokens = embedder.max_tokens
-        overlap = min(settings.overlap_tokens, max_tokens // 2)
-        fingerprint = f"{embedder.fingerprint}|{max_tokens}|{overlap}|split{SPLITTER_VERSION}"
+        fingerprint = f"{embedder.fingerprint}|{settings.passage_tokens}|{settings.overlap_tokens}|split{SPLITTER_VERSION}"
 
         store = FaissDocumentStore(
             directory, faiss_factory=settings.faiss_factory, nprobe=settings.faiss_nprobe
@@ -316,6 +329,14 @@ def run_index(
                 else:
                     summary.updated += 1
 
+            max_tokens, overlap = settings.passage_tokens, settings.overlap_tokens
+            if todo:
+                if max_tokens > embedder.max_tokens:
+                    summary.notes.append(
+                        f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder.max_tokens}"
+                    )
+                    max_tokens = embedder.max_tokens
+                overlap = min(overlap, max_tokens // 2)
             # Split everything first (cheap) so the progress bar knows the total.
             split: list[tuple[SourceDocument, str, list[Document]]] = []
             for document, digest in todo:
@@ -347,7 +368,7 @@ def run_index(
             if previous != fingerprint and not todo and not removed:
                 store.apply(set_state={"fingerprint": fingerprint})
 
-            build_bm25(store, settings.bm25_tokenizer)
+            load_bm25(store, settings.bm25_tokenizer)  # rebuilt only when the store changed
             summary.passages_total = store.count_documents()
         finally:
             store.close()
