@@ -1,1 +1,10 @@
-"""kotae: pipeline."""
+"""kotae's QA pipeline: retrievers and a reader as a Haystack pipeline, built from ``configs/pipeline/*.yaml``.
+
+- ``config.py``: the validated pipeline YAML and ``--set a.b=c`` overrides.
+- ``build.py``: config → Haystack ``Pipeline``; loading pipeline YAML back under kotae's allow-list.
+- ``reader.py``: ``KotaeExtractiveReader``, the reader component (reader_training's windowing and decoder).
+- ``answers.py``: source-document offsets, the sentence around an answer, the JSON answer record.
+- ``qa.py``: ``QuestionAnswerer``, a warmed-up pipeline behind a lock (used by ask, serve and the bench).
+- ``cli.py``: ``kotae ask``, ``kotae serve``, ``kotae pipeline show``; ``server.py``: the FastAPI app.
+- ``testing.py``: a tiny indexed corpus with tiny models, for tests.
+"""

@@ -198,3 +198,11 @@ def test_check_filters() -> None:
     for bad in ({"field": "meta.x", "operator": "in", "value": 1}, {"operator": "OR", "conditions": []}, "x"):
         with pytest.raises(ValueError):
             check_filters(bad)
+
+
+def test_serve_binds_localhost_by_default() -> None:
+    import inspect
+
+    from pipeline.cli import serve
+
+    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
