@@ -1,0 +1,189 @@
+"""The device bundle: what travels to a lent GPU machine to train the reader there, and what comes back.
+
+Written by :mod:`reader_training.device_pack` (here, full kotae environment), read by
+:mod:`reader_training.device_train` (there: torch, transformers, numpy, safetensors and the standard
+library only — so this module imports numpy and the standard library at the top, safetensors
+inside functions, and nothing from kotae but :mod:`kotae.e5s1`, which is numpy-only too).
+
+A bundle is one folder (``.device/bundle/`` by default, ignored by git, carried with ``carry``)::
+
+    bundle.json          format, hyperparameters, model config, tensor directory, data reports,
+                         every other file's size and sha256
+    base.safetensors     the E5S1 encoder tensors except the word embeddings, as their raw bytes
+                         (uint8): Q4_0 blocks for the matrices, float32 for the rest — bit-exact
+                         and smaller than any float copy (13 MB for multilingual-e5-small)
+    vocab-NNN.safetensors  ``used_ids`` (int32, sorted real token ids that occur in the features)
+                         and ``word_rows`` (uint8, one Q4_0 row of 12 blocks x 18 bytes per id)
+    features-NNN.npz     windows, compressed: ``tokens`` (compact ids, index into ``used_ids``;
+                         uint16 when under 65,536 ids are used), ``lengths``, ``start_positions``,
+                         ``end_positions`` (and ``token_type_ids`` for tokenizers that make them)
+
+Word embeddings are frozen in device training, so only the rows of ids that occur travel; on the
+device they are dequantised with :func:`kotae.e5s1.dequantize_q4_0` — the same arithmetic the
+prepared base went through here — and the other rows stay zero (never looked up).
+
+What comes back (written by ``device_train`` into ``$OUT``): ``weights-N.safetensors`` (fp16, every
+trained parameter but the word embeddings, at most :data:`MAX_FILE_BYTES` each),
+``run.json`` (steps, speed, device, the bundle's config and data reports) and ``train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "kotae-device-bundle/1"
+MANIFEST = "bundle.json"
+BASE_FILE = "base.safetensors"
+RUN_FILE = "run.json"
+LOG_FILE = "train_log.jsonl"
+WORD_TENSOR = "emb.word"
+HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+
+MAX_FILE_BYTES = 15 * 1024 * 1024
+"""Each file at most 15 MiB: the device tool brings back files of up to 16 MiB, and headers need room."""
+
+MAX_BUNDLE_BYTES = 60 * 1024 * 1024
+"""A bundle larger than this does not fit the 64 MiB that travels with the working tree."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def row_slices(n_rows: int, bytes_per_row: int, limit: int = MAX_FILE_BYTES) -> list[slice]:
+    """Split ``n_rows`` rows into consecutive slices of at most ``limit`` bytes each (at least one)."""
+    per_file = max(1, limit // max(1, bytes_per_row))
+    return [slice(s, min(s + per_file, n_rows)) for s in range(0, max(n_rows, 1), per_file)]
+
+
+def window_slices(lengths: np.ndarray, token_bytes: int, limit: int = MAX_FILE_BYTES) -> list[slice]:
+    """Split windows into consecutive groups whose raw bytes (tokens + 6 per window) stay under ``limit``."""
+    sizes = lengths.astype(np.int64) * token_bytes + 6
+    slices: list[slice] = []
+    first, total = 0, 0
+    for index, size in enumerate(sizes.tolist()):
+        if total + size > limit and index > first:
+            slices.append(slice(first, index))
+            first, total = index, 0
+        total += size
+    slices.append(slice(first, len(sizes)))
+    return slices
+
+
+@dataclass
+class Features:
+    """Training windows as flat arrays: window ``i`` is ``tokens[offsets[i]:offsets[i] + lengths[i]]``."""
+
+    tokens: np.ndarray  # compact ids (index into Bundle.used_ids)
+    lengths: np.ndarray
+    start_positions: np.ndarray
+    end_positions: np.ndarray
+    token_type_ids: np.ndarray | None = None  # flat like tokens, when the tokenizer makes them
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths[:-1], dtype=np.int64)]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+@dataclass
+class Bundle:
+    manifest: dict[str, Any]
+    features: Features
+    used_ids: np.ndarray  # int32, sorted real token ids
+    word_rows: np.ndarray  # uint8 (n_used, bytes per Q4_0 row)
+    base_tensors: dict[str, np.ndarray]  # E5S1 name -> raw uint8 bytes
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        return dict(self.manifest["train_config"])
+
+
+class BundleError(Exception):
+    """A bundle that is missing, incomplete or corrupt: one line naming the file."""
+
+
+def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
+    """Load a bundle; with ``verify``, every file's size and sha256 are checked against the manifest."""
+    from safetensors.numpy import load_file
+
+    root = Path(folder)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{manifest_path} not found; make the bundle with python -m reader_training.device_pack"
+        )
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    for name, info in manifest["files"].items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{path} is missing from the bundle (was .device carried?)")
+        if path.stat().st_size != info["bytes"] or (verify and sha256(path) != info["sha256"]):
+            raise BundleError(f"{path} differs from {MANIFEST} (size or sha256): the copy is incomplete")
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for name in manifest["features"]["files"]:
+        with np.load(root / name) as data:
+            for key in data.files:
+                parts.setdefault(key, []).append(data[key])
+    joined = {key: np.concatenate(values) for key, values in parts.items()}
+    features = Features(
+        tokens=joined["tokens"],
+        lengths=joined["lengths"],
+        start_positions=joined["start_positions"],
+        end_positions=joined["end_positions"],
+        token_type_ids=joined.get("token_type_ids"),
+    )
+    used, rows = [], []
+    for name in manifest["vocab"]["files"]:
+        loaded = load_file(str(root / name))
+        used.append(loaded["used_ids"])
+        rows.append(loaded["word_rows"])
+    base = load_file(str(root / BASE_FILE))
+    return Bundle(manifest, features, np.concatenate(used), np.concatenate(rows), base)
+
+
+def encoder_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """BertModel state dict (float32) from the bundle, word embeddings for the used ids only.
+
+    Returns ``(state, used_rows)``: ``state`` has no word-embedding entry; ``used_rows`` is
+    ``(n_used, hidden)``, row ``k`` being the embedding of token ``used_ids[k]``. Dequantised by
+    :func:`kotae.e5s1.bert_state_dict` itself (with the vocabulary cut down to the used rows), so
+    every value is what the prepared base holds.
+    """
+    from kotae.e5s1 import E5File, E5Header, bert_state_dict
+
+    base = bundle.manifest["base"]
+    header = E5Header(**base["header"])
+    header = replace(header, vocab=len(bundle.used_ids))
+    tensors: dict[str, tuple[int, int, memoryview]] = {}
+    for name, info in bundle.manifest["tensors"].items():
+        tensors[name] = (
+            int(info["dtype"]),
+            int(info["count"]),
+            np.ascontiguousarray(bundle.base_tensors[name]).data,
+        )
+    word = np.ascontiguousarray(bundle.word_rows)
+    tensors[WORD_TENSOR] = (1, len(bundle.used_ids) * header.hidden, word.reshape(-1).data)
+    e5 = E5File(header, [], np.zeros(0, np.float32), dict(base["special_ids"]), {}, tensors)
+    state = bert_state_dict(e5)
+    used_rows = state.pop("embeddings.word_embeddings.weight")
+    return state, used_rows
+
+
+def returned_weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("weights-*.safetensors"))

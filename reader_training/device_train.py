@@ -1,0 +1,532 @@
+"""Train the reader from a device bundle, on a lent GPU (or, for tests and timing, on this CPU).
+
+    python -m reader_training.device_train --bundle .device/bundle --out $OUT [--max-seconds 480]
+
+Standalone on purpose: the device machine has Python with torch, transformers, numpy and
+safetensors and nothing else (no pydantic, yaml, datasets, typer), so this imports only those,
+the standard library, :mod:`reader_training.device_bundle` and :mod:`kotae.e5s1` (numpy-only).
+That is also why it is a compact hand loop rather than transformers' Trainer: Trainer wants a
+``datasets``-style dataset and pulls in its own logging/checkpoint machinery, while a time-boxed
+run needs three things Trainer does not give directly — a hard wall-clock stop that leaves time to
+save, an LR schedule refitted to the steps the budget allows, and fp16 weight shards of at most
+15 MiB written straight into ``$OUT``. It follows Trainer's recipe otherwise: AdamW (no decay on
+biases and LayerNorm weights), linear warmup then linear decay, gradient clipping at 1.0,
+length-grouped batches with dynamic padding, bf16 autocast on CUDA (fp32 on a CPU).
+
+One difference, deliberate: the loss ignores padding positions (their logits are masked), so the
+batch's padding never competes with the answer's tokens.
+
+The model is ``BertForQuestionAnswering`` built from the bundle: encoder weights dequantised from
+the E5S1 bytes, frozen word embeddings holding the used rows at their real ids (zeros elsewhere —
+never looked up), ``qa_outputs`` initialised from the config's seed. What comes back in ``--out``:
+``weights-N.safetensors`` (fp16, every parameter but the word embeddings), ``run.json`` and
+``train_log.jsonl``; a partial copy is written every ``--save-every`` seconds, so a run cut off by
+the machine still returns weights (``run.json`` says ``"complete": false``).
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.monotonic()  # the time budget counts from here, interpreter start-up aside
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from reader_training.device_bundle import (  # noqa: E402
+    HF_WORD_EMBEDDINGS,
+    LOG_FILE,
+    MAX_FILE_BYTES,
+    RUN_FILE,
+    Bundle,
+    BundleError,
+    Features,
+    encoder_state_dict,
+    read_bundle,
+)
+
+SAVE_MARGIN_SECONDS = 20.0
+"""Stop training this long before the budget ends: saving three fp16 shards takes a few seconds."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:7.1f}s] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching and schedule (pure)
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, group: bool = True, mega: int = 50
+) -> list[np.ndarray]:
+    """One epoch of batches: shuffled; with ``group``, each run of ``mega`` batches is sorted by
+    length before cutting (as transformers' LengthGroupedSampler), so padding stays small."""
+    order = rng.permutation(len(lengths))
+    if not group:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    span = batch_size * mega
+    for first in range(0, len(order), span):
+        chunk = order[first : first + span]
+        chunk = chunk[np.argsort(-lengths[chunk].astype(np.int64), kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def collate(
+    features: Features,
+    offsets: np.ndarray,
+    used_ids: np.ndarray,
+    rows: np.ndarray,
+    pad_id: int,
+    multiple: int = 8,
+) -> dict[str, np.ndarray]:
+    """Real token ids, attention mask (and token types) padded to the batch's longest window,
+    rounded up to ``multiple``; start/end labels."""
+    lengths = features.lengths[rows].astype(np.int64)
+    width = int(math.ceil(lengths.max() / multiple) * multiple)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64) if features.token_type_ids is not None else None
+    for row, (window, length) in enumerate(zip(rows.tolist(), lengths.tolist(), strict=True)):
+        first = int(offsets[window])
+        ids[row, :length] = used_ids[features.tokens[first : first + length]]
+        mask[row, :length] = 1
+        if types is not None and features.token_type_ids is not None:
+            types[row, :length] = features.token_type_ids[first : first + length]
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "start_positions": features.start_positions[rows].astype(np.int64),
+        "end_positions": features.end_positions[rows].astype(np.int64),
+    }
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch
+
+
+TUNABLE = frozenset(
+    {
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "warmup_ratio",
+        "weight_decay",
+        "seed",
+        "freeze_layers",
+        "group_by_length",
+        "precision",
+        "logging_steps",
+    }
+)
+"""Config keys ``--set`` may change on the device; the rest are fixed by the packed windows."""
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``config`` with ``KEY=VALUE`` overrides (VALUE parsed as JSON, else a string)."""
+    result = dict(config)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in TUNABLE:
+            raise ValueError(f"--set {item!r}: use KEY=VALUE with KEY one of {', '.join(sorted(TUNABLE))}")
+        try:
+            result[key] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key] = value
+    return result
+
+
+def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warmup to ``peak`` over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def planned_steps(config: dict[str, Any], batches_per_epoch: int) -> int:
+    accumulation = int(config.get("gradient_accumulation_steps", 1))
+    if int(config.get("max_steps", -1)) > 0:
+        return int(config["max_steps"])
+    per_epoch = math.ceil(batches_per_epoch / accumulation)
+    return max(1, math.ceil(float(config["num_train_epochs"]) * per_epoch))
+
+
+def fitted_steps(done: int, planned: int, seconds_per_step: float, seconds_left: float) -> int:
+    """The total step count the remaining time allows (never more than planned, at least ``done + 1``)."""
+    affordable = done + int(0.95 * seconds_left / max(seconds_per_step, 1e-9))
+    return max(done + 1, min(planned, affordable))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and weights
+
+
+def build_model(bundle: Bundle, seed: int) -> Any:
+    """BertForQuestionAnswering with the bundle's encoder; word embeddings frozen, used rows only."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    config_dict = dict(bundle.manifest["base"]["bert_config"])
+    config_dict["architectures"] = ["BertForQuestionAnswering"]
+    torch.manual_seed(seed)
+    model = BertForQuestionAnswering(BertConfig(**config_dict))
+    state, used_rows = encoder_state_dict(bundle)
+    word = np.zeros((model.config.vocab_size, used_rows.shape[1]), dtype=np.float32)
+    word[bundle.used_ids] = used_rows
+    tensors = {f"bert.{k}": torch.from_numpy(v) for k, v in state.items() if not k.startswith("pooler.")}
+    tensors[HF_WORD_EMBEDDINGS] = torch.from_numpy(word)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if unexpected or set(missing) - {"qa_outputs.weight", "qa_outputs.bias"}:
+        raise RuntimeError(
+            f"bundle does not fit BertForQuestionAnswering: missing {missing}, extra {unexpected}"
+        )
+    model.get_input_embeddings().weight.requires_grad_(False)
+    return model
+
+
+def trained_tensors(model: Any) -> dict[str, Any]:
+    """Every parameter but the frozen word embeddings, as contiguous fp16 CPU tensors."""
+    import torch
+
+    result = {}
+    for name, parameter in model.named_parameters():
+        if name == HF_WORD_EMBEDDINGS:
+            continue
+        half = parameter.detach().to("cpu", torch.float16).contiguous()
+        if not torch.isfinite(half).all():
+            raise RuntimeError(f"{name} does not fit fp16 (inf/nan after conversion)")
+        result[name] = half
+    return result
+
+
+def save_weights(tensors: dict[str, Any], out: Path, limit: int = MAX_FILE_BYTES) -> list[dict[str, Any]]:
+    """Write ``weights-N.safetensors`` shards of at most ``limit`` bytes; each file is written under a
+    temporary name and renamed, so a kill never leaves a half-written shard under the real name."""
+    from safetensors.torch import save_file
+
+    shards: list[dict[str, Any]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if size + nbytes > limit - 64 * 1024 and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    written = []
+    for number, shard in enumerate(shards, start=1):
+        name = f"weights-{number}.safetensors"
+        partial = out / f"{name}.partial"
+        save_file(shard, str(partial), metadata={"format": "pt"})
+        os.replace(partial, out / name)
+        written.append({"file": name, "bytes": (out / name).stat().st_size, "tensors": len(shard)})
+    return written
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def train(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    max_seconds: float | None = None,
+    max_steps: int | None = None,
+    device: str | None = None,
+    save_every: float = 120.0,
+    threads: int | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train from the bundle into ``out_dir``; returns what ``run.json`` holds.
+
+    ``overrides`` (``KEY=VALUE``, JSON values) change the optimisation hyperparameters of the packed
+    config (:data:`TUNABLE`) without packing again; windowing is fixed by the bundle.
+    """
+    import torch
+    import torch.nn.functional as F
+    import transformers
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    bundle = read_bundle(bundle_dir)
+    config = apply_overrides(bundle.train_config, overrides)
+    budget = float(max_seconds if max_seconds is not None else bundle.manifest["max_seconds"])
+    deadline = STARTED + budget - min(SAVE_MARGIN_SECONDS, 0.1 * budget)
+    seed = int(config["seed"])
+    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = target.type == "cuda"
+    precision = str(config.get("precision", "auto"))
+    bf16 = (cuda and precision != "fp32") or (not cuda and precision == "bf16")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    log(
+        f"bundle {bundle_dir}: {len(bundle.features)} windows, {len(bundle.used_ids)} token ids; "
+        f"device {target}, {'bf16 autocast' if bf16 else 'fp32'}, budget {budget:.0f} s"
+    )
+
+    model = build_model(bundle, seed).to(target)
+    model.train()
+    freeze = int(config.get("freeze_layers", 0))
+    for layer in list(model.bert.encoder.layer)[:freeze]:
+        layer.requires_grad_(False)
+    decay: list[Any] = []
+    no_decay: list[Any] = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
+    peak = float(config["learning_rate"])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": float(config["weight_decay"])},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=peak,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        fused=cuda,
+    )
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    features = bundle.features
+    offsets = features.offsets
+    used_ids = bundle.used_ids.astype(np.int64)
+    pad_id = int(bundle.manifest["pad_token_id"])
+    batch_size = int(config["batch_size"])
+    accumulation = int(config.get("gradient_accumulation_steps", 1))
+    group = bool(config.get("group_by_length", True))
+    rng = np.random.default_rng(seed)
+    per_epoch = len(length_grouped_batches(features.lengths, batch_size, np.random.default_rng(0), group))
+    planned = planned_steps(config, per_epoch)
+    if max_steps is not None:
+        planned = max_steps
+    total = planned
+    warmup_ratio = float(config["warmup_ratio"])
+    logging_steps = int(config.get("logging_steps", 10))
+    log(
+        f"{planned} steps planned ({per_epoch} batches of {batch_size} per epoch, accumulation {accumulation})"
+    )
+
+    log_path = out / LOG_FILE
+    log_path.unlink(missing_ok=True)
+    run: dict[str, Any] = {
+        "complete": False,
+        "bundle": {
+            k: bundle.manifest[k] for k in ("created", "config_path", "overrides", "base", "features", "data")
+        },
+        "train_config": config,
+        "device": torch.cuda.get_device_name(target) if cuda else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "precision": "bf16" if bf16 else "fp32",
+        "torch_threads": torch.get_num_threads(),
+        "budget_seconds": budget,
+        "planned_steps": planned,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+    step, micro, epoch_index, sequences, tokens = 0, 0, 0, 0, 0
+    loss_sum = torch.zeros((), device=target)
+    loss_count = 0
+    losses: list[float] = []
+    stop_reason = "schedule"
+    train_started = time.monotonic()
+    last_save = train_started
+    step_ended = train_started
+    step_seconds = 0.0
+    timing_mark: tuple[int, float] | None = None
+
+    def checkpoint(complete: bool) -> None:
+        if cuda:
+            torch.cuda.synchronize()
+        now = time.monotonic()
+        seconds = now - train_started
+        run.update(
+            complete=complete,
+            global_step=step,
+            total_steps=total,
+            epochs=step * accumulation / max(per_epoch, 1),
+            stop_reason=stop_reason if complete else "checkpoint",
+            sequences=sequences,
+            train_seconds=seconds,
+            sequences_per_second=sequences / max(seconds, 1e-9),
+            tokens_per_second=tokens / max(seconds, 1e-9),
+            wall_seconds=now - STARTED,
+            process_cpu_seconds=time.process_time(),
+            final_loss=losses[-1] if losses else None,
+            peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if cuda else None,
+        )
+        run["weights"] = save_weights(trained_tensors(model), out)
+        write_json(out / RUN_FILE, run)
+
+    def emit(record: dict[str, Any]) -> None:
+        with log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    autocast = torch.autocast(target.type, dtype=torch.bfloat16, enabled=bf16)
+    optimizer.zero_grad(set_to_none=True)
+    done = False
+    while not done:
+        for rows in length_grouped_batches(features.lengths, batch_size, rng, group):
+            arrays = collate(features, offsets, used_ids, rows, pad_id)
+            batch = {k: torch.from_numpy(v).to(target, non_blocking=True) for k, v in arrays.items()}
+            mask = batch["attention_mask"]
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+            with autocast:
+                output = model(**inputs)
+            masked = mask == 0
+            start_logits = output.start_logits.float().masked_fill(masked, -1e4)
+            end_logits = output.end_logits.float().masked_fill(masked, -1e4)
+            loss = (
+                F.cross_entropy(start_logits, batch["start_positions"])
+                + F.cross_entropy(end_logits, batch["end_positions"])
+            ) / 2
+            (loss / accumulation).backward()
+            loss_sum += loss.detach()
+            loss_count += 1
+            sequences += len(rows)
+            tokens += int(arrays["attention_mask"].sum())
+            micro += 1
+            if micro % accumulation:
+                continue
+
+            warmup = math.ceil(warmup_ratio * total)
+            rate = learning_rate(step, total, warmup, peak)
+            for group_ in optimizer.param_groups:
+                group_["lr"] = rate
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            now = time.monotonic()
+            if step % logging_steps == 0 or step == 1 or step >= total:
+                mean = float(loss_sum) / loss_count  # syncs the device
+                losses.append(mean)
+                loss_sum.zero_()
+                loss_count = 0
+                seconds = time.monotonic() - train_started
+                emit(
+                    {
+                        "step": step,
+                        "epoch": round(step * accumulation / max(per_epoch, 1), 4),
+                        "loss": round(mean, 5),
+                        "learning_rate": rate,
+                        "seconds": round(seconds, 2),
+                        "sequences_per_second": round(sequences / max(seconds, 1e-9), 2),
+                    }
+                )
+                if step == 1 or step % (logging_steps * 20) == 0 or step >= total:
+                    log(
+                        f"step {step}/{total} loss {mean:.4f} lr {rate:.2e} "
+                        f"{sequences / max(seconds, 1e-9):.1f} seq/s"
+                    )
+            # Fit the schedule to the budget: time steps 5..25 (and again at 200 and 1000), and if
+            # the planned steps cannot finish before the deadline, end the decay where time runs out.
+            if step == 5:
+                if cuda:
+                    torch.cuda.synchronize()
+                timing_mark = (step, time.monotonic())
+            elif timing_mark is not None and step in (25, 200, 1000):
+                if cuda:
+                    torch.cuda.synchronize()
+                now = time.monotonic()
+                per_step = (now - timing_mark[1]) / (step - timing_mark[0])
+                fitted = fitted_steps(step, total, per_step, deadline - now)
+                if fitted < total:
+                    log(
+                        f"time budget: {per_step * 1000:.0f} ms/step, schedule cut from {total} to {fitted} steps"
+                    )
+                    total = fitted
+                    run["schedule_cut_at_step"] = step
+            if step >= total:
+                done = True
+                break
+            step_seconds, step_ended = now - step_ended, now
+            # stop when the next step would end past the deadline (a CPU step can take a minute)
+            if now + step_seconds >= deadline:
+                stop_reason = "time budget"
+                done = True
+                break
+            if save_every and now - last_save >= save_every:
+                checkpoint(complete=False)
+                last_save = time.monotonic()
+        epoch_index += 1
+    if loss_count:
+        losses.append(float(loss_sum) / loss_count)
+    checkpoint(complete=True)
+    log(
+        f"done: {step} steps ({run['epochs']:.2f} epochs, stop: {stop_reason}), "
+        f"{run['sequences_per_second']:.1f} seq/s, loss {run['final_loss']}, "
+        f"weights {[w['file'] for w in run['weights']]} in {out}"
+    )
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reader_training.device_train", description="Train the reader from a device bundle."
+    )
+    parser.add_argument("--bundle", default=".device/bundle", help="bundle folder made by device_pack")
+    parser.add_argument("--out", required=True, help="where the fp16 weights, run.json and the log go ($OUT)")
+    parser.add_argument("--max-seconds", type=float, help="time budget from start-up to saved weights")
+    parser.add_argument("--max-steps", type=int, help="override the step count (smoke tests)")
+    parser.add_argument("--device", help="torch device (default: cuda when present)")
+    parser.add_argument(
+        "--save-every", type=float, default=120.0, help="partial save interval, seconds (0: off)"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="KEY=VALUE (JSON) override of an optimisation hyperparameter, e.g. batch_size=64",
+    )
+    args = parser.parse_args(argv)
+    try:
+        apply_overrides({}, args.overrides)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        train(
+            args.bundle,
+            args.out,
+            args.max_seconds,
+            args.max_steps,
+            args.device,
+            args.save_every,
+            args.threads,
+            args.overrides,
+        )
+    except BundleError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

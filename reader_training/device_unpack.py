@@ -1,0 +1,204 @@
+"""Turn what a device run returned into a complete reader folder, here.
+
+``device_train`` brings back only the weights training changed (fp16 shards, no word embeddings),
+``run.json`` and ``train_log.jsonl``. This merges them with the word-embedding matrix of the
+prepared base (``kotae models prepare multilingual-e5-small``) into a standard model folder that
+``AutoModelForQuestionAnswering``, ``kotae evaluate --model DIR`` and kotae's reader load:
+``config.json`` (``BertForQuestionAnswering``), ``model.safetensors`` (float32), the base's
+tokenizer files, ``reader_config.json`` (windowing/decoding as trained), ``train_log.jsonl``,
+``metrics.json``, ``model_card.md`` and ``curves.png``. The folder is built under a temporary name
+and renamed into place when complete.
+
+Example::
+
+    python -m reader_training.device_unpack /work/.device/<...>/files --out runs/reader-default
+    kotae evaluate --model runs/reader-default --data ../shared/data/jaquad/dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kotae.errors import KotaeError
+from reader_training.device_bundle import HF_WORD_EMBEDDINGS, LOG_FILE, RUN_FILE, returned_weight_files
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+BASE_WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+Log = Callable[[str], None]
+
+
+def read_returned(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``run.json`` and the fp16 tensors of a device run's output folder (checked against run.json)."""
+    from safetensors.numpy import load_file
+
+    run_path = folder / RUN_FILE
+    if not run_path.is_file():
+        raise KotaeError(f"{run_path} not found: pass the folder the device run's $OUT files were copied to")
+    run = json.loads(run_path.read_text(encoding="utf-8"))
+    listed = [w["file"] for w in run.get("weights", [])]
+    present = [p.name for p in returned_weight_files(folder)]
+    if not listed or sorted(listed) != present:
+        raise KotaeError(f"{folder}: run.json lists weight files {listed} but the folder has {present}")
+    tensors: dict[str, np.ndarray] = {}
+    for name in listed:
+        for key, value in load_file(str(folder / name)).items():
+            if value.dtype != np.float16:
+                raise KotaeError(f"{folder / name}: tensor {key} is {value.dtype}, expected float16")
+            tensors[key] = value
+    if HF_WORD_EMBEDDINGS in tensors:
+        raise KotaeError(f"{folder}: the returned weights unexpectedly include {HF_WORD_EMBEDDINGS}")
+    return run, tensors
+
+
+def metrics_from_run(run: dict[str, Any], output: Path, parameters: int) -> dict[str, Any]:
+    """The metrics.json layout ``kotae train`` writes (dev scores empty until ``kotae evaluate``)."""
+    config = dict(run["train_config"])
+    bundle = run["bundle"]
+    return {
+        "output_dir": str(output),
+        "base_model": config["base_model"],
+        "dev": {},
+        "data": {
+            "train_reports": bundle["data"]["train_reports"],
+            "dev_reports": [],
+            "train_questions": bundle["data"]["train_questions"],
+            "features": bundle["features"]["stats"],
+        },
+        "hyperparameters": {
+            k: v for k, v in config.items() if k not in {"train_data", "dev_data", "output_dir", "base_model"}
+        },
+        "train_data": config["train_data"],
+        "dev_data": config["dev_data"],
+        "training": {
+            "global_step": run["global_step"],
+            "epochs": run["epochs"],
+            "final_loss": run.get("final_loss"),
+            "wall_seconds": run["wall_seconds"],
+            "train_seconds": run["train_seconds"],
+            "sequences_per_second": run["sequences_per_second"],
+            "tokens_per_second": run.get("tokens_per_second"),
+            "stop_reason": run.get("stop_reason"),
+            "complete": run["complete"],
+            "resumed": False,
+            "trainable_parameters": run.get("trainable_parameters", parameters),
+            "total_parameters": run.get("total_parameters"),
+            "trained_with": "reader_training.device_train (reader_training/DEVICE.md)",
+        },
+        "hardware": {
+            "device": run["device"],
+            "precision": run["precision"],
+            "torch": run["torch"],
+            "transformers": run["transformers"],
+            "python": run["python"],
+            "peak_memory_gb": run.get("peak_memory_gb"),
+        },
+    }
+
+
+def unpack(
+    returned_dir: str | Path,
+    out_model_dir: str | Path | None = None,
+    base: str | Path | None = None,
+    log: Log = print,
+) -> Path:
+    """Write a complete reader folder from a device run's output; returns the folder."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from reader_training.evaluate import READER_SETTINGS, DecodeSettings, resolve_reference
+    from reader_training.report import model_card, plot_curves
+
+    returned = Path(returned_dir)
+    run, tensors = read_returned(returned)
+    config = run["train_config"]
+    if not run["complete"]:
+        log(f"warning: {returned} holds a partial save (step {run['global_step']}): the run did not finish")
+    target = Path(out_model_dir or config["output_dir"])
+    base_folder = Path(base) if base is not None else resolve_reference(config["base_model"])
+    stamp = base_folder / "kotae-prepared.json"
+    expected = run["bundle"]["base"]["source"]
+    if stamp.is_file() and json.loads(stamp.read_text()).get("source") != expected:
+        raise KotaeError(f"{base_folder} was prepared from another file than the run's base ({expected})")
+
+    base_config = json.loads((base_folder / "config.json").read_text(encoding="utf-8"))
+    with safe_open(str(base_folder / "model.safetensors"), framework="numpy") as handle:
+        word = handle.get_tensor(BASE_WORD_EMBEDDINGS)
+    state: dict[str, np.ndarray] = {HF_WORD_EMBEDDINGS: word.astype(np.float32, copy=False)}
+    state.update({name: value.astype(np.float32) for name, value in tensors.items()})
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        model_config = base_config | {"architectures": ["BertForQuestionAnswering"]}
+        (work / "config.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
+        save_file(state, str(work / "model.safetensors"), metadata={"format": "pt"})
+        for name in TOKENIZER_FILES:
+            if (base_folder / name).is_file():
+                shutil.copy2(base_folder / name, work / name)
+        settings = DecodeSettings(
+            max_length=config["max_length"],
+            stride=config["stride"],
+            max_question_length=config["max_question_length"],
+            max_answer_length=config["max_answer_length"],
+            n_best=config["n_best"],
+            null_score_threshold=config["null_score_threshold"],
+            batch_size=config["eval_batch_size"],
+        )
+        (work / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
+        records: list[dict[str, Any]] = []
+        if (returned / LOG_FILE).is_file():
+            shutil.copy2(returned / LOG_FILE, work / LOG_FILE)
+            lines = (returned / LOG_FILE).read_text(encoding="utf-8").splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+        (work / "device_run.json").write_text(
+            json.dumps(run, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        metrics = metrics_from_run(run, target, sum(v.size for v in tensors.values()))
+        (work / "metrics.json").write_text(
+            json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        (work / "model_card.md").write_text(model_card(metrics), encoding="utf-8")
+        plot_curves(records, work / "curves.png")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    log(
+        f"reader folder {target}: {len(state)} tensors, step {run['global_step']} "
+        f"({'complete' if run['complete'] else 'partial'}), trained on {run['device']}"
+    )
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m reader_training.device_unpack",
+        description="Merge a device run's fp16 weights with the prepared base into a reader folder.",
+    )
+    parser.add_argument("returned", help="folder holding the device run's run.json and weights-*.safetensors")
+    parser.add_argument("--out", help="reader folder to write (default: the config's output_dir)")
+    parser.add_argument("--base", help="prepared base folder (default: the config's base_model, prepared)")
+    args = parser.parse_args(argv)
+    try:
+        unpack(args.returned, args.out, args.base, log=lambda m: print(m, file=sys.stderr))
+    except KotaeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

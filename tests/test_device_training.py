@@ -1,0 +1,223 @@
+"""Device training round trip on the CPU: pack a tiny bundle with the real e5-small base, train three
+steps in a subprocess that cannot import the packages the GPU machine lacks, unpack, load.
+
+Also proves the bundle is exact: the used word-embedding rows and every encoder tensor rebuilt from
+it equal the prepared base, and the compact features decode back to ``prepare_train_features``."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reader_training.device_bundle import (
+    HF_WORD_EMBEDDINGS,
+    MAX_FILE_BYTES,
+    WORD_TENSOR,
+    read_bundle,
+    row_slices,
+    window_slices,
+)
+from reader_training.device_train import fitted_steps, learning_rate, length_grouped_batches
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Not on the GPU machine (or not wanted there): the device script must run without them.
+BLOCKED = ["pydantic", "datasets", "haystack", "typer", "fastapi", "faiss", "matplotlib", "kotae.models"]
+BLOCKED += ["reader_training.config", "reader_training.train", "reader_training.features"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure parts
+
+
+def test_length_grouped_batches_cover_every_window_once() -> None:
+    lengths = np.random.default_rng(1).integers(10, 256, size=1003)
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(0), group=True, mega=4)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1003))
+    assert all(1 <= len(b) <= 16 for b in batches)
+    # within a group of 4 batches lengths are sorted, so padding per batch is small
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    shuffled = length_grouped_batches(lengths, 16, np.random.default_rng(0), group=False)
+    assert spread < np.mean([lengths[b].max() - lengths[b].min() for b in shuffled])
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    rates = [learning_rate(step, 10, 2, 1.0) for step in range(10)]
+    assert rates[:3] == [0.5, 1.0, 1.0]
+    assert rates[-1] == pytest.approx(1 / 8)
+    assert learning_rate(10, 10, 2, 1.0) == 0.0
+    assert all(a >= b for a, b in itertools.pairwise(rates[1:]))
+
+
+def test_fitted_steps_cuts_the_schedule_to_the_budget() -> None:
+    assert fitted_steps(done=25, planned=1000, seconds_per_step=0.1, seconds_left=1000) == 1000
+    assert fitted_steps(done=25, planned=1000, seconds_per_step=1.0, seconds_left=100) == 25 + 95
+    assert fitted_steps(done=25, planned=1000, seconds_per_step=10.0, seconds_left=1) == 26
+
+
+def test_shards_stay_under_the_file_limit() -> None:
+    parts = row_slices(100_000, 220, limit=MAX_FILE_BYTES)
+    assert parts[0].start == 0 and parts[-1].stop == 100_000
+    assert all((p.stop - p.start) * 220 <= MAX_FILE_BYTES for p in parts)
+    lengths = np.full(10, 100)
+    groups = window_slices(lengths, 2, limit=450)
+    assert [(g.start, g.stop) for g in groups] == [(i, i + 2) for i in range(0, 10, 2)]
+
+
+# ---------------------------------------------------------------------------------------------
+# With the real base (slow)
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, e5_small_dir: Path) -> Path:
+    from reader_training.device_pack import pack
+
+    folder = tmp_path_factory.mktemp("device") / "bundle"
+    overrides = [
+        "base_model=multilingual-e5-small",
+        f"train_data=[{{path: {shared_data / 'jaquad' / 'train'}, max_examples: 40}}]",
+        f"dev_data=[{{path: {shared_data / 'jaquad' / 'dev'}, name: jaquad-dev, max_examples: 20}}]",
+        "max_length=128",
+        "stride=32",
+        "batch_size=2",
+        "logging_steps=1",
+        "freeze_word_embeddings=true",
+        "learning_rate=1e-4",
+    ]
+    result = pack(None, overrides, folder, max_seconds=300, log=lambda message: None)
+    assert result.total_bytes < 20 * 2**20
+    return folder
+
+
+@pytest.mark.slow
+def test_bundle_rows_and_encoder_equal_the_prepared_base(tiny_bundle: Path, e5_small_dir: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from kotae.e5s1 import dequantize_q4_0, read_e5s1
+    from reader_training.device_bundle import encoder_state_dict
+    from reader_training.device_pack import e5s1_source
+
+    bundle = read_bundle(tiny_bundle)
+    used = bundle.used_ids
+    assert np.all(np.diff(used) > 0) and {0, 1, 2, 3} <= set(used.tolist())
+
+    e5 = read_e5s1(e5s1_source())
+    hidden, vocab = e5.header.hidden, e5.header.vocab
+    table = np.frombuffer(e5.tensors[WORD_TENSOR][2], dtype=np.uint8).reshape(vocab, -1)
+    assert np.array_equal(bundle.word_rows, table[used])
+    full = dequantize_q4_0(table[used].tobytes(), len(used) * hidden).reshape(len(used), hidden)
+
+    state, used_rows = encoder_state_dict(bundle)
+    assert np.array_equal(used_rows, full)  # exact, not approximately
+
+    base = load_file(str(e5_small_dir / "model.safetensors"))
+    assert np.array_equal(base["embeddings.word_embeddings.weight"][used], used_rows)
+    assert set(state) == set(base) - {"embeddings.word_embeddings.weight"}
+    for name, value in state.items():
+        assert np.array_equal(value, base[name]), name
+
+
+@pytest.mark.slow
+def test_features_decode_back_to_prepare_train_features(tiny_bundle: Path, e5_small_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from reader_training.config import load_train_config
+    from reader_training.features import prepare_train_features
+    from reader_training.train import load_training_examples
+
+    bundle = read_bundle(tiny_bundle)
+    config = load_train_config(None, [f"train_data={json.dumps(bundle.train_config['train_data'])}"])
+    examples, _ = load_training_examples(config, log=lambda message: None)
+    c = bundle.train_config
+    expected = prepare_train_features(
+        AutoTokenizer.from_pretrained(e5_small_dir),
+        examples,
+        c["max_length"],
+        c["stride"],
+        c["max_question_length"],
+        c["negative_window_ratio"],
+        c["seed"],
+    ).columns
+    f = bundle.features
+    assert f.tokens.dtype == np.uint16
+    offsets = f.offsets
+    windows = [
+        bundle.used_ids[f.tokens[o : o + n]].tolist()
+        for o, n in zip(offsets, f.lengths.tolist(), strict=True)
+    ]
+    assert windows == expected["input_ids"]
+    assert f.start_positions.tolist() == expected["start_positions"]
+    assert f.end_positions.tolist() == expected["end_positions"]
+
+
+def _run_device_train(bundle: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    blocker = f"import sys\nfor name in {BLOCKED!r}:\n    sys.modules[name] = None\n"
+    runner = (
+        blocker
+        + "import runpy\n"
+        + f"sys.argv = ['device_train', '--bundle', {str(bundle)!r}, '--out', {str(out)!r}, "
+        + "'--max-steps', '3', '--device', 'cpu', '--threads', '2']\n"
+        + "runpy.run_module('reader_training.device_train', run_name='__main__')\n"
+    )
+    env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", runner], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_device_train_then_unpack_gives_a_loadable_reader(
+    tiny_bundle: Path, e5_small_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from reader_training.device_unpack import unpack
+
+    out = tmp_path / "OUT"
+    completed = _run_device_train(tiny_bundle, out)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    # What comes back: few files, plain names, each at most 16 MiB, weights in fp16.
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files), files
+    assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+    run: dict[str, Any] = json.loads((out / "run.json").read_text())
+    assert run["complete"] and run["global_step"] == 3 and run["stop_reason"] == "schedule"
+    returned: dict[str, np.ndarray] = {}
+    for weights in run["weights"]:
+        returned |= load_file(str(out / weights["file"]))
+    assert {v.dtype for v in returned.values()} == {np.dtype(np.float16)}
+    assert HF_WORD_EMBEDDINGS not in returned and "qa_outputs.weight" in returned
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+
+    folder = unpack(out, tmp_path / "reader", log=lambda message: None)
+    model, info = AutoModelForQuestionAnswering.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    parameters = dict(model.named_parameters())
+    for name, value in returned.items():
+        assert torch.equal(parameters[name].detach(), torch.from_numpy(value.astype(np.float32))), name
+    base = load_file(str(e5_small_dir / "model.safetensors"))
+    assert np.array_equal(
+        parameters[HF_WORD_EMBEDDINGS].detach().numpy(), base["embeddings.word_embeddings.weight"]
+    )
+    # training changed the encoder, and the folder carries what kotae evaluate needs
+    query = base["encoder.layer.11.attention.self.query.weight"]
+    assert not np.array_equal(
+        returned["bert.encoder.layer.11.attention.self.query.weight"], query.astype(np.float16)
+    )
+    settings = json.loads((folder / "reader_config.json").read_text())
+    assert settings["max_length"] == 128 and settings["stride"] == 32
+    assert (folder / "tokenizer.json").is_file() and (folder / "model_card.md").is_file()
