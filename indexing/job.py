@@ -277,6 +277,7 @@ def run_index(
     progress: bool = False,
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``."""
+    from haystack.document_stores.errors import DocumentStoreError
     from haystack.document_stores.types import DuplicatePolicy
 
     from indexing.bm25 import load_bm25
@@ -297,9 +298,12 @@ def run_index(
             embedder = load_embedder(config)
         fingerprint = f"{embedder.fingerprint}|{settings.passage_tokens}|{settings.overlap_tokens}|split{SPLITTER_VERSION}"
 
-        store = FaissDocumentStore(
-            directory, faiss_factory=settings.faiss_factory, nprobe=settings.faiss_nprobe
-        )
+        try:
+            store = FaissDocumentStore(
+                directory, faiss_factory=settings.faiss_factory, nprobe=settings.faiss_nprobe
+            )
+        except DocumentStoreError as error:
+            raise KotaeError(f"index {directory}: {error}") from None
         try:
             previous = store.state("fingerprint")
             if not full and previous is not None and previous != fingerprint and store.count_documents():
@@ -370,6 +374,8 @@ def run_index(
 
             load_bm25(store, settings.bm25_tokenizer)  # rebuilt only when the store changed
             summary.passages_total = store.count_documents()
+        except DocumentStoreError as error:
+            raise KotaeError(f"index {directory}: {error}") from None
         finally:
             store.close()
     summary.seconds = time.perf_counter() - started

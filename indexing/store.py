@@ -118,6 +118,20 @@ def build_faiss_index(
     return index, staging
 
 
+def check_factory(factory: str, dim: int) -> None:
+    """Raise a one-line DocumentStoreError when ``factory`` cannot index ``dim``-d vectors."""
+    import faiss
+
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
+        raise DocumentStoreError(
+            f"FAISS factory {factory!r} cannot index {dim}-d vectors ({reason}); "
+            "check index.faiss_factory (e.g. Flat, HNSW32, IVF256,Flat, IVF256,PQ16 with 16 dividing the dimension)"
+        ) from None
+
+
 def set_search_parameters(index: Any, nprobe: int, ef_search: int) -> None:
     """Set IVF ``nprobe`` and HNSW ``efSearch`` wherever they apply inside ``index``."""
     import faiss
@@ -187,6 +201,8 @@ class FaissDocumentStore:
         self._generation = -1
         self._pending: tuple[list[int], list[tuple[int, np.ndarray]]] = ([], [])
         with self._lock:
+            if self.embedding_dim is not None:
+                check_factory(faiss_factory, self.embedding_dim)
             self._load_vectors()
 
     # ------------------------------------------------------------------ state and persistence
@@ -442,6 +458,7 @@ class FaissDocumentStore:
             if blob is not None:
                 size = len(blob) // 8
                 if dim is None:
+                    check_factory(self.faiss_factory, size)
                     dim = size
                     self._set_state("dim", dim)
                 elif size != dim:

@@ -116,6 +116,8 @@ def test_changed_settings_rebuild_and_limits(tmp_path: Path) -> None:
         config("index.passage_tokens=500"), [corpus], index, embedder=HashEmbedder(max_tokens=20)
     )
     assert any("exceeds" in note for note in small.notes) and small.full and small.added == 3
+    with pytest.raises(KotaeError, match="faiss_factory"):
+        run_index(config("index.faiss_factory=IVF4,PQ5"), [corpus], index, embedder=HashEmbedder())
     with pytest.raises(KotaeError, match="not found"):
         run_index(config(), [tmp_path / "nope"], index, embedder=HashEmbedder())
     assert store_state(index)[0] == small.passages_total  # nothing was removed

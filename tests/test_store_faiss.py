@@ -133,6 +133,13 @@ def test_dimension_mismatch_and_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         FaissDocumentStore(tmp_path / "x", faiss_factory="")
     store.close()
+    with pytest.raises(DocumentStoreError, match="cannot index 16-d"):
+        FaissDocumentStore(tmp_path, faiss_factory="IVF4,PQ5")
+    bad = FaissDocumentStore(tmp_path / "y", faiss_factory="IVF4,PQ5")
+    with pytest.raises(DocumentStoreError, match="faiss_factory"):
+        bad.write_documents(make_docs(3))
+    assert bad.count_documents() == 0
+    bad.close()
 
 
 def test_retrieval_with_filters_and_scaled_scores(tmp_path: Path) -> None:
