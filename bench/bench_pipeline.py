@@ -106,6 +106,21 @@ def read_gold(reader: Any, examples: list[Any]) -> tuple[dict[str, str], list[fl
     return predictions, seconds
 
 
+def evaluate_agreement(reader: Any, examples: list[Any], predictions: dict[str, str]) -> dict[str, Any]:
+    """``kotae evaluate``'s predictions with the settings the pipeline reader resolved, and how many agree."""
+    from reader_training.evaluate import predict
+
+    started = time.perf_counter()
+    evaluated = predict(reader._model, reader._tokenizer, examples, reader.settings)
+    seconds = time.perf_counter() - started
+    same = sum(p.text == predictions[p.id] for p in evaluated)
+    return {
+        **scores({p.id: p.text for p in evaluated}, examples),
+        "identical_predictions": f"{same}/{len(examples)}",
+        "batched_ms_per_question": round(1000 * seconds / max(len(examples), 1), 1),
+    }
+
+
 def main() -> None:
     import torch
 
@@ -186,6 +201,10 @@ def main() -> None:
             **scores(predictions, examples),
         }
         print(f"{reader_type}: {result['readers_on_gold_context'][reader_type]}", file=sys.stderr)
+        if reader_type == "kotae":
+            agreement = evaluate_agreement(reader, examples, predictions)
+            result["kotae_evaluate_on_gold_context"] = agreement
+            print(f"kotae evaluate: {agreement}", file=sys.stderr)
 
     print(json.dumps(result, ensure_ascii=False, indent=1))
     lines = ["| run | p50 ms | p95 ms | F1 | EM |", "|---|---|---|---|---|"]

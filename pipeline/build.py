@@ -167,15 +167,22 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     else:
         from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 
-        from reader_training.evaluate import resolve_reference
+        from reader_training.evaluate import resolve_reference, saved_settings
 
+        model = reader.model
+        trained: dict[str, Any] = {}
+        if check_models:  # a local folder, and the windowing the model was trained with
+            folder = resolve_reference(reader.model)
+            model, trained = str(folder), saved_settings(folder)
+        max_length = reader.max_length or trained.get("max_length", 384)
+        stride = reader.stride if reader.stride is not None else trained.get("stride", 128)
         components["reader"] = TransformersExtractiveReader(
-            model=str(resolve_reference(reader.model)) if check_models else reader.model,
+            model=model,
             device=_device(reader.device),
             token=None,
             top_k=reader.top_k,
-            max_seq_length=reader.max_length or 384,
-            stride=reader.stride if reader.stride is not None else 128,
+            max_seq_length=max_length,
+            stride=stride,
             max_batch_size=reader.batch_size,
             answers_per_seq=reader.n_best,
             no_answer=reader.no_answer,
