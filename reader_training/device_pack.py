@@ -281,6 +281,10 @@ def pack(
     )
     for name, size in files.items():
         log(f"  {name:24s} {size / 2**20:8.2f} MiB")
+    log(
+        "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m reader_training.device_train "
+        f"--bundle {target} --out $OUT --max-seconds {max_seconds}', carry=['{target}'], timeout_s=600)"
+    )
     return result
 
 

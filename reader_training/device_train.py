@@ -342,6 +342,7 @@ def train(
         "precision": "bf16" if bf16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "budget_seconds": budget,
+        "arguments": {"max_seconds": max_seconds, "max_steps": max_steps, "overrides": list(overrides)},
         "planned_steps": planned,
         "trainable_parameters": sum(p.numel() for p in trainable),
         "total_parameters": sum(p.numel() for p in model.parameters()),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from kotae.errors import KotaeError
 from reader_training.device_bundle import HF_WORD_EMBEDDINGS, LOG_FILE, RUN_FILE, returned_weight_files
@@ -59,6 +61,30 @@ def read_returned(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if HF_WORD_EMBEDDINGS in tensors:
         raise KotaeError(f"{folder}: the returned weights unexpectedly include {HF_WORD_EMBEDDINGS}")
     return run, tensors
+
+
+def round_trip_command(run: dict[str, Any], returned: Path, output: Path) -> str:
+    """The three commands that made this reader (pack here, train on the device, unpack here)."""
+    bundle = run["bundle"]
+    pack = ["python", "-m", "reader_training.device_pack", "--config", str(bundle["config_path"])]
+    for item in bundle["overrides"]:
+        pack += ["--set", item]
+    arguments = run.get("arguments", {})
+    train = ["python3", "-m", "reader_training.device_train", "--bundle", ".device/bundle", "--out", "$OUT"]
+    if arguments.get("max_seconds") is not None:
+        train += ["--max-seconds", f"{arguments['max_seconds']:g}"]
+    if arguments.get("max_steps") is not None:
+        train += ["--max-steps", str(arguments["max_steps"])]
+    for item in arguments.get("overrides", []):
+        train += ["--set", item]
+    unpack = ["python", "-m", "reader_training.device_unpack", str(returned), "--out", str(output)]
+    return "\n".join(
+        [
+            shlex.join(pack) + "   # here",
+            shlex.join(train).replace("'$OUT'", "$OUT") + "   # on the device, carry .device/bundle",
+            shlex.join(unpack) + "   # here (reader_training/DEVICE.md)",
+        ]
+    )
 
 
 def metrics_from_run(run: dict[str, Any], output: Path, parameters: int) -> dict[str, Any]:
@@ -165,10 +191,20 @@ def unpack(
             json.dumps(run, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         metrics = metrics_from_run(run, target, sum(v.size for v in tensors.values()))
+        metrics["command"] = round_trip_command(run, returned, target)
+        (work / "train_config.yaml").write_text(
+            yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
         (work / "metrics.json").write_text(
             json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        (work / "model_card.md").write_text(model_card(metrics), encoding="utf-8")
+        card = model_card(metrics).replace("Fine-tuned by `kotae train`", "Fine-tuned on a lent GPU")
+        card += (
+            f"\nTrained on {run['device']} ({run['precision']}) by `python -m reader_training.device_train` "
+            "from a bundle made by `python -m reader_training.device_pack` (see reader_training/DEVICE.md); "
+            "`device_run.json` holds the run's full record.\n"
+        )
+        (work / "model_card.md").write_text(card, encoding="utf-8")
         plot_curves(records, work / "curves.png")
         if target.exists():
             shutil.rmtree(target)

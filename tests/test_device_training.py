@@ -177,13 +177,14 @@ def _run_device_train(bundle: Path, out: Path) -> subprocess.CompletedProcess[st
 
 @pytest.mark.slow
 def test_device_train_then_unpack_gives_a_loadable_reader(
-    tiny_bundle: Path, e5_small_dir: Path, tmp_path: Path
+    tiny_bundle: Path, e5_small_dir: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     import torch
     from safetensors.numpy import load_file
     from transformers import AutoModelForQuestionAnswering
 
     from reader_training.device_unpack import unpack
+    from reader_training.evaluate import evaluate_folder
 
     out = tmp_path / "OUT"
     completed = _run_device_train(tiny_bundle, out)
@@ -221,3 +222,5 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
     settings = json.loads((folder / "reader_config.json").read_text())
     assert settings["max_length"] == 128 and settings["stride"] == 32
     assert (folder / "tokenizer.json").is_file() and (folder / "model_card.md").is_file()
+    report = evaluate_folder(str(folder), str(shared_data / "jaquad" / "dev"), limit=3, device="cpu")
+    assert report.scores["n"] == 3 and report.settings["max_length"] == 128
