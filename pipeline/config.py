@@ -36,7 +36,7 @@ class IndexConfig(_Section):
     faiss_factory: str = "Flat"
     passage_tokens: int = Field(200, gt=8)
     overlap_tokens: int = Field(32, ge=0)
-    bm25_tokenizer: Literal["bigram", "fugashi"] = "bigram"
+    bm25_tokenizer: Literal["bigram", "fugashi"] = "fugashi"
     faiss_nprobe: int = Field(16, gt=0)
     commit_documents: int = Field(256, gt=0)
     max_document_chars: int = Field(5_000_000, gt=0)
