@@ -22,15 +22,15 @@ import numpy as np
 def main() -> None:
     import faiss
 
-    from indexing.store import build_faiss_index
+    from indexing.store import build_faiss_index, set_search_parameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--factories", nargs="+", default=["Flat", "HNSW32", "IVF,PQ48"])
-    parser.add_argument("--nprobe", type=int, default=16)
-    parser.add_argument("--ef-search", type=int, default=64)
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads while searching")
     args = parser.parse_args()
 
@@ -48,33 +48,44 @@ def main() -> None:
             factory = f"IVF{2 ** round(math.log2(4 * math.sqrt(args.n)))},{factory[4:]}"
         faiss.omp_set_num_threads(2)
         started = time.perf_counter()
-        index, _ = build_faiss_index(
-            factory, args.dim, ids, data, nprobe=args.nprobe, ef_search=args.ef_search
-        )
+        index, staging = build_faiss_index(factory, args.dim, ids, data)
         build = time.perf_counter() - started
         faiss.omp_set_num_threads(args.threads)
-        latencies = []
-        found = np.zeros((args.queries, 10), dtype=np.int64)
-        for i in range(args.queries):
-            t = time.perf_counter()
-            _, labels = index.search(queries[i : i + 1], 10)
-            latencies.append(time.perf_counter() - t)
-            found[i] = labels[0]
-        if exact is None and factory == "Flat":
-            exact = found.copy()
-        recall = None
-        if exact is not None:
-            recall = float(np.mean([len(set(found[i]) & set(exact[i])) / 10 for i in range(args.queries)]))
-        results.append(
-            {
-                "factory": factory,
-                "build_seconds": round(build, 1),
-                "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 3),
-                "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 3),
-                "recall@10": None if recall is None else round(recall, 4),
-            }
-        )
-        print(json.dumps(results[-1]), flush=True)
+        if "HNSW" in factory:
+            settings = [{"ef_search": ef} for ef in args.ef_search]
+        elif "IVF" in factory and not staging:
+            settings = [{"nprobe": nprobe} for nprobe in args.nprobe]
+        else:
+            settings = [{}]
+        for setting in settings:
+            set_search_parameters(
+                index, nprobe=setting.get("nprobe", 1), ef_search=setting.get("ef_search", 16)
+            )
+            latencies = []
+            found = np.zeros((args.queries, 10), dtype=np.int64)
+            for i in range(args.queries):
+                t = time.perf_counter()
+                _, labels = index.search(queries[i : i + 1], 10)
+                latencies.append(time.perf_counter() - t)
+                found[i] = labels[0]
+            if exact is None and factory == "Flat":
+                exact = found.copy()
+            recall = None
+            if exact is not None:
+                recall = float(
+                    np.mean([len(set(found[i]) & set(exact[i])) / 10 for i in range(args.queries)])
+                )
+            results.append(
+                {
+                    "factory": factory + (" (untrained: exact staging index)" if staging else ""),
+                    **setting,
+                    "build_seconds": round(build, 1),
+                    "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 3),
+                    "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 3),
+                    "recall@10": None if recall is None else round(recall, 4),
+                }
+            )
+            print(json.dumps(results[-1]), flush=True)
         del index
     print(
         json.dumps(

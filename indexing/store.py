@@ -67,11 +67,11 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.where(norms == 0.0, 1.0, norms), dtype=np.float32)
 
 
-def min_training_vectors(factory: str) -> int:
-    """How many vectors a factory index needs before it is trained (0 when it needs no training)."""
+def min_training_vectors(factory: str, dim: int) -> int:
+    """How many ``dim``-d vectors a factory index needs before it is trained (0 when none)."""
     import faiss
 
-    probe = faiss.index_factory(8 if "PQ" not in factory else 64, factory, faiss.METRIC_INNER_PRODUCT)
+    probe = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if probe.is_trained:
         return 0
     needed = 256 if "PQ" in factory or "SQ" in factory else 1
@@ -93,7 +93,7 @@ def build_faiss_index(
 
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     vectors = _normalise(vectors.reshape(-1, dim)) if len(ids) else np.zeros((0, dim), np.float32)
-    needed = min_training_vectors(factory)
+    needed = min_training_vectors(factory, dim)
     index: Any
     if needed and len(ids) < needed:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -505,7 +505,7 @@ class FaissDocumentStore:
                 self._rebuild_vectors(self._generation)
                 return
         if added:
-            needed = min_training_vectors(self.faiss_factory)
+            needed = min_training_vectors(self.faiss_factory, dim)
             if self._staging and self._index.ntotal + len(added) >= needed:
                 self._rebuild_vectors(self._generation)  # enough vectors now: train the real index
                 return

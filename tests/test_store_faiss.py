@@ -39,7 +39,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 @pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF4,Flat", "IVF2,PQ4"])
 def test_index_types_write_search_delete_reopen(tmp_path: Path, factory: str) -> None:
     store = FaissDocumentStore(tmp_path, faiss_factory=factory)
-    needed = min_training_vectors(factory)
+    needed = min_training_vectors(factory, DIM)
     first = make_docs(100)
     store.write_documents(first)
     assert store._staging == (needed > 100)
