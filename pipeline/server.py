@@ -278,4 +278,7 @@ def create_app(
             "passages": require_index(config.index_dir, config_path),
         }
 
+    from pipeline.web import web_router
+
+    app.include_router(web_router(config, qa))  # the question page at / (pipeline/web.py)
     return app
