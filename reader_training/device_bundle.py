@@ -17,6 +17,10 @@ A bundle is one folder (``.device/bundle/`` by default, ignored by git, carried 
     features-NNN.npz     windows, compressed: ``tokens`` (compact ids, index into ``used_ids``;
                          uint16 when under 65,536 ids are used), ``lengths``, ``start_positions``,
                          ``end_positions`` (and ``token_type_ids`` for tokenizers that make them)
+    dev-NNN.jsonl.gz     optional: the validated dev questions, one JSON record per line, with
+    tokenizer.json.gz,   the base's tokenizer files, so the device scores the dev sets with
+    tokenizer_config.json, special_tokens_map.json   kotae's own evaluation code (their token
+                         ids are in ``used_ids`` too)
 
 Word embeddings are frozen in device training, so only the rows of ids that occur travel; on the
 device they are dequantised with :func:`kotae.e5s1.dequantize_q4_0` — the same arithmetic the
@@ -43,6 +47,9 @@ BASE_FILE = "base.safetensors"
 RUN_FILE = "run.json"
 LOG_FILE = "train_log.jsonl"
 WORD_TENSOR = "emb.word"
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_GZ = "tokenizer.json.gz"
+TOKENIZER_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 
 MAX_FILE_BYTES = 15 * 1024 * 1024
@@ -183,6 +190,31 @@ def encoder_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], np.ndarra
     state = bert_state_dict(e5)
     used_rows = state.pop("embeddings.word_embeddings.weight")
     return state, used_rows
+
+
+def read_dev_sets(folder: str | Path, manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The bundle's dev sets as raw records (label -> records), empty when it has none."""
+    import gzip
+
+    result: dict[str, list[dict[str, Any]]] = {}
+    for entry in manifest.get("dev", {}).get("sets", []):
+        with gzip.open(Path(folder) / entry["file"], "rt", encoding="utf-8") as handle:
+            result[entry["label"]] = [json.loads(line) for line in handle if line.strip()]
+    return result
+
+
+def extract_tokenizer(folder: str | Path, target: Path) -> Path:
+    """Write the bundle's tokenizer files (tokenizer.json unzipped) into ``target``; returns it."""
+    import gzip
+    import shutil
+
+    source = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    with gzip.open(source / TOKENIZER_GZ, "rb") as packed, (target / TOKENIZER_JSON).open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    for name in TOKENIZER_SIDE_FILES:
+        shutil.copy2(source / name, target / name)
+    return target
 
 
 def returned_weight_files(folder: Path) -> list[Path]:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.metadata
 import json
 import os
@@ -36,6 +37,9 @@ from reader_training.device_bundle import (
     MANIFEST,
     MAX_BUNDLE_BYTES,
     MAX_FILE_BYTES,
+    TOKENIZER_GZ,
+    TOKENIZER_JSON,
+    TOKENIZER_SIDE_FILES,
     WORD_TENSOR,
     row_slices,
     sha256,
@@ -152,21 +156,65 @@ def _write_weights(folder: Path, e5: Any, used_ids: np.ndarray) -> tuple[dict[st
     return directory, names
 
 
+def dev_token_ids(tokenizer: Any, dev_sets: dict[str, Any]) -> np.ndarray:
+    """Every token id of the dev questions and contexts (a superset of what their windows hold)."""
+    texts: set[str] = set()
+    for loaded in dev_sets.values():
+        for example in loaded.examples:
+            texts.update((example.question, example.context))
+    ordered = sorted(texts)
+    ids: set[int] = set()
+    for first in range(0, len(ordered), 2000):
+        for row in tokenizer(ordered[first : first + 2000], add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]:
+            ids.update(row)
+    return np.asarray(sorted(ids), dtype=np.int64)
+
+
+def _write_dev(folder: Path, base_folder: Path, dev_sets: dict[str, Any]) -> dict[str, Any]:
+    """dev-NNN.jsonl.gz (validated examples) and the tokenizer files, for scoring on the device."""
+    sets = []
+    for number, (label, loaded) in enumerate(dev_sets.items()):
+        name = f"dev-{number:03d}.jsonl.gz"
+        with gzip.open(folder / name, "wt", encoding="utf-8") as handle:
+            for e in loaded.examples:
+                answers = [{"text": a.text, "answer_start": a.start} for a in e.answers]
+                record = {"id": e.id, "question": e.question, "context": e.context, "answers": answers}
+                if e.is_impossible:
+                    record["is_impossible"] = True
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        sets.append({"label": label, "file": name, "questions": len(loaded.examples)})
+    with (
+        (base_folder / TOKENIZER_JSON).open("rb") as source,
+        gzip.open(folder / TOKENIZER_GZ, "wb") as target,
+    ):
+        shutil.copyfileobj(source, target)
+    for name in TOKENIZER_SIDE_FILES:
+        shutil.copy2(base_folder / name, folder / name)
+    return {"sets": sets, "tokenizer": [TOKENIZER_GZ, *TOKENIZER_SIDE_FILES]}
+
+
 def pack(
     config_path: str | Path | None,
     overrides: Sequence[str] = (),
     out_dir: str | Path = DEFAULT_BUNDLE,
     max_seconds: int = DEFAULT_MAX_SECONDS,
     log: Log = print,
+    dev: bool = True,
 ) -> PackResult:
-    """Write a device bundle for the training config at ``config_path`` (see the module docstring)."""
+    """Write a device bundle for the training config at ``config_path`` (see the module docstring).
+
+    With ``dev`` (and dev sets in the config), the validated dev questions and the tokenizer travel
+    too, and their token ids join the vocabulary, so ``device_train`` scores the dev sets there.
+    """
     from transformers import AutoTokenizer
 
     from kotae.e5s1 import read_e5s1
     from kotae.models import resolve_model
     from reader_training.config import load_train_config
     from reader_training.features import prepare_train_features, require_fast_tokenizer
-    from reader_training.train import cap_windows, load_training_examples
+    from reader_training.train import cap_windows, load_dev_sets, load_training_examples
 
     started = time.perf_counter()
     config = load_train_config(config_path, list(overrides))
@@ -208,6 +256,9 @@ def pack(
         )
         if i is not None
     ]
+    dev_sets = load_dev_sets(config.dev_data, log)[0] if dev else {}
+    if dev_sets:
+        specials += dev_token_ids(tokenizer, dev_sets).tolist()
     arrays, used_ids = compact_features(columns, specials)
     del columns, features
 
@@ -224,10 +275,13 @@ def pack(
     work.mkdir(parents=True)
     feature_files = _write_features(work, arrays)
     directory, vocab_files = _write_weights(work, e5, used_ids)
+    dev_entry = _write_dev(work, base_folder, dev_sets) if dev_sets else {"sets": [], "tokenizer": []}
+    dev_files = [s["file"] for s in dev_entry["sets"]] + dev_entry["tokenizer"]
 
     from kotae.e5s1 import bert_config
 
-    files = {name: (work / name).stat().st_size for name in [BASE_FILE, *vocab_files, *feature_files]}
+    names = [BASE_FILE, *vocab_files, *feature_files, *dev_files]
+    files = {name: (work / name).stat().st_size for name in names}
     manifest = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -258,6 +312,7 @@ def pack(
             "train_questions": len(examples),
             "dev_data": [s.model_dump(mode="json") for s in config.dev_data],
         },
+        "dev": dev_entry,
         "files": {name: {"bytes": size, "sha256": sha256(work / name)} for name, size in files.items()},
     }
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -305,10 +360,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_MAX_SECONDS,
         help="default time budget for device_train, start-up and saving included",
     )
+    parser.add_argument(
+        "--no-dev",
+        action="store_true",
+        help="leave the dev sets and tokenizer out (no scoring on the device)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        pack(args.config, args.overrides, args.out, args.max_seconds, log=lambda m: print(m, file=sys.stderr))
+        pack(
+            args.config,
+            args.overrides,
+            args.out,
+            args.max_seconds,
+            log=lambda m: print(m, file=sys.stderr),
+            dev=not args.no_dev,
+        )
     except KotaeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -22,6 +22,12 @@ never looked up), ``qa_outputs`` initialised from the config's seed. What comes 
 ``weights-N.safetensors`` (fp16, every parameter but the word embeddings), ``run.json`` and
 ``train_log.jsonl``; a partial copy is written every ``--save-every`` seconds, so a run cut off by
 the machine still returns weights (``run.json`` says ``"complete": false``).
+
+When the bundle carries dev sets, the saved weights are then scored on them by kotae's own
+evaluation code (``run.json`` → ``dev``), in fp32 on the fp16-rounded weights — the numbers
+``kotae evaluate`` gives for the unpacked folder here (``--dev-seconds`` of the budget are kept
+for it; ``--no-dev`` skips it). ``--no-weights`` makes a comparison run that returns only its
+scores, so two runs fit the 8 files that come back from one device command.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ from reader_training.device_bundle import (  # noqa: E402
     BundleError,
     Features,
     encoder_state_dict,
+    extract_tokenizer,
     read_bundle,
+    read_dev_sets,
 )
 
 SAVE_MARGIN_SECONDS = 20.0
@@ -235,6 +243,49 @@ def save_weights(tensors: dict[str, Any], out: Path, limit: int = MAX_FILE_BYTES
     return written
 
 
+def score_dev(
+    model: Any, bundle_dir: Path, manifest: dict[str, Any], config: dict[str, Any], cuda: bool
+) -> dict[str, dict[str, Any]]:
+    """Score the bundle's dev sets with kotae's evaluation code (:mod:`reader_training.evaluate`,
+    numpy and the standard library only), on the weights as they come back: trained tensors
+    rounded to fp16, fp32 arithmetic (TF32 off), as ``kotae evaluate`` runs on a CPU."""
+    import tempfile
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from reader_training.data import example_from_record
+    from reader_training.evaluate import DecodeSettings, evaluate_examples
+
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = AutoTokenizer.from_pretrained(extract_tokenizer(bundle_dir, Path(folder)))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name != HF_WORD_EMBEDDINGS:
+                parameter.copy_(parameter.half().float())
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    settings = DecodeSettings(
+        max_length=config["max_length"],
+        stride=config["stride"],
+        max_question_length=config["max_question_length"],
+        max_answer_length=config["max_answer_length"],
+        n_best=config["n_best"],
+        null_score_threshold=config["null_score_threshold"],
+        batch_size=256 if cuda else int(config["eval_batch_size"]),
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for label, records in read_dev_sets(bundle_dir, manifest).items():
+        examples = [example_from_record(r, f"{label}-{i}") for i, r in enumerate(records)]
+        began = time.monotonic()
+        report = evaluate_examples(model, tokenizer, examples, settings, config.get("language", "auto"))
+        results[label] = report.summary() | {"seconds": round(time.monotonic() - began, 2)}
+        scores = results[label]
+        log(f"dev {label}: EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f} (n={scores['n']})")
+    return results
+
+
 def write_json(path: Path, value: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -254,11 +305,17 @@ def train(
     save_every: float = 120.0,
     threads: int | None = None,
     overrides: Sequence[str] = (),
+    dev: bool = True,
+    dev_seconds: float = 60.0,
+    weights: bool = True,
 ) -> dict[str, Any]:
     """Train from the bundle into ``out_dir``; returns what ``run.json`` holds.
 
     ``overrides`` (``KEY=VALUE``, JSON values) change the optimisation hyperparameters of the packed
-    config (:data:`TUNABLE`) without packing again; windowing is fixed by the bundle.
+    config (:data:`TUNABLE`) without packing again; windowing is fixed by the bundle. With ``dev``
+    and dev sets in the bundle, training stops ``dev_seconds`` earlier and the saved weights are
+    scored on them (``run.json`` → ``dev``). ``weights=False`` saves no weights (a comparison run
+    whose dev scores are all that is needed, leaving the 8 returned files to another run).
     """
     import torch
     import torch.nn.functional as F
@@ -271,7 +328,9 @@ def train(
     bundle = read_bundle(bundle_dir)
     config = apply_overrides(bundle.train_config, overrides)
     budget = float(max_seconds if max_seconds is not None else bundle.manifest["max_seconds"])
-    deadline = STARTED + budget - min(SAVE_MARGIN_SECONDS, 0.1 * budget)
+    scoring = dev and bool(bundle.manifest.get("dev", {}).get("sets"))
+    reserve = min(SAVE_MARGIN_SECONDS, 0.1 * budget) + (dev_seconds if scoring else 0.0)
+    deadline = STARTED + budget - reserve
     seed = int(config["seed"])
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = target.type == "cuda"
@@ -342,7 +401,13 @@ def train(
         "precision": "bf16" if bf16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "budget_seconds": budget,
-        "arguments": {"max_seconds": max_seconds, "max_steps": max_steps, "overrides": list(overrides)},
+        "arguments": {
+            "max_seconds": max_seconds,
+            "max_steps": max_steps,
+            "overrides": list(overrides),
+            "no_dev": not dev,
+            "no_weights": not weights,
+        },
         "planned_steps": planned,
         "trainable_parameters": sum(p.numel() for p in trainable),
         "total_parameters": sum(p.numel() for p in model.parameters()),
@@ -379,7 +444,7 @@ def train(
             final_loss=losses[-1] if losses else None,
             peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if cuda else None,
         )
-        run["weights"] = save_weights(trained_tensors(model), out)
+        run["weights"] = save_weights(trained_tensors(model), out) if weights else []
         write_json(out / RUN_FILE, run)
 
     def emit(record: dict[str, Any]) -> None:
@@ -483,6 +548,10 @@ def train(
         f"{run['sequences_per_second']:.1f} seq/s, loss {run['final_loss']}, "
         f"weights {[w['file'] for w in run['weights']]} in {out}"
     )
+    if scoring:
+        run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
+        run["wall_seconds"] = time.monotonic() - STARTED
+        write_json(out / RUN_FILE, run)
     return run
 
 
@@ -494,6 +563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="where the fp16 weights, run.json and the log go ($OUT)")
     parser.add_argument("--max-seconds", type=float, help="time budget from start-up to saved weights")
     parser.add_argument("--max-steps", type=int, help="override the step count (smoke tests)")
+    parser.add_argument(
+        "--steps-like",
+        metavar="RUN_JSON",
+        help="train as many steps as the run that wrote this run.json (a comparison of equal length)",
+    )
     parser.add_argument("--device", help="torch device (default: cuda when present)")
     parser.add_argument(
         "--save-every", type=float, default=120.0, help="partial save interval, seconds (0: off)"
@@ -506,12 +580,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="KEY=VALUE (JSON) override of an optimisation hyperparameter, e.g. batch_size=64",
     )
+    parser.add_argument("--no-dev", action="store_true", help="do not score the bundle's dev sets")
+    parser.add_argument(
+        "--dev-seconds", type=float, default=60.0, help="time kept for dev scoring at the end (default 60)"
+    )
+    parser.add_argument(
+        "--no-weights", action="store_true", help="save no weights (a comparison run: dev scores only)"
+    )
     args = parser.parse_args(argv)
     try:
         apply_overrides({}, args.overrides)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.steps_like:
+        try:
+            args.max_steps = int(json.loads(Path(args.steps_like).read_text())["global_step"])
+        except (OSError, ValueError, KeyError) as error:
+            print(f"error: --steps-like {args.steps_like}: no global_step to copy ({error})", file=sys.stderr)
+            return 2
     try:
         train(
             args.bundle,
@@ -522,6 +609,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.save_every,
             args.threads,
             args.overrides,
+            dev=not args.no_dev,
+            dev_seconds=args.dev_seconds,
+            weights=not args.no_weights,
         )
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)

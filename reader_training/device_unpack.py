@@ -49,6 +49,10 @@ def read_returned(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise KotaeError(f"{run_path} not found: pass the folder the device run's $OUT files were copied to")
     run = json.loads(run_path.read_text(encoding="utf-8"))
     listed = [w["file"] for w in run.get("weights", [])]
+    if not listed and run.get("arguments", {}).get("no_weights"):
+        raise KotaeError(
+            f"{folder}: this run saved no weights (--no-weights); its dev scores are in run.json"
+        )
     present = [p.name for p in returned_weight_files(folder)]
     if not listed or sorted(listed) != present:
         raise KotaeError(f"{folder}: run.json lists weight files {listed} but the folder has {present}")
@@ -77,6 +81,7 @@ def round_trip_command(run: dict[str, Any], returned: Path, output: Path) -> str
         train += ["--max-steps", str(arguments["max_steps"])]
     for item in arguments.get("overrides", []):
         train += ["--set", item]
+    train += ["--no-dev"] if arguments.get("no_dev") else []
     unpack = ["python", "-m", "reader_training.device_unpack", str(returned), "--out", str(output)]
     return "\n".join(
         [
@@ -94,10 +99,13 @@ def metrics_from_run(run: dict[str, Any], output: Path, parameters: int) -> dict
     return {
         "output_dir": str(output),
         "base_model": config["base_model"],
-        "dev": {},
+        "dev": run.get("dev", {}),
         "data": {
             "train_reports": bundle["data"]["train_reports"],
-            "dev_reports": [],
+            "dev_reports": [
+                f"{s['label']}: {s['questions']} questions (scored on the device)"
+                for s in bundle.get("dev", {}).get("sets", [])
+            ],
             "train_questions": bundle["data"]["train_questions"],
             "features": bundle["features"]["stats"],
         },
@@ -202,7 +210,8 @@ def unpack(
         card += (
             f"\nTrained on {run['device']} ({run['precision']}) by `python -m reader_training.device_train` "
             "from a bundle made by `python -m reader_training.device_pack` (see reader_training/DEVICE.md); "
-            "`device_run.json` holds the run's full record.\n"
+            "`device_run.json` holds the run's full record. Dev scores above, if any, were measured on "
+            "the device by kotae's evaluation code on these fp16 weights; `kotae evaluate` re-measures them.\n"
         )
         (work / "model_card.md").write_text(card, encoding="utf-8")
         plot_curves(records, work / "curves.png")
