@@ -214,6 +214,14 @@ def _read_jsonl(path: Path, max_chars: int, report: ReadReport) -> list[SourceDo
     return documents
 
 
+def squad_paragraph_id(source: str, article: int, paragraph: int) -> str:
+    """The document id of paragraph ``paragraph`` of article ``article`` in the SQuAD file ``source``.
+
+    ``kotae eval`` uses it to tell which indexed passages come from a question's own context.
+    """
+    return f"{source}#{article}.{paragraph}"
+
+
 def _read_squad(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
     source = str(path)
     data = path.read_bytes()
@@ -239,7 +247,7 @@ def _read_squad(path: Path, max_chars: int, report: ReadReport) -> list[SourceDo
             continue
         title = article.get("title") if isinstance(article.get("title"), str) else ""
         for p, paragraph in enumerate(article["paragraphs"]):
-            where = f"{source}#{a}.{p}"
+            where = squad_paragraph_id(source, a, p)
             context = paragraph.get("context") if isinstance(paragraph, dict) else None
             if not isinstance(context, str):
                 report.skip(where, "paragraph without a string 'context'")

@@ -103,3 +103,7 @@ from pipeline.cli import serve as _serve  # noqa: E402
 app.command("ask")(_ask)
 app.command("serve")(_serve)
 app.add_typer(_pipeline_app, name="pipeline")
+
+from pipeline.eval_cli import eval_command as _eval  # noqa: E402
+
+app.command("eval")(_eval)
