@@ -38,6 +38,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from kotae.errors import KotaeError
 from pipeline.answers import answer_record
+from pipeline.build import COMPONENTS
 from pipeline.config import PipelineConfig
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import MAX_TOP_K, AskRequest
@@ -192,7 +193,8 @@ def pipeline_summary(config: PipelineConfig, qa: QuestionAnswerer) -> dict[str, 
         "reader_model": reader.model,
         "reader_top_k": reader.top_k,
         "no_answer": reader.no_answer,
-        "components": sorted(qa.components),
+        "components": [name for name in COMPONENTS if name in qa.components]
+        + sorted(set(qa.components) - set(COMPONENTS)),
     }
 
 
@@ -315,14 +317,16 @@ def web_router(
     default_k = min(config.reader.top_k, MAX_TOP_K)
     choices = sorted({*TOP_K_CHOICES, default_k})
 
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     def page(q: str = Query("", max_length=1000), k: int | None = Query(None)) -> HTMLResponse:
         top_k = k if k in choices else default_k
         return _page(
             "index.html", active="ask", question=q, top_k=top_k, choices=choices, version=_static_version()
         )
 
-    @router.get("/collection", response_class=HTMLResponse, include_in_schema=False)
+    @router.api_route(
+        "/collection", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False
+    )
     def collection_page() -> HTMLResponse:
         return _page(
             "collection.html", active="collection", info=collection.summary(), version=_static_version()

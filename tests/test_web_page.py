@@ -224,6 +224,7 @@ def _shot(page: Any, name: str) -> None:
 def test_page_headers_and_no_inline_code(server: _Server) -> None:
     response = httpx.get(f"{server.url}/")
     assert response.status_code == 200
+    assert httpx.head(f"{server.url}/").status_code == 200
     assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
     assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe" not in CONTENT_SECURITY_POLICY
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -327,6 +328,7 @@ def test_no_answer_above_the_threshold(
         and "No answer above the threshold" in notice.inner_text()
     )
     assert "答えなし" in page.inner_text("#status")
+    _shot(page, "no-answer")
 
 
 def test_server_error_shows_a_clear_message_without_a_traceback(
@@ -347,6 +349,7 @@ def test_server_error_shows_a_clear_message_without_a_traceback(
     assert "サーバーで問題が起きた" in shown and "The server failed while answering" in shown
     assert "secret" not in shown and "Traceback" not in shown and "passwd" not in shown
     assert all("500" in message for message in tab.errors), tab.errors
+    _shot(page, "server-error")
 
 
 def test_hostile_document_shows_as_text_and_runs_nothing(open_page: Any) -> None:
@@ -430,6 +433,7 @@ def test_collection_view(open_page: Any, server: _Server, setup: TinySetup) -> N
     assert "hybrid" in page.inner_text("#retriever")
     assert str(setup.reader) in page.inner_text("main")
     assert page.locator("time[data-local]").inner_text().endswith(f"({info['index_changed']})")
+    _shot(page, "collection")
     missing = httpx.get(f"{server.url}/api/document", params={"id": "no/such/document"})
     assert missing.status_code == 404 and "no document" in missing.json()["error"]
 

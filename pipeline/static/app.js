@@ -74,6 +74,28 @@
     return parent;
   }
 
+  // Every request of the page goes through here (one place for headers such as credentials).
+  function api(url, options) {
+    const o = Object.assign({}, options || {});
+    o.headers = Object.assign({ Accept: "application/json" }, o.headers || {});
+    o.credentials = "same-origin";
+    return fetch(url, o);
+  }
+
+  async function readJson(response) {
+    const type = response.headers.get("content-type") || "";
+    if (!type.includes("json")) return null;
+    try {
+      return await response.json();
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function oneLine(message) {
+    return String(message || "").split("\n")[0].slice(0, 300);
+  }
+
   // ------------------------------------------------------------------ the whole document, in a dialog
 
   const dialog = $("doc");
@@ -90,9 +112,7 @@
     if (!dialog.open) dialog.showModal();
     let data;
     try {
-      const response = await fetch("/api/document?id=" + encodeURIComponent(documentId), {
-        headers: { Accept: "application/json" },
-      });
+      const response = await api("/api/document?id=" + encodeURIComponent(documentId));
       data = await readJson(response);
       if (!response.ok) throw new Error((data && data.error) || "HTTP " + response.status);
     } catch (error) {
@@ -151,20 +171,6 @@
   const results = $("results");
   let composing = false;
   let inFlight = null;
-
-  async function readJson(response) {
-    const type = response.headers.get("content-type") || "";
-    if (!type.includes("json")) return null;
-    try {
-      return await response.json();
-    } catch (error) {
-      return null;
-    }
-  }
-
-  function oneLine(message) {
-    return String(message || "").split("\n")[0].slice(0, 300);
-  }
 
   function setStatus(kind, ja, en, detail) {
     status.className = "status " + kind;
@@ -283,9 +289,9 @@
     results.setAttribute("aria-busy", "true");
     form.classList.add("busy");
     try {
-      const response = await fetch("/api/ask", {
+      const response = await api("/api/ask", {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ question, top_k: Number(k) }),
         signal: controller.signal,
       });
