@@ -173,7 +173,7 @@ def test_kill_9_at_random_points_leaves_a_consistent_index(tmp_path: Path, tiny_
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     rng = random.Random(4)
     kills = 0
-    for attempt in range(4):
+    for attempt in range(3):
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         start_generation = _generation(index)
         target = start_generation + rng.randint(1, 4)
@@ -189,7 +189,7 @@ def test_kill_9_at_random_points_leaves_a_consistent_index(tmp_path: Path, tiny_
         assert problems == [], f"attempt {attempt}: {problems}"
         listed = sum(len(p) for _, p in manifest.values())
         assert count == listed  # every stored passage belongs to a committed document, and vice versa
-    assert kills >= 3
+    assert kills == 3
     done_before = len(manifest)
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr[-2000:]
