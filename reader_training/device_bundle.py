@@ -14,7 +14,7 @@ A bundle is one folder (``.device/bundle/`` by default, ignored by git, carried 
                          and smaller than any float copy (13 MB for multilingual-e5-small)
     vocab-NNN.safetensors  ``used_ids`` (int32, sorted real token ids that occur in the features)
                          and ``word_rows`` (uint8, one Q4_0 row of 12 blocks x 18 bytes per id)
-    features-NNN.npz     windows, compressed: ``tokens`` (compact ids, index into ``used_ids``;
+    features-NNN.npz     windows (``features-NAME-NNN.npz`` for a variant), compressed: ``tokens`` (compact ids, index into ``used_ids``;
                          uint16 when under 65,536 ids are used), ``lengths``, ``start_positions``,
                          ``end_positions`` (and ``token_type_ids`` for tokenizers that make them)
     dev-NNN.jsonl.gz     optional: the validated dev questions, one JSON record per line, with
@@ -112,18 +112,26 @@ class Bundle:
     used_ids: np.ndarray  # int32, sorted real token ids
     word_rows: np.ndarray  # uint8 (n_used, bytes per Q4_0 row)
     base_tensors: dict[str, np.ndarray]  # E5S1 name -> raw uint8 bytes
+    variant: str | None = None
+
+    @property
+    def section(self) -> dict[str, Any]:
+        """The manifest part of the chosen training set: ``train_config``, ``features``, ``data``,
+        ``config_path`` and ``overrides`` (the main config's, or a variant's)."""
+        return self.manifest if self.variant is None else self.manifest["variants"][self.variant]
 
     @property
     def train_config(self) -> dict[str, Any]:
-        return dict(self.manifest["train_config"])
+        return dict(self.section["train_config"])
 
 
 class BundleError(Exception):
     """A bundle that is missing, incomplete or corrupt: one line naming the file."""
 
 
-def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
-    """Load a bundle; with ``verify``, every file's size and sha256 are checked against the manifest."""
+def read_bundle(folder: str | Path, verify: bool = True, variant: str | None = None) -> Bundle:
+    """Load a bundle (the main config's windows, or those of ``variant``); with ``verify``, every
+    file's size and sha256 are checked against the manifest."""
     from safetensors.numpy import load_file
 
     root = Path(folder)
@@ -142,8 +150,14 @@ def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
         if path.stat().st_size != info["bytes"] or (verify and sha256(path) != info["sha256"]):
             raise BundleError(f"{path} differs from {MANIFEST} (size or sha256): the copy is incomplete")
 
+    variants = manifest.get("variants", {})
+    if variant is not None and variant not in variants:
+        raise BundleError(
+            f"{manifest_path}: no variant {variant!r} (packed: {', '.join(variants) or 'none'})"
+        )
+    section = manifest if variant is None else variants[variant]
     parts: dict[str, list[np.ndarray]] = {}
-    for name in manifest["features"]["files"]:
+    for name in section["features"]["files"]:
         with np.load(root / name) as data:
             for key in data.files:
                 parts.setdefault(key, []).append(data[key])
@@ -161,7 +175,7 @@ def read_bundle(folder: str | Path, verify: bool = True) -> Bundle:
         used.append(loaded["used_ids"])
         rows.append(loaded["word_rows"])
     base = load_file(str(root / BASE_FILE))
-    return Bundle(manifest, features, np.concatenate(used), np.concatenate(rows), base)
+    return Bundle(manifest, features, np.concatenate(used), np.concatenate(rows), base, variant)
 
 
 def encoder_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], np.ndarray]:

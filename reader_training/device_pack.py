@@ -20,10 +20,11 @@ import gzip
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,38 +74,46 @@ def e5s1_source() -> Path:
     return _package_file(E5_PACKAGE, E5_FILE)
 
 
-def compact_features(
-    columns: dict[str, list[Any]], always: Sequence[int]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Flatten windows and renumber their token ids into the sorted used vocabulary.
-
-    Returns the flat arrays (``tokens`` as compact ids, uint16 when fewer than 65,536 ids are used)
-    and ``used_ids`` (int32): compact id ``k`` stands for real id ``used_ids[k]``. ``always`` (the
-    special tokens) are in the vocabulary whether or not they occur.
-    """
+def flatten_windows(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+    """Windows as flat arrays: ``ids`` (all windows' token ids, int64, back to back), ``lengths``,
+    ``start_positions``, ``end_positions`` (and ``token_type_ids``, flat like ``ids``)."""
     lengths = np.asarray(columns["length"], dtype=np.int64)
     for mask in columns["attention_mask"]:
         if min(mask, default=1) != 1:
             raise KotaeError("device_pack expects unpadded windows (attention_mask all ones)")
-    flat = np.fromiter(
-        (token for ids in columns["input_ids"] for token in ids), dtype=np.int64, count=int(lengths.sum())
-    )
-    used = np.unique(np.concatenate([flat, np.asarray(list(always), dtype=np.int64)]))
-    dtype = np.uint16 if len(used) <= 1 << 16 else np.uint32
-    arrays: dict[str, np.ndarray] = {
-        "tokens": np.searchsorted(used, flat).astype(dtype),
-        "lengths": lengths.astype(np.uint16 if lengths.max(initial=0) < 1 << 16 else np.uint32),
-        "start_positions": np.asarray(columns["start_positions"], dtype=np.uint16),
-        "end_positions": np.asarray(columns["end_positions"], dtype=np.uint16),
+    count = int(lengths.sum())
+    arrays = {
+        "ids": np.fromiter((t for ids in columns["input_ids"] for t in ids), dtype=np.int64, count=count),
+        "lengths": lengths,
+        "start_positions": np.asarray(columns["start_positions"], dtype=np.int64),
+        "end_positions": np.asarray(columns["end_positions"], dtype=np.int64),
     }
     if "token_type_ids" in columns:
         arrays["token_type_ids"] = np.fromiter(
-            (t for ids in columns["token_type_ids"] for t in ids), dtype=np.uint8, count=len(flat)
+            (t for ids in columns["token_type_ids"] for t in ids), dtype=np.int64, count=count
         )
-    return arrays, used.astype(np.int32)
+    return arrays
 
 
-def _write_features(folder: Path, arrays: dict[str, np.ndarray]) -> list[str]:
+def compact_features(flat: dict[str, np.ndarray], used: np.ndarray) -> dict[str, np.ndarray]:
+    """Renumber the token ids of :func:`flatten_windows` arrays into ``used`` (sorted real ids):
+    compact id ``k`` stands for ``used[k]``; uint16 when fewer than 65,536 ids are used."""
+    positions = np.searchsorted(used, flat["ids"])
+    if positions.size and (positions.max() >= len(used) or not np.array_equal(used[positions], flat["ids"])):
+        raise KotaeError("device_pack: a window holds a token id missing from the used vocabulary")
+    lengths = flat["lengths"]
+    arrays: dict[str, np.ndarray] = {
+        "tokens": positions.astype(np.uint16 if len(used) <= 1 << 16 else np.uint32),
+        "lengths": lengths.astype(np.uint16 if lengths.max(initial=0) < 1 << 16 else np.uint32),
+        "start_positions": flat["start_positions"].astype(np.uint16),
+        "end_positions": flat["end_positions"].astype(np.uint16),
+    }
+    if "token_type_ids" in flat:
+        arrays["token_type_ids"] = flat["token_type_ids"].astype(np.uint8)
+    return arrays
+
+
+def _write_features(folder: Path, arrays: dict[str, np.ndarray], prefix: str = "features") -> list[str]:
     lengths = arrays["lengths"]
     token_bytes = arrays["tokens"].itemsize + (1 if "token_type_ids" in arrays else 0)
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
@@ -119,7 +128,7 @@ def _write_features(folder: Path, arrays: dict[str, np.ndarray]) -> list[str]:
         }
         if "token_type_ids" in arrays:
             chunk["token_type_ids"] = arrays["token_type_ids"][lo:hi]
-        name = f"features-{number:03d}.npz"
+        name = f"{prefix}-{number:03d}.npz"
         np.savez_compressed(folder / name, **chunk)  # type: ignore[arg-type]
         names.append(name)
     return names
@@ -156,19 +165,18 @@ def _write_weights(folder: Path, e5: Any, used_ids: np.ndarray) -> tuple[dict[st
     return directory, names
 
 
-def dev_token_ids(tokenizer: Any, dev_sets: dict[str, Any]) -> np.ndarray:
-    """Every token id of the dev questions and contexts (a superset of what their windows hold)."""
-    texts: set[str] = set()
-    for loaded in dev_sets.values():
-        for example in loaded.examples:
-            texts.update((example.question, example.context))
-    ordered = sorted(texts)
+def dev_token_ids(
+    tokenizer: Any, dev_sets: dict[str, Any], windowing: Sequence[tuple[int, int, int]]
+) -> np.ndarray:
+    """Every token id of the dev sets' evaluation windows, for each ``(max_length, stride,
+    max_question_length)`` in ``windowing`` (the device scores them with these rows)."""
+    from reader_training.features import prepare_eval_features
+
     ids: set[int] = set()
-    for first in range(0, len(ordered), 2000):
-        for row in tokenizer(ordered[first : first + 2000], add_special_tokens=False, verbose=False)[
-            "input_ids"
-        ]:
-            ids.update(row)
+    for loaded in dev_sets.values():
+        for max_length, stride, max_question in sorted(set(windowing)):
+            for window in prepare_eval_features(tokenizer, loaded.examples, max_length, stride, max_question):
+                ids.update(window.input_ids)
     return np.asarray(sorted(ids), dtype=np.int64)
 
 
@@ -195,42 +203,23 @@ def _write_dev(folder: Path, base_folder: Path, dev_sets: dict[str, Any]) -> dic
     return {"sets": sets, "tokenizer": [TOKENIZER_GZ, *TOKENIZER_SIDE_FILES]}
 
 
-def pack(
-    config_path: str | Path | None,
-    overrides: Sequence[str] = (),
-    out_dir: str | Path = DEFAULT_BUNDLE,
-    max_seconds: int = DEFAULT_MAX_SECONDS,
-    log: Log = print,
-    dev: bool = True,
-) -> PackResult:
-    """Write a device bundle for the training config at ``config_path`` (see the module docstring).
-
-    With ``dev`` (and dev sets in the config), the validated dev questions and the tokenizer travel
-    too, and their token ids join the vocabulary, so ``device_train`` scores the dev sets there.
-    """
-    from transformers import AutoTokenizer
-
-    from kotae.e5s1 import read_e5s1
-    from kotae.models import resolve_model
-    from reader_training.config import load_train_config
-    from reader_training.features import prepare_train_features, require_fast_tokenizer
-    from reader_training.train import cap_windows, load_dev_sets, load_training_examples
-
-    started = time.perf_counter()
-    config = load_train_config(config_path, list(overrides))
+def _check_config(config: Any, where: str) -> None:
     if config.base_model != E5_ALIAS:
         raise KotaeError(
-            f"base_model {config.base_model!r}: device training packs the {E5_ALIAS!r} base only "
-            "(its 4-bit file ships the encoder in 13 MB); use kotae train for other bases"
+            f"{where}: base_model {config.base_model!r}: device training packs the {E5_ALIAS!r} base "
+            "only (its 4-bit file ships the encoder in 13 MB); use kotae train for other bases"
         )
     if not config.freeze_word_embeddings:
         raise KotaeError(
-            "device training keeps the word embeddings frozen (only their used rows travel); "
+            f"{where}: device training keeps the word embeddings frozen (only their used rows travel); "
             "set freeze_word_embeddings: true in the config"
         )
-    base_folder = resolve_model(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
-    require_fast_tokenizer(tokenizer, config.base_model)
+
+
+def _training_windows(config: Any, tokenizer: Any, log: Log) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load, validate, window and label one config's training data exactly as ``kotae train`` does."""
+    from reader_training.features import prepare_train_features
+    from reader_training.train import cap_windows, load_training_examples
 
     examples, train_reports = load_training_examples(config, log)
     features = prepare_train_features(
@@ -245,22 +234,79 @@ def pack(
     columns = cap_windows(features.columns, config.max_train_windows, config.seed)
     stats = features.stats.as_dict() | {"windows_used": len(columns["input_ids"])}
     log(f"{len(examples)} questions -> windows {stats}")
+    data = {"train_reports": train_reports, "train_questions": len(examples)}
+    return flatten_windows(columns), {"stats": stats, "data": data}
 
+
+def _features_entry(files: list[str], arrays: dict[str, np.ndarray], stats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "files": files,
+        "windows": len(arrays["lengths"]),
+        "tokens": len(arrays["tokens"]),
+        "token_dtype": str(arrays["tokens"].dtype),
+        "stats": stats,
+    }
+
+
+def pack(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path = DEFAULT_BUNDLE,
+    max_seconds: int = DEFAULT_MAX_SECONDS,
+    log: Log = print,
+    dev: bool = True,
+    variants: Mapping[str, str | Path] | None = None,
+) -> PackResult:
+    """Write a device bundle for the training config at ``config_path`` (see the module docstring).
+
+    With ``dev`` (and dev sets in the config), the validated dev questions and the tokenizer travel
+    too, and the token ids of their windows join the vocabulary, so ``device_train`` scores them.
+    ``variants`` (name -> config path) add the training windows of other configs — for example the
+    Japanese-only comparison — sharing the base, the vocabulary and the dev sets of the main config
+    (``device_train --variant NAME`` trains on them with that config's hyperparameters).
+    """
+    from transformers import AutoTokenizer
+
+    from kotae.e5s1 import bert_config, read_e5s1
+    from kotae.models import resolve_model
+    from reader_training.config import load_train_config
+    from reader_training.features import require_fast_tokenizer
+    from reader_training.train import load_dev_sets
+
+    started = time.perf_counter()
+    config = load_train_config(config_path, list(overrides))
+    _check_config(config, str(config_path or "--set"))
+    variant_paths = {name: str(path) for name, path in (variants or {}).items()}
+    variant_configs = {}
+    for name, path in variant_paths.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise KotaeError(f"variant name {name!r}: use letters, digits and _ only")
+        variant_configs[name] = load_train_config(path, [])
+        _check_config(variant_configs[name], path)
+    base_folder = resolve_model(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    require_fast_tokenizer(tokenizer, config.base_model)
+
+    flat, main_info = _training_windows(config, tokenizer, log)
+    variant_windows = {}
+    for name, variant_config in variant_configs.items():
+        log(f"variant {name}:")
+        variant_windows[name] = _training_windows(variant_config, tokenizer, log)
+
+    ids = [flat["ids"], *(windows["ids"] for windows, _ in variant_windows.values())]
     specials = [
-        i
-        for i in (
-            tokenizer.cls_token_id,
-            tokenizer.sep_token_id,
-            tokenizer.pad_token_id,
-            tokenizer.unk_token_id,
-        )
-        if i is not None
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.unk_token_id,
     ]
+    ids.append(np.asarray([i for i in specials if i is not None], dtype=np.int64))
     dev_sets = load_dev_sets(config.dev_data, log)[0] if dev else {}
     if dev_sets:
-        specials += dev_token_ids(tokenizer, dev_sets).tolist()
-    arrays, used_ids = compact_features(columns, specials)
-    del columns, features
+        settings = [config, *variant_configs.values()]
+        windowing = [(c.max_length, c.stride, c.max_question_length) for c in settings]
+        ids.append(dev_token_ids(tokenizer, dev_sets, windowing))
+    used_ids = np.unique(np.concatenate(ids)).astype(np.int32)
 
     source = e5s1_source()
     e5 = read_e5s1(source)
@@ -273,18 +319,38 @@ def pack(
     work = target.with_name(target.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    arrays = compact_features(flat, used_ids)
     feature_files = _write_features(work, arrays)
+    dev_data = [s.model_dump(mode="json") for s in config.dev_data]
+    variant_entries: dict[str, Any] = {}
+    for name, (windows, info) in variant_windows.items():
+        compact = compact_features(windows, used_ids)
+        names = _write_features(work, compact, prefix=f"features-{name}")
+        variant_entries[name] = {
+            "config_path": variant_paths[name],
+            "overrides": [],
+            "train_config": variant_configs[name].model_dump(mode="json"),
+            "features": _features_entry(names, compact, info["stats"]),
+            "data": info["data"] | {"dev_data": dev_data},
+        }
     directory, vocab_files = _write_weights(work, e5, used_ids)
     dev_entry = _write_dev(work, base_folder, dev_sets) if dev_sets else {"sets": [], "tokenizer": []}
     dev_files = [s["file"] for s in dev_entry["sets"]] + dev_entry["tokenizer"]
 
-    from kotae.e5s1 import bert_config
-
-    names = [BASE_FILE, *vocab_files, *feature_files, *dev_files]
-    files = {name: (work / name).stat().st_size for name in names}
+    variant_files = [f for v in variant_entries.values() for f in v["features"]["files"]]
+    files = {
+        name: (work / name).stat().st_size
+        for name in [BASE_FILE, *vocab_files, *feature_files, *variant_files, *dev_files]
+    }
     manifest = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pack": {
+            "config_path": str(config_path) if config_path is not None else None,
+            "overrides": list(overrides),
+            "variants": variant_paths,
+            "dev": bool(dev_sets),
+        },
         "config_path": str(config_path) if config_path is not None else None,
         "overrides": list(overrides),
         "train_config": config.model_dump(mode="json"),
@@ -300,18 +366,9 @@ def pack(
         "pad_token_id": tokenizer.pad_token_id,
         "tensors": directory,
         "vocab": {"size": len(used_ids), "files": vocab_files},
-        "features": {
-            "files": feature_files,
-            "windows": len(arrays["lengths"]),
-            "tokens": len(arrays["tokens"]),
-            "token_dtype": str(arrays["tokens"].dtype),
-            "stats": stats,
-        },
-        "data": {
-            "train_reports": train_reports,
-            "train_questions": len(examples),
-            "dev_data": [s.model_dump(mode="json") for s in config.dev_data],
-        },
+        "features": _features_entry(feature_files, arrays, main_info["stats"]),
+        "data": main_info["data"] | {"dev_data": dev_data},
+        "variants": variant_entries,
         "dev": dev_entry,
         "files": {name: {"bytes": size, "sha256": sha256(work / name)} for name, size in files.items()},
     }
@@ -328,14 +385,15 @@ def pack(
     if target.exists():
         shutil.rmtree(target)
     os.replace(work, target)
-    result = PackResult(target, files, len(arrays["lengths"]), len(used_ids), time.perf_counter() - started)
+    windows_total = len(arrays["lengths"]) + sum(v["features"]["windows"] for v in variant_entries.values())
+    result = PackResult(target, files, windows_total, len(used_ids), time.perf_counter() - started)
     log(
         f"bundle {target}: {result.total_bytes / 2**20:.2f} MiB in {len(files)} files "
         f"({result.windows} windows, {result.used_vocab} token ids used, tokens as {arrays['tokens'].dtype}) "
         f"in {result.seconds:.0f} s"
     )
     for name, size in files.items():
-        log(f"  {name:24s} {size / 2**20:8.2f} MiB")
+        log(f"  {name:28s} {size / 2**20:8.2f} MiB")
     log(
         "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m reader_training.device_train "
         f"--bundle {target} --out $OUT --max-seconds {max_seconds}', carry=['{target}'], timeout_s=600)"
@@ -365,8 +423,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="leave the dev sets and tokenizer out (no scoring on the device)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=CONFIG",
+        help="also pack the windows of another config, e.g. ja=configs/train/default-reader-ja.yaml",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    variants = {}
+    for item in args.variant:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            print(f"error: --variant {item!r}: expected NAME=CONFIG", file=sys.stderr)
+            return 2
+        variants[name] = path
     try:
         pack(
             args.config,
@@ -375,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_seconds,
             log=lambda m: print(m, file=sys.stderr),
             dev=not args.no_dev,
+            variants=variants,
         )
     except KotaeError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -308,6 +308,8 @@ def train(
     dev: bool = True,
     dev_seconds: float = 60.0,
     weights: bool = True,
+    variant: str | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Train from the bundle into ``out_dir``; returns what ``run.json`` holds.
 
@@ -316,7 +318,11 @@ def train(
     and dev sets in the bundle, training stops ``dev_seconds`` earlier and the saved weights are
     scored on them (``run.json`` → ``dev``). ``weights=False`` saves no weights (a comparison run
     whose dev scores are all that is needed, leaving the 8 returned files to another run).
+    ``variant`` trains on the windows and with the config of a variant packed in the bundle.
+    The budget counts from ``started`` (``time.monotonic()``; the command line passes the moment
+    this module was imported), else from the call.
     """
+    began = time.monotonic() if started is None else started
     import torch
     import torch.nn.functional as F
     import transformers
@@ -325,12 +331,12 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
-    bundle = read_bundle(bundle_dir)
+    bundle = read_bundle(bundle_dir, variant=variant)
     config = apply_overrides(bundle.train_config, overrides)
     budget = float(max_seconds if max_seconds is not None else bundle.manifest["max_seconds"])
     scoring = dev and bool(bundle.manifest.get("dev", {}).get("sets"))
     reserve = min(SAVE_MARGIN_SECONDS, 0.1 * budget) + (dev_seconds if scoring else 0.0)
-    deadline = STARTED + budget - reserve
+    deadline = began + budget - reserve
     seed = int(config["seed"])
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = target.type == "cuda"
@@ -390,8 +396,12 @@ def train(
     log_path.unlink(missing_ok=True)
     run: dict[str, Any] = {
         "complete": False,
-        "bundle": {
-            k: bundle.manifest[k] for k in ("created", "config_path", "overrides", "base", "features", "data")
+        "bundle": {k: bundle.manifest[k] for k in ("created", "base")}
+        | {k: bundle.section[k] for k in ("config_path", "overrides", "features", "data")}
+        | {
+            "variant": variant,
+            "pack": bundle.manifest.get("pack", {}),
+            "dev": bundle.manifest.get("dev", {}),
         },
         "train_config": config,
         "device": torch.cuda.get_device_name(target) if cuda else platform.processor() or platform.machine(),
@@ -407,6 +417,7 @@ def train(
             "overrides": list(overrides),
             "no_dev": not dev,
             "no_weights": not weights,
+            "variant": variant,
         },
         "planned_steps": planned,
         "trainable_parameters": sum(p.numel() for p in trainable),
@@ -439,7 +450,7 @@ def train(
             train_seconds=seconds,
             sequences_per_second=sequences / max(seconds, 1e-9),
             tokens_per_second=tokens / max(seconds, 1e-9),
-            wall_seconds=now - STARTED,
+            wall_seconds=now - began,
             process_cpu_seconds=time.process_time(),
             final_loss=losses[-1] if losses else None,
             peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if cuda else None,
@@ -550,7 +561,7 @@ def train(
     )
     if scoring:
         run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
-        run["wall_seconds"] = time.monotonic() - STARTED
+        run["wall_seconds"] = time.monotonic() - began
         write_json(out / RUN_FILE, run)
     return run
 
@@ -580,6 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="KEY=VALUE (JSON) override of an optimisation hyperparameter, e.g. batch_size=64",
     )
+    parser.add_argument("--variant", help="train on a variant packed in the bundle (device_pack --variant)")
     parser.add_argument("--no-dev", action="store_true", help="do not score the bundle's dev sets")
     parser.add_argument(
         "--dev-seconds", type=float, default=60.0, help="time kept for dev scoring at the end (default 60)"
@@ -612,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dev=not args.no_dev,
             dev_seconds=args.dev_seconds,
             weights=not args.no_weights,
+            variant=args.variant,
+            started=STARTED,
         )
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)

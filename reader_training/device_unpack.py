@@ -70,11 +70,17 @@ def read_returned(folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def round_trip_command(run: dict[str, Any], returned: Path, output: Path) -> str:
     """The three commands that made this reader (pack here, train on the device, unpack here)."""
     bundle = run["bundle"]
-    pack = ["python", "-m", "reader_training.device_pack", "--config", str(bundle["config_path"])]
-    for item in bundle["overrides"]:
+    packed = bundle.get("pack") or {"config_path": bundle["config_path"], "overrides": bundle["overrides"]}
+    pack = ["python", "-m", "reader_training.device_pack", "--config", str(packed["config_path"])]
+    for item in packed["overrides"]:
         pack += ["--set", item]
+    for name, path in packed.get("variants", {}).items():
+        pack += ["--variant", f"{name}={path}"]
+    pack += [] if packed.get("dev", True) else ["--no-dev"]
     arguments = run.get("arguments", {})
     train = ["python3", "-m", "reader_training.device_train", "--bundle", ".device/bundle", "--out", "$OUT"]
+    if arguments.get("variant"):
+        train += ["--variant", arguments["variant"]]
     if arguments.get("max_seconds") is not None:
         train += ["--max-seconds", f"{arguments['max_seconds']:g}"]
     if arguments.get("max_steps") is not None:

@@ -94,7 +94,20 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, e5_
         "freeze_word_embeddings=true",
         "learning_rate=1e-4",
     ]
-    result = pack(None, overrides, folder, max_seconds=300, log=lambda message: None)
+    # a variant: fewer questions, other windowing (the dev vocabulary must cover both)
+    variant = folder.parent / "small.yaml"
+    variant.write_text(
+        "\n".join(
+            o.replace("=", ": ", 1)
+            for o in overrides
+            if not o.startswith(("train_data", "max_length", "stride"))
+        )
+        + f"\ntrain_data: [{{path: {shared_data / 'jaquad' / 'train'}, max_examples: 15}}]"
+        + "\nmax_length: 96\nstride: 24\n"
+    )
+    result = pack(
+        None, overrides, folder, max_seconds=300, log=lambda message: None, variants={"small": variant}
+    )
     assert result.total_bytes < 20 * 2**20
     return folder
 
@@ -132,46 +145,44 @@ def test_features_decode_back_to_prepare_train_features(tiny_bundle: Path, e5_sm
     from transformers import AutoTokenizer
 
     from reader_training.config import load_train_config
-    from reader_training.features import prepare_train_features
+    from reader_training.data import load_examples
+    from reader_training.features import prepare_eval_features, prepare_train_features
     from reader_training.train import load_training_examples
 
-    bundle = read_bundle(tiny_bundle)
-    config = load_train_config(None, [f"train_data={json.dumps(bundle.train_config['train_data'])}"])
-    examples, _ = load_training_examples(config, log=lambda message: None)
-    c = bundle.train_config
-    expected = prepare_train_features(
-        AutoTokenizer.from_pretrained(e5_small_dir),
-        examples,
-        c["max_length"],
-        c["stride"],
-        c["max_question_length"],
-        c["negative_window_ratio"],
-        c["seed"],
-    ).columns
-    f = bundle.features
-    assert f.tokens.dtype == np.uint16
-    offsets = f.offsets
-    windows = [
-        bundle.used_ids[f.tokens[o : o + n]].tolist()
-        for o, n in zip(offsets, f.lengths.tolist(), strict=True)
-    ]
-    assert windows == expected["input_ids"]
-    # the dev windows' tokens are in the vocabulary too (the device scores the dev set)
-    from reader_training.data import load_examples
-    from reader_training.features import prepare_eval_features
-
-    source = bundle.train_config["dev_data"][0]
-    dev = load_examples(source["path"], max_examples=source["max_examples"]).examples
-    dev_windows = prepare_eval_features(
-        AutoTokenizer.from_pretrained(e5_small_dir),
-        dev,
-        c["max_length"],
-        c["stride"],
-        c["max_question_length"],
+    tokenizer = AutoTokenizer.from_pretrained(e5_small_dir)
+    for variant in (None, "small"):
+        bundle = read_bundle(tiny_bundle, variant=variant)
+        c = bundle.train_config
+        config = load_train_config(None, [f"train_data={json.dumps(c['train_data'])}"])
+        examples, _ = load_training_examples(config, log=lambda message: None)
+        expected = prepare_train_features(
+            tokenizer,
+            examples,
+            c["max_length"],
+            c["stride"],
+            c["max_question_length"],
+            c["negative_window_ratio"],
+            c["seed"],
+        ).columns
+        f = bundle.features
+        assert f.tokens.dtype == np.uint16
+        windows = [
+            bundle.used_ids[f.tokens[o : o + n]].tolist()
+            for o, n in zip(f.offsets, f.lengths.tolist(), strict=True)
+        ]
+        assert windows == expected["input_ids"], variant
+        assert f.start_positions.tolist() == expected["start_positions"]
+        assert f.end_positions.tolist() == expected["end_positions"]
+        # the tokens of the dev windows, as this set's windowing cuts them, are in the vocabulary too
+        source = bundle.manifest["train_config"]["dev_data"][0]
+        dev = load_examples(source["path"], max_examples=source["max_examples"]).examples
+        dev_windows = prepare_eval_features(
+            tokenizer, dev, c["max_length"], c["stride"], c["max_question_length"]
+        )
+        assert {t for w in dev_windows for t in w.input_ids} <= set(bundle.used_ids.tolist())
+    assert bundle.train_config["max_length"] == 96 and len(bundle.features) != len(
+        read_bundle(tiny_bundle).features
     )
-    assert {t for w in dev_windows for t in w.input_ids} <= set(bundle.used_ids.tolist())
-    assert f.start_positions.tolist() == expected["start_positions"]
-    assert f.end_positions.tolist() == expected["end_positions"]
 
 
 def _run_device_train(bundle: Path, out: Path) -> subprocess.CompletedProcess[str]:
@@ -245,3 +256,21 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
     }
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["dev"]["jaquad-dev"]["n"] == 10
+
+
+@pytest.mark.slow
+def test_variant_comparison_run_returns_scores_only(tiny_bundle: Path, tmp_path: Path) -> None:
+    from reader_training.device_train import main
+
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "run.json").write_text(json.dumps({"global_step": 2}))
+    out = tmp_path / "OUT" / "small-only"
+    arguments = ["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "small", "--device", "cpu"]
+    arguments += ["--steps-like", str(first / "run.json"), "--no-weights", "--no-dev", "--threads", "2"]
+    assert main(arguments) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["global_step"] == 2 and run["weights"] == [] and run["bundle"]["variant"] == "small"
+    assert run["train_config"]["max_length"] == 96
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "train_log.jsonl"]
+    assert main(["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "nope"]) == 2
