@@ -11,12 +11,13 @@ Routes (all added to the app by :func:`web_router`):
 - ``GET /api/document?id=...`` — one whole source document, put back together from its passages.
 - ``GET /static/{name}`` — the page's own CSS and JS (nothing comes from a CDN).
 
-The source document is rebuilt from the index, not read from the original file (which may have
-moved, changed since indexing, or be HTML/JSONL that the reader turned into text). Passages carry
-``start``/``end`` offsets in the source text and overlap, so the text is exact wherever a passage
-covers it; the splitter drops only the whitespace between sentences, and a gap between two passages
-is filled with as many characters (a line break between Japanese sentences, spaces otherwise), so
-every offset of an answer still points at the same characters.
+The whole source document is read again from its file by the same reader the indexing job used
+(so HTML, JSONL and SQuAD files give the same text), but only when every passage in the index still
+matches that text at its offsets. When the file has moved or changed since indexing, the text is
+rebuilt from the passages instead: they carry ``start``/``end`` offsets in the source text and
+overlap, so it is exact wherever a passage covers it; the splitter drops only the whitespace between
+sentences, and a gap is filled with as many characters (a line break between Japanese sentences,
+spaces otherwise), so every answer offset still points at the same characters.
 
 Document text is untrusted: Jinja2 escapes everything it renders, the script writes document text
 with ``textContent`` only, and every page goes out with a Content-Security-Policy that allows no
@@ -66,6 +67,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 TOP_K_CHOICES = (1, 3, 5, 10, 20)
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+"""Larger source files are not re-read for the document view (it is rebuilt from the passages)."""
 MAX_LISTED_DOCUMENTS = 100
 RETRIEVER_OUTPUTS = ("joiner", "bm25_retriever", "dense_retriever")
 """Which component's documents are 'the retrieved passages' (the fused list when there is one)."""
@@ -266,18 +269,40 @@ class _Collection:
                 pieces.append((start, end, passage.content))
         if not pieces:
             return None
-        text, filled = rebuild_text(pieces)
         meta = passages[0].meta or {}
+        original = self._original_text(document_id, meta.get("source"), pieces)
+        text, filled = (original, 0) if original is not None else rebuild_text(pieces)
         return {
             "document_id": document_id,
             "title": meta.get("title"),
             "source": meta.get("source"),
             "text": text,
+            "from_source_file": original is not None,
             "filled": filled,
             "passages": sorted(
                 ({"start": s, "end": e} for s, e, _ in pieces), key=lambda p: (p["start"], p["end"])
             ),
         }
+
+    def _original_text(self, document_id: str, source: Any, pieces: list[tuple[int, int, str]]) -> str | None:
+        """The document's text read again from its file, if the file still holds what was indexed."""
+        from indexing.readers import ReadReport, read_file
+
+        if not isinstance(source, str) or not source:
+            return None
+        path = Path(source)
+        try:
+            if not path.is_file() or path.stat().st_size > MAX_SOURCE_BYTES:
+                return None
+            documents = read_file(path, ReadReport(), self.config.index.max_document_chars)
+        except (OSError, ValueError):
+            return None
+        for document in documents:
+            if document.id == document_id:
+                if all(document.text[start:end] == text for start, end, text in pieces):
+                    return document.text
+                return None  # changed since it was indexed: rebuild from the passages instead
+        return None
 
 
 # ---------------------------------------------------------------------------------------- HTTP

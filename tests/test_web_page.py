@@ -56,6 +56,11 @@ HOSTILE_TEXT = (
 )
 
 
+LONG_TEXT = "\n".join(
+    f"Line {n}: the river passes village number {n} before it reaches the sea." for n in range(1, 61)
+)
+
+
 def _chromium_or_skip() -> None:
     reason = None
     if not CHROMIUM.exists():
@@ -129,6 +134,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
     setup = build_tiny_setup(tmp_path_factory.mktemp("web"), index=False)
     record = {"id": "hostile", "title": HOSTILE_TITLE, "text": HOSTILE_TEXT}
     (setup.corpus / "hostile.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", "utf-8")
+    (setup.corpus / "long.txt").write_text(LONG_TEXT, "utf-8")
+    setup.texts["long.txt"] = LONG_TEXT
     run_index(setup.config(), [setup.corpus])
     return setup
 
@@ -291,6 +298,49 @@ def test_whole_document_is_shown_scrolled_to_the_answer(open_page: Any, setup: T
     assert not page.locator("#doc").is_visible()
 
 
+def test_long_document_scrolls_to_the_answer_and_survives_a_changed_file(
+    open_page: Any, server: _Server, setup: TinySetup
+) -> None:
+    long_file = setup.corpus / "long.txt"
+    document = httpx.get(f"{server.url}/api/document", params={"id": str(long_file)}).json()
+    assert document["text"] == LONG_TEXT and document["from_source_file"] is True
+    assert len(document["passages"]) > 10
+    start = LONG_TEXT.index("village number 57")
+    end = start + len("village number 57")
+    page = open_page(viewport={"width": 900, "height": 600}).page
+    page.goto("/")
+    page.evaluate(  # a result card's button, pointing near the end of the long document
+        """([id, start, end]) => {
+            const b = document.createElement("button");
+            b.className = "show-doc"; b.id = "probe"; b.textContent = "probe";
+            b.dataset.documentId = id; b.dataset.start = start; b.dataset.end = end;
+            document.getElementById("results").append(b);
+        }""",
+        [str(long_file), start, end],
+    )
+    from playwright.sync_api import expect
+
+    page.click("#probe")
+    mark = page.locator("#doc-answer")
+    mark.wait_for()
+    assert mark.text_content() == "village number 57"
+    expect(mark).to_be_in_viewport(ratio=1)  # scrolled into view inside the dialog's text box
+    assert page.evaluate("document.getElementById('doc-text').scrollTop") > 0
+    assert not page.locator("#doc-note").is_visible()
+    page.keyboard.press("Escape")
+    try:  # the file changes after indexing: the view is rebuilt from the passages, offsets intact
+        long_file.write_text(LONG_TEXT.replace("village", "town"), "utf-8")
+        changed = httpx.get(f"{server.url}/api/document", params={"id": str(long_file)}).json()
+        assert changed["from_source_file"] is False
+        assert changed["text"][start:end] == "village number 57" and len(changed["text"]) == len(LONG_TEXT)
+        page.click("#probe")
+        expect(page.locator("#doc-note")).to_be_visible()
+        assert page.locator("#doc-answer").text_content() == "village number 57"
+        assert "rebuilt from the indexed passages" in page.inner_text("#doc-note")
+    finally:
+        long_file.write_text(LONG_TEXT, "utf-8")
+
+
 def test_enter_during_ime_composition_does_not_submit(open_page: Any) -> None:
     tab = open_page()
     page = tab.page
@@ -309,6 +359,29 @@ def test_enter_during_ime_composition_does_not_submit(open_page: Any) -> None:
         page.keyboard.press("Enter")
     page.wait_for_selector(".answer, #no-answer")
     assert len(tab.asked) == 1 and page.url.endswith("/?q=" + _quote(JA) + "&k=5")
+
+
+def test_loading_indicator_while_the_question_runs(
+    open_page: Any, qa: QuestionAnswerer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    run = qa.pipeline.run
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(qa.pipeline, "run", slow)
+    page = open_page().page
+    page.goto("/")
+    page.fill("#q", JA)
+    page.press("#q", "Enter")
+    page.wait_for_selector("#status.loading .spinner")
+    assert "考えています" in page.inner_text("#status")
+    assert page.get_attribute("#results", "aria-busy") == "true"
+    release.set()
+    page.wait_for_selector("#results[aria-busy=false] .answer")
+    assert "考えています" not in page.inner_text("#status")
 
 
 def test_no_answer_above_the_threshold(
@@ -448,3 +521,8 @@ def test_phone_width_is_readable(open_page: Any) -> None:
         _check_highlight(page)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
         _shot(page, f"phone-ja-{scheme}")
+        page.locator(".answer button.show-doc").first.click()
+        page.locator("#doc-answer").wait_for()
+        box = page.locator("#doc").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        _shot(page, f"phone-document-{scheme}")

@@ -132,8 +132,8 @@
       text.textContent = data.text;
       text.scrollTop = 0;
     }
-    if (data.filled) {
-      note.textContent = "パッセージの間の空白は索引に保存されないため、推定で表示しています。 Whitespace between passages is not stored in the index and is shown approximately.";
+    if (!data.from_source_file) {
+      note.textContent = "元のファイルが見つからないか索引の後で変わったため、索引のパッセージから組み立てています（段落の区切りは推定です）。 The file is gone or changed since indexing: shown as rebuilt from the indexed passages (line breaks approximate).";
       note.hidden = false;
     }
   }
