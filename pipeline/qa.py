@@ -65,22 +65,37 @@ class QuestionAnswerer:
             data["bm25_retriever"]["query"] = question
         return data
 
-    def ask(
-        self, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None
-    ) -> list[ExtractedAnswer]:
-        """The reader's answers to ``question``, best first (at most ``top_k``, plus a no-answer if enabled)."""
+    def run(
+        self,
+        question: str,
+        top_k: int | None = None,
+        filters: dict[str, Any] | None = None,
+        include_outputs_from: set[str] | None = None,
+    ) -> dict[str, Any]:
+        """One locked ``Pipeline.run`` for ``question``; its raw result (``include_outputs_from`` as in Haystack).
+
+        A failure the user can fix (bad filters, an index built with another embedder, a reader
+        error meant for people) becomes a one-line KotaeError; anything else propagates.
+        """
         from haystack.core.errors import PipelineRuntimeError
+        from haystack.document_stores.errors import DocumentStoreError
 
         data = self.inputs(question, top_k, filters)
         with self._lock:
             try:
-                result = self.pipeline.run(data)
+                result: dict[str, Any] = self.pipeline.run(data, include_outputs_from=include_outputs_from)
             except PipelineRuntimeError as error:
                 cause = error.__cause__
                 if isinstance(cause, KotaeError):
                     raise cause from None
-                if isinstance(cause, ValueError):  # e.g. bad filters: the user can fix it, say it in one line
+                if isinstance(cause, (ValueError, DocumentStoreError)):
                     raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
                 raise
-        answers: list[ExtractedAnswer] = result["reader"]["answers"]
+        return result
+
+    def ask(
+        self, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None
+    ) -> list[ExtractedAnswer]:
+        """The reader's answers to ``question``, best first (at most ``top_k``, plus a no-answer if enabled)."""
+        answers: list[ExtractedAnswer] = self.run(question, top_k, filters)["reader"]["answers"]
         return answers
