@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -144,6 +145,25 @@ def set_search_parameters(index: Any, nprobe: int, ef_search: int) -> None:
         inner.hnsw.efSearch = ef_search
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete ``NAME.<pid>.tmp``/``.old`` files and folders left by processes that were killed."""
+    for path in folder.glob("*.*.*"):
+        _, pid, suffix = path.name.rsplit(".", 2)
+        if suffix not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def _validate_filters(filters: dict[str, Any] | None) -> None:
     if filters and "operator" not in filters and "conditions" not in filters:
         raise ValueError(
@@ -203,6 +223,7 @@ class FaissDocumentStore:
         with self._lock:
             if self.embedding_dim is not None:
                 check_factory(faiss_factory, self.embedding_dim)
+            remove_stale_temporaries(self.path)
             self._load_vectors()
 
     # ------------------------------------------------------------------ state and persistence

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +85,12 @@ def test_stale_or_damaged_faiss_file_is_rebuilt_from_sqlite(tmp_path: Path) -> N
     store.close()
     # A kill after the SQLite commit but before the FAISS replace leaves the old file behind.
     shutil.copy(stale, tmp_path / FAISS_NAME)
-    (tmp_path / f"{FAISS_NAME}.999.tmp").write_bytes(b"half-written")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"{FAISS_NAME}.{dead.pid}.tmp").write_bytes(b"half-written")
+    (tmp_path / f"bm25.{dead.pid}.tmp").mkdir()
     reopened = FaissDocumentStore(tmp_path)
+    assert not list(tmp_path.glob("*.tmp"))
     assert reopened._index.ntotal == 15 and reopened.check_consistency() == []
     new = make_docs(5, start=10, seed=2)[4]
     assert reopened.embedding_retrieval(new.embedding, top_k=1)[0].id == new.id
