@@ -3,6 +3,8 @@
 Formats: ``.txt`` and ``.md`` (the file is one document), ``.html``/``.htm`` (visible text via
 selectolax), ``.jsonl`` (one document per line: ``text``, optional ``id``, ``title``, ``meta``) and
 SQuAD-format ``.json`` (each paragraph's context is a document with its article's title).
+Document ids are absolute paths (plus ``#line``/``#id`` or ``#article.paragraph``); for HTML the
+document text, and so every passage offset, refers to the extracted visible text.
 
 Bad input is skipped or repaired, and every case is recorded in a :class:`ReadReport`:
 undecodable bytes are replaced (repaired), empty files and malformed JSON lines are skipped, text
@@ -82,7 +84,10 @@ class ReadReport:
 
 
 def iter_files(paths: list[Path], report: ReadReport) -> Iterator[Path]:
-    """Files under ``paths`` (folders walked recursively, in sorted order); missing paths reported."""
+    """Absolute paths of the files under ``paths`` (folders walked recursively, sorted); missing ones reported.
+
+    Absolute paths make document ids independent of the working directory the job runs from.
+    """
     seen: set[Path] = set()
     for path in paths:
         path = Path(path).expanduser()
@@ -97,7 +102,7 @@ def iter_files(paths: list[Path], report: ReadReport) -> Iterator[Path]:
             resolved = candidate.resolve()
             if resolved not in seen:
                 seen.add(resolved)
-                yield candidate
+                yield resolved
 
 
 def _decode(data: bytes, source: str, report: ReadReport) -> str | None:
