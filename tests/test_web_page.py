@@ -220,6 +220,13 @@ def _check_highlight(page: Any) -> list[str]:
     return answers
 
 
+def expect(target: Any) -> Any:
+    """Playwright's auto-waiting assertions (imported late: the module loads without Playwright)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
 def _shot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))  # the viewport: what a person sees first
@@ -267,7 +274,12 @@ def test_ask_in_japanese_and_english_shows_highlighted_answers(
     assert details.count() == 1 and not details.locator(".retrieved-passage").first.is_visible()
     _shot(page, f"ask-{name}-{scheme}")
     details.locator("summary").click()
-    assert details.locator(".retrieved-passage").first.is_visible()
+    first = details.locator(".retrieved-passage").first
+    assert first.is_visible()
+    passage = first.locator(".passage").text_content()
+    first.locator("button.show-doc").click()  # the passage, marked in its whole document
+    expect(page.locator("#doc-answer")).to_have_text(passage or "")
+    page.keyboard.press("Escape")
     # The top-k control is sent with the question.
     page.select_option("#k", "1")
     _ask(page, question)
@@ -318,8 +330,6 @@ def test_long_document_scrolls_to_the_answer_and_survives_a_changed_file(
         }""",
         [str(long_file), start, end],
     )
-    from playwright.sync_api import expect
-
     page.click("#probe")
     mark = page.locator("#doc-answer")
     mark.wait_for()

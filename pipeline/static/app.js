@@ -100,8 +100,10 @@
 
   const dialog = $("doc");
   let opener = null;
+  let documentRequest = 0;
 
   async function showDocument(documentId, start, end, trigger) {
+    const request = ++documentRequest; // only the latest click fills the dialog
     opener = trigger || document.activeElement;
     const text = $("doc-text");
     const source = $("doc-source");
@@ -114,8 +116,10 @@
     try {
       const response = await api("/api/document?id=" + encodeURIComponent(documentId));
       data = await readJson(response);
+      if (request !== documentRequest) return;
       if (!response.ok) throw new Error((data && data.error) || "HTTP " + response.status);
     } catch (error) {
+      if (request !== documentRequest) return;
       text.textContent = "";
       text.append(bilingual("文書を読み込めませんでした。", "The document could not be loaded."));
       note.textContent = oneLine(error.message);
@@ -232,6 +236,14 @@
       parts.push(score);
       joinWithDots(meta, parts);
       item.append(meta, el("p", { className: "passage", text: p.text }));
+      if (p.document_id && typeof p.start === "number" && typeof p.end === "number") {
+        const show = el("button", {
+          className: "secondary show-doc",
+          attrs: { type: "button", "data-document-id": p.document_id, "data-start": p.start, "data-end": p.end },
+        });
+        show.append(bilingual("文書の中で見る", "See it in the document"));
+        item.append(show);
+      }
       list.append(item);
     }
     details.append(list);
