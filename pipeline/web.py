@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from kotae.errors import KotaeError
 from pipeline.answers import answer_record
 from pipeline.build import COMPONENTS
 from pipeline.config import PipelineConfig
@@ -158,24 +157,9 @@ def index_changed_at(index_dir: Path) -> str | None:
 def run_question(
     qa: QuestionAnswerer, question: str, top_k: int | None, filters: dict[str, Any] | None
 ) -> tuple[list[ExtractedAnswer], list[Document]]:
-    """The reader's answers and the passages the retrievers gave it, from one pipeline run.
-
-    Takes the same lock as :meth:`QuestionAnswerer.ask` and reports errors the same way.
-    """
-    from haystack.core.errors import PipelineRuntimeError
-
+    """The reader's answers and the passages the retrievers gave it, from one (locked) pipeline run."""
     retriever = next((name for name in RETRIEVER_OUTPUTS if name in qa.components), None)
-    data = qa.inputs(question, top_k, filters)
-    with qa._lock:
-        try:
-            result = qa.pipeline.run(data, include_outputs_from={retriever} if retriever else None)
-        except PipelineRuntimeError as error:
-            cause = error.__cause__
-            if isinstance(cause, KotaeError):
-                raise cause from None
-            if isinstance(cause, ValueError):
-                raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
-            raise
+    result = qa.run(question, top_k, filters, include_outputs_from={retriever} if retriever else None)
     answers: list[ExtractedAnswer] = result["reader"]["answers"]
     passages: list[Document] = result.get(retriever, {}).get("documents", []) if retriever else []
     return answers, passages

@@ -435,6 +435,20 @@ def test_server_error_shows_a_clear_message_without_a_traceback(
     _shot(page, "server-error")
 
 
+def test_a_rejected_question_says_why(open_page: Any) -> None:
+    tab = open_page()
+    tab.allow_errors = True  # the browser logs the 422 as a console error
+    page = tab.page
+    page.goto("/")
+    page.evaluate("document.getElementById('q').value = 'x'.repeat(1001)")  # past maxlength
+    with page.expect_response(lambda r: "/api/ask" in r.url) as response:
+        page.press("#q", "Enter")
+    assert response.value.status == 422
+    error = page.locator("#error")
+    expect(error).to_contain_text("受け付けられませんでした")
+    assert "at most 1000 characters" in error.inner_text()
+
+
 def test_hostile_document_shows_as_text_and_runs_nothing(open_page: Any) -> None:
     page = open_page().page
     page.goto("/?q=" + _quote("pwned script onerror iframe bold tags"))
