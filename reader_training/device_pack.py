@@ -9,8 +9,10 @@ numpy and safetensors. See ``reader_training/DEVICE.md`` for the whole round tri
 
 Example::
 
-    python -m reader_training.device_pack --config configs/train/default-reader.yaml
-    # -> .device/bundle/ (about 40 MiB for the full JaQuAD + SQuADShifts mix)
+    python -m reader_training.device_pack --config configs/train/default-reader.yaml \
+        --variant ja=configs/train/default-reader-ja.yaml
+    # -> .device/bundle/: the full JaQuAD + SQuADShifts mix, the Japanese-only comparison as
+    #    variant "ja", both dev sets and the tokenizer (see DEVICE.md for the sizes)
 """
 
 from __future__ import annotations

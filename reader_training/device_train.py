@@ -560,7 +560,11 @@ def train(
         f"weights {[w['file'] for w in run['weights']]} in {out}"
     )
     if scoring:
-        run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
+        try:
+            run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
+        except Exception as error:  # the weights are saved: report, and let a chained run go on
+            run["dev_error"] = f"{type(error).__name__}: {error}"
+            log(f"dev scoring failed ({run['dev_error']}); score the unpacked reader with kotae evaluate")
         run["wall_seconds"] = time.monotonic() - began
         write_json(out / RUN_FILE, run)
     return run

@@ -179,6 +179,7 @@ def unpack(
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    work.chmod(0o755)
     try:
         model_config = base_config | {"architectures": ["BertForQuestionAnswering"]}
         (work / "config.json").write_text(json.dumps(model_config, indent=2) + "\n", encoding="utf-8")
