@@ -118,17 +118,43 @@ def serve(
     index_dir: IndexOption = None,
     set_: SetOption = None,
     max_body_bytes: Annotated[int, typer.Option(min=256, help="largest request body accepted")] = 16_384,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KOTAE_API_KEY",
+            show_envvar=True,
+            help="key every route but /health, / and /static needs (Bearer or X-API-Key); required off loopback",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="allow a non-loopback --host without an API key")
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option("--cors-origin", help="origin allowed to call the API from a browser; repeatable"),
+    ] = None,
 ) -> None:
     """Serve the pipeline over HTTP: POST /ask, GET /health, OpenAPI docs at /docs (loads the models once)."""
     _quiet()
     import uvicorn
 
+    from kotae.errors import KotaeError
+    from pipeline.guards import ServerAccess, check_bind
     from pipeline.server import ServerLimits, create_app
 
+    api_key = api_key or None
+    check_bind(host, api_key, insecure)
+    try:
+        access = ServerAccess(api_key=api_key, cors_origins=tuple(cors_origin or ()))
+    except ValueError as error:
+        raise KotaeError(str(error)) from None
     settings = _load_config(config, set_, index_dir)
-    app = create_app(settings, config_path=config, limits=ServerLimits(max_body_bytes=max_body_bytes))
-    typer.echo(f"kotae: serving on http://{host}:{port} (docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, workers=1, log_level="info")
+    app = create_app(
+        settings, config_path=config, limits=ServerLimits(max_body_bytes=max_body_bytes), access=access
+    )
+    keyed = "API key required" if api_key else "no API key"
+    typer.echo(f"kotae: serving on http://{host}:{port} (docs at /docs; {keyed})", err=True)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level="info", timeout_keep_alive=5)
 
 
 @pipeline_app.command("show")

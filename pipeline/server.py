@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kotae.errors import KotaeError
 from pipeline.config import PipelineConfig
+from pipeline.guards import ServerAccess, add_access
 from pipeline.qa import QuestionAnswerer
 
 logger = logging.getLogger("kotae.server")
@@ -202,6 +203,7 @@ def create_app(
     config_path: str | Path | None = None,
     limits: ServerLimits | None = None,
     answerer: QuestionAnswerer | None = None,
+    access: ServerAccess | None = None,
 ) -> FastAPI:
     """The FastAPI app for ``config``; the pipeline is built and warmed up here, once.
 
@@ -209,6 +211,7 @@ def create_app(
     :param config_path: Where the config came from (for error messages).
     :param limits: Request limits.
     :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
+    :param access: API key, CORS origins and body deadline (:mod:`pipeline.guards`); none by default.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
     from pipeline.answers import answer_record
@@ -222,6 +225,7 @@ def create_app(
         version="0.1.0",
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:

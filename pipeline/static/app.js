@@ -75,11 +75,39 @@
   }
 
   // Every request of the page goes through here (one place for headers such as credentials).
-  function api(url, options) {
+  // A server started with an API key answers 401: ask for the key once, keep it for this tab
+  // (sessionStorage; also a same-site session cookie so the collection page opens) and retry.
+  const KEY_STORE = "kotae.apiKey";
+
+  function storedKey() {
+    try {
+      return sessionStorage.getItem(KEY_STORE) || "";
+    } catch (error) {
+      return "";
+    }
+  }
+
+  function keepKey(key) {
+    try {
+      sessionStorage.setItem(KEY_STORE, key);
+    } catch (error) {
+      /* storage disabled: the key lives only for this request */
+    }
+    document.cookie = "kotae_api_key=" + encodeURIComponent(key) + "; path=/; SameSite=Strict";
+  }
+
+  async function api(url, options, retried) {
     const o = Object.assign({}, options || {});
     o.headers = Object.assign({ Accept: "application/json" }, o.headers || {});
+    const key = storedKey();
+    if (key) o.headers["X-API-Key"] = key;
     o.credentials = "same-origin";
-    return fetch(url, o);
+    const response = await fetch(url, o);
+    if (response.status !== 401 || retried) return response;
+    const entered = window.prompt("APIキーを入力してください / This server needs an API key:", "");
+    if (!entered) return response;
+    keepKey(entered.trim());
+    return api(url, options, true);
   }
 
   async function readJson(response) {
