@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,42 @@ def _clean(text: str, source: str, max_chars: int, report: ReadReport) -> str | 
     return text
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrub_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` (parsed JSON) with lone surrogates replaced by U+FFFD, and how many there were.
+
+    Only a JSON ``\\uD800``-style escape can put one in a Python string (files are decoded as
+    UTF-8); tokenizers and UTF-8 output cannot take them, so they never reach the index.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.subn("\ufffd", value)
+    if isinstance(value, list):
+        pairs = [_scrub_surrogates(item) for item in value]
+        return [item for item, _ in pairs], sum(n for _, n in pairs)
+    if isinstance(value, dict):
+        total = 0
+        scrubbed = {}
+        for key, item in value.items():
+            new_key, a = _scrub_surrogates(key)
+            scrubbed[new_key], b = _scrub_surrogates(item)
+            total += a + b
+        return scrubbed, total
+    return value, 0
+
+
+def _load_json(text: str, where: str, report: ReadReport) -> Any:
+    """``json.loads`` without lone surrogates (replaced and reported); raises JSONDecodeError."""
+    loaded = json.loads(text)
+    if _SURROGATE_ESCAPE.search(text):
+        loaded, count = _scrub_surrogates(loaded)
+        if count:
+            report.repair(where, f"{count} lone UTF-16 surrogate(s) replaced with U+FFFD")
+    return loaded
+
+
 def html_to_text(html: str) -> tuple[str, str]:
     """Visible text and title of an HTML page (scripts, styles and templates removed)."""
     from selectolax.lexbor import LexborHTMLParser
@@ -184,7 +221,7 @@ def _read_jsonl(path: Path, max_chars: int, report: ReadReport) -> list[SourceDo
             if line is None:
                 continue
             try:
-                record = json.loads(line)
+                record = _load_json(line, where, report)
             except json.JSONDecodeError as error:
                 report.skip(where, f"malformed JSON ({error.msg} at column {error.colno})")
                 continue
@@ -237,7 +274,7 @@ def _read_squad(path: Path, max_chars: int, report: ReadReport) -> list[SourceDo
     if decoded is None:
         return []
     try:
-        loaded = json.loads(decoded)
+        loaded = _load_json(decoded, source, report)
     except json.JSONDecodeError as error:
         report.skip(source, f"malformed JSON ({error.msg} at line {error.lineno})")
         return []
