@@ -62,7 +62,9 @@ from reader_training.device_bundle import (  # noqa: E402
     read_dev_sets,
 )
 
-SAVE_MARGIN_SECONDS = 20.0
+SAVE_MARGIN_SECONDS = 15.0
+TIMING_FROM, TIMING_AT = 5, (25, 200, 1000)
+"""Steps timed to fit the schedule to the budget: from step 5 (warm) to each of 25, 200 and 1000."""
 """Stop training this long before the budget ends: saving three fp16 shards takes a few seconds."""
 
 
@@ -306,7 +308,7 @@ def train(
     threads: int | None = None,
     overrides: Sequence[str] = (),
     dev: bool = True,
-    dev_seconds: float = 60.0,
+    dev_seconds: float = 45.0,
     weights: bool = True,
     variant: str | None = None,
     started: float | None = None,
@@ -522,16 +524,20 @@ def train(
                     )
             # Fit the schedule to the budget: time steps 5..25 (and again at 200 and 1000), and if
             # the planned steps cannot finish before the deadline, end the decay where time runs out.
-            if step == 5:
+            if step == TIMING_FROM:
                 if cuda:
                     torch.cuda.synchronize()
                 timing_mark = (step, time.monotonic())
-            elif timing_mark is not None and step in (25, 200, 1000):
+            elif timing_mark is not None and step in TIMING_AT:
                 if cuda:
                     torch.cuda.synchronize()
                 now = time.monotonic()
                 per_step = (now - timing_mark[1]) / (step - timing_mark[0])
                 fitted = fitted_steps(step, total, per_step, deadline - now)
+                run.setdefault("ms_per_step", {})[str(step)] = round(per_step * 1000, 2)
+                if step == TIMING_AT[0]:
+                    rate_now = batch_size * accumulation / per_step
+                    log(f"timing: {per_step * 1000:.1f} ms/step, {rate_now:.0f} sequences/s")
                 if fitted < total:
                     log(
                         f"time budget: {per_step * 1000:.0f} ms/step, schedule cut from {total} to {fitted} steps"
@@ -598,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variant", help="train on a variant packed in the bundle (device_pack --variant)")
     parser.add_argument("--no-dev", action="store_true", help="do not score the bundle's dev sets")
     parser.add_argument(
-        "--dev-seconds", type=float, default=60.0, help="time kept for dev scoring at the end (default 60)"
+        "--dev-seconds", type=float, default=45.0, help="time kept for dev scoring at the end (default 45)"
     )
     parser.add_argument(
         "--no-weights", action="store_true", help="save no weights (a comparison run: dev scores only)"

@@ -259,18 +259,26 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
 
 
 @pytest.mark.slow
-def test_variant_comparison_run_returns_scores_only(tiny_bundle: Path, tmp_path: Path) -> None:
-    from reader_training.device_train import main
+def test_variant_comparison_run_returns_scores_only_and_fits_its_schedule(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reader_training import device_train
 
+    # time steps 1..2 and pretend the budget allows one more step: the schedule is cut to 3
+    monkeypatch.setattr(device_train, "TIMING_FROM", 1)
+    monkeypatch.setattr(device_train, "TIMING_AT", (2,))
+    monkeypatch.setattr(device_train, "fitted_steps", lambda done, planned, per_step, left: done + 1)
     first = tmp_path / "first"
     first.mkdir()
-    (first / "run.json").write_text(json.dumps({"global_step": 2}))
+    (first / "run.json").write_text(json.dumps({"global_step": 10}))
     out = tmp_path / "OUT" / "small-only"
     arguments = ["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "small", "--device", "cpu"]
     arguments += ["--steps-like", str(first / "run.json"), "--no-weights", "--no-dev", "--threads", "2"]
-    assert main(arguments) == 0
+    assert device_train.main([*arguments, "--set", "batch_size=1"]) == 0
     run = json.loads((out / "run.json").read_text())
-    assert run["global_step"] == 2 and run["weights"] == [] and run["bundle"]["variant"] == "small"
-    assert run["train_config"]["max_length"] == 96
+    assert run["weights"] == [] and run["bundle"]["variant"] == "small"
+    assert run["train_config"]["max_length"] == 96 and run["train_config"]["batch_size"] == 1
+    assert run["planned_steps"] == 10 and run["schedule_cut_at_step"] == 2 and run["global_step"] == 3
+    assert set(run["ms_per_step"]) == {"2"} and run["stop_reason"] == "schedule"
     assert sorted(p.name for p in out.iterdir()) == ["run.json", "train_log.jsonl"]
-    assert main(["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "nope"]) == 2
+    assert device_train.main(["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "nope"]) == 2
