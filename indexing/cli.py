@@ -23,6 +23,15 @@ def index(
     set_overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set index.passage_tokens=150."
     ),
+    engine: str | None = typer.Option(
+        None, "--engine", help="Where passages are split and embedded: local (default) or ray."
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        envvar="RAY_ADDRESS",
+        help="Join this Ray cluster (auto, host:port, ray://host:10001); default: start Ray here.",
+    ),
 ) -> None:
     """Index a corpus into passages, embeddings (FAISS) and BM25; re-runs only embed what changed."""
     from indexing.job import run_index
@@ -32,7 +41,14 @@ def index(
     corpus = [*corpus, *(more or [])]
     if not corpus:
         raise KotaeError("no corpus given; pass --corpus PATH [PATH...] (files or folders)")
-    settings = load_pipeline_config(config, set_overrides)
+    if engine is not None and engine not in ("local", "ray"):
+        raise KotaeError(f"--engine {engine!r}: expected local or ray")
+    overrides = list(set_overrides)
+    if engine is not None:
+        overrides.append(f"index.engine={engine}")
+    settings = load_pipeline_config(config, overrides)
+    if ray_address:
+        settings.index.ray_address = ray_address
     summary = run_index(settings, list(corpus), index_dir=index_dir, full=full, progress=sys.stderr.isatty())
     if json:
         typer.echo(json_module.dumps(summary.to_json(), ensure_ascii=False))

@@ -4,7 +4,8 @@
 2. Hash every document (its id/source, title, text and meta, plus the embedder and passage
    settings) and diff against the store's manifest: new, changed, unchanged, removed.
 3. Removed documents' passages are deleted; new and changed documents are split into passages
-   sized by the embedder's tokenizer and embedded in length-sorted batches, then committed in
+   sized by the embedder's tokenizer and embedded in length-sorted batches by an engine
+   (:mod:`indexing.engine`: in this process, or on Ray), then committed here, the single writer, in
    chunks (one SQLite transaction each, with the manifest), so a kill loses at most one chunk and
    the next run picks up where this one stopped.
 4. The BM25 index is rebuilt from the store's passages and saved next to it.
@@ -33,8 +34,9 @@ from typing import Any, Protocol
 import numpy as np
 from haystack import Document
 
+from indexing.engine import PassageEngine, SplitSettings, make_engine
 from indexing.readers import Problem, SourceDocument, read_corpus
-from indexing.split import Passage, split_text
+from indexing.split import Passage
 from kotae.errors import KotaeError
 from pipeline.config import PipelineConfig
 
@@ -233,39 +235,31 @@ def index_lock(index_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A bar over the documents to embed; ``advance(documents, passages)``."""
     if not enabled or total == 0:
-        yield lambda n: None
+        yield lambda documents, passages: None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
-        TextColumn("embedding passages"),
+        TextColumn("embedding documents"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[passages]} passages"),
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        task = progress.add_task("embed", total=total)
-        yield lambda n: progress.advance(task, n)
+        task = progress.add_task("embed", total=total, passages=0)
+        done = [0]
 
+        def advance(documents: int, passages: int) -> None:
+            done[0] += passages
+            progress.update(task, advance=documents, passages=done[0])
 
-def embed_sorted(
-    embedder: PassageEmbedder, texts: list[str], batch_size: int, advance: Callable[[int], None]
-) -> np.ndarray:
-    """Embed ``texts`` in batches of similar length (longest first), returned in the original order."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    vectors: np.ndarray | None = None
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        embedded = embedder.embed([texts[i] for i in batch])
-        if vectors is None:
-            vectors = np.zeros((len(texts), embedded.shape[1]), dtype=np.float32)
-        vectors[batch] = embedded
-        advance(len(batch))
-    return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+        yield advance
 
 
 def run_index(
@@ -275,8 +269,13 @@ def run_index(
     full: bool = False,
     embedder: PassageEmbedder | None = None,
     progress: bool = False,
+    engine: PassageEngine | None = None,
 ) -> IndexSummary:
-    """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``."""
+    """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
+
+    ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
+    ``embedder``); the store is written here only.
+    """
     from haystack.document_stores.errors import DocumentStoreError
     from haystack.document_stores.types import DuplicatePolicy
 
@@ -341,34 +340,41 @@ def run_index(
                     )
                     max_tokens = embedder.max_tokens
                 overlap = min(overlap, max_tokens // 2)
-            # Split everything first (cheap) so the progress bar knows the total.
-            split: list[tuple[SourceDocument, str, list[Document]]] = []
-            for document, digest in todo:
-                pieces = split_text(document.text, embedder.count_tokens, max_tokens, overlap)
-                split.append((document, digest, passage_documents(document, digest, pieces)))
-            total = sum(len(p) for _, _, p in split)
 
-            with _progress(progress, total) as advance:
-                for chunk in _chunked(split, settings.commit_documents):
-                    passages = [p for _, _, ps in chunk for p in ps]
-                    vectors = embed_sorted(
-                        embedder, [p.content for p in passages], config.embedder.batch_size, advance
-                    )
-                    passages = [
-                        replace(passage, embedding=vector.tolist())
-                        for passage, vector in zip(passages, vectors, strict=True)
-                    ]
-                    old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
-                    sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
-                    store.apply(
-                        write=passages,
-                        delete_ids=old,
-                        policy=DuplicatePolicy.OVERWRITE,
-                        set_sources=sources,
-                        set_state={"fingerprint": fingerprint},
-                    )
-                    summary.passages_added += len(passages)
-                    summary.passages_removed += len(old)
+            def commit(chunk: list[tuple[SourceDocument, str, list[Document]]]) -> None:
+                passages = [p for _, _, ps in chunk for p in ps]
+                old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
+                sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
+                store.apply(
+                    write=passages,
+                    delete_ids=old,
+                    policy=DuplicatePolicy.OVERWRITE,
+                    set_sources=sources,
+                    set_state={"fingerprint": fingerprint},
+                )
+                summary.passages_added += len(passages)
+                summary.passages_removed += len(old)
+
+            if todo:
+                engine = engine or make_engine(config, embedder)
+                split = SplitSettings(max_tokens, overlap, config.embedder.batch_size)
+                chunk: list[tuple[SourceDocument, str, list[Document]]] = []
+                with _progress(progress, len(todo)) as advance:
+                    for position, pieces, vectors in engine.run([d.text for d, _ in todo], split):
+                        document, digest = todo[position]
+                        passages = [
+                            replace(passage, embedding=vector.tolist())
+                            for passage, vector in zip(
+                                passage_documents(document, digest, pieces), vectors, strict=True
+                            )
+                        ]
+                        chunk.append((document, digest, passages))
+                        advance(1, len(passages))
+                        if len(chunk) >= settings.commit_documents:
+                            commit(chunk)
+                            chunk = []
+                    if chunk:
+                        commit(chunk)
             if previous != fingerprint and not todo and not removed:
                 store.apply(set_state={"fingerprint": fingerprint})
 
@@ -380,11 +386,6 @@ def run_index(
             store.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + size]
 
 
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - used by the kill -9 test

@@ -30,7 +30,14 @@ class EmbedderConfig(_Section):
 
 
 class IndexConfig(_Section):
-    """Where and how passages are stored."""
+    """Where and how passages are stored, and which engine computes them.
+
+    ``engine: ray`` splits and embeds on Ray actors (``pip install 'kotae[ray]'``): ``ray_address``
+    joins a running cluster (``auto``, ``host:port``, ``ray://host:10001``; empty starts Ray on this
+    machine for the run), ``ray_workers`` actors each take ``ray_batch_size`` documents per call and
+    ask for ``ray_cpus_per_worker`` CPUs (fractional, so a small machine never deadlocks) and
+    ``ray_gpus_per_worker`` GPUs. See docs/scaling.md.
+    """
 
     dir: str = "~/.cache/kotae/index/default"
     faiss_factory: str = "Flat"
@@ -40,6 +47,12 @@ class IndexConfig(_Section):
     faiss_nprobe: int = Field(16, gt=0)
     commit_documents: int = Field(256, gt=0)
     max_document_chars: int = Field(5_000_000, gt=0)
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_workers: int = Field(2, gt=0)
+    ray_batch_size: int = Field(64, gt=0)
+    ray_cpus_per_worker: float = Field(0.5, gt=0)
+    ray_gpus_per_worker: float = Field(0.0, ge=0)
 
 
 class RetrieverConfig(_Section):
