@@ -143,6 +143,30 @@ class Health(BaseModel):
     passages: int
 
 
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx: one line for people, and the failing fields for a 422."""
+
+    error: str
+    details: list[str] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "malformed request: the body is not JSON (UTF-8) or the Content-Length is invalid"),
+        (401, "this server needs an API key (see pipeline/guards.py)"),
+        (404, "no such document or page"),
+        (408, "the request body arrived too slowly"),
+        (413, "the request body is too large"),
+        (415, "the body is not sent as application/json"),
+        (422, "a field is invalid"),
+        (500, "internal error; the server log has the details"),
+    )
+}
+"""The error responses every route may give, documented in the OpenAPI schema."""
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
         super().__init__(status_code=413, detail=f"request body is larger than {limit} bytes")
@@ -223,6 +247,7 @@ def create_app(
         title="kotae",
         summary="Open-domain question answering over your indexed documents (Japanese and English).",
         version="0.1.0",
+        responses=ERROR_RESPONSES,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
@@ -231,7 +256,8 @@ def create_app(
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         errors = list(error.errors())
         content_type = request.headers.get("content-type", "")
-        if content_type and "json" not in content_type.lower():
+        body_error = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in errors)
+        if body_error and "json" not in content_type.lower():
             return JSONResponse(
                 {
                     "error": f"send a JSON body with Content-Type: application/json (got {content_type[:60]!r})"
@@ -247,9 +273,10 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
-        )
+        message = str(error.detail)
+        if message == FASTAPI_BODY_ERROR:  # undecodable or too deeply nested
+            message = "request body is not valid JSON (UTF-8, nested at most a few hundred levels)"
+        return JSONResponse({"error": message}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(KotaeError)
     async def _user_error(request: Request, error: KotaeError) -> JSONResponse:
@@ -284,5 +311,7 @@ def create_app(
 
     from pipeline.web import web_router
 
-    app.include_router(web_router(config, qa))  # the question page at / (pipeline/web.py)
+    app.include_router(
+        web_router(config, qa), responses=ERROR_RESPONSES
+    )  # the question page at / (pipeline/web.py)
     return app
