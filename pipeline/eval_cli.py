@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -240,10 +241,28 @@ def retrieve_deep(components: Mapping[str, Any], question: str, depth: int) -> l
 
 @contextmanager
 def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on a terminal; on a log file, a line at every tenth of the way."""
     if not enabled:
         yield lambda: None
         return
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        done, started, step = 0, time.perf_counter(), max(1, total // 10)
+
+        def advance() -> None:
+            nonlocal done
+            done += 1
+            if done % step == 0 or done == total:
+                print(
+                    f"{label} {done}/{total} ({time.perf_counter() - started:.0f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        yield advance
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -259,7 +278,7 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[], No
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as progress:
         task = progress.add_task(label, total=total)

@@ -77,6 +77,7 @@ def plot_latency(latencies_ms: Sequence[float], p50: float, p95: float, title: s
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axis = plt.subplots(figsize=(6.5, 4))
     axis.hist(latencies_ms, bins=min(40, max(5, len(latencies_ms) // 5)), color="tab:blue", alpha=0.8)
@@ -84,6 +85,7 @@ def plot_latency(latencies_ms: Sequence[float], p50: float, p95: float, title: s
     axis.axvline(p95, color="tab:red", linestyle="--", label=f"p95 {p95:.0f} ms")
     axis.set_xlabel("latency per question (ms), retrieval + reader")
     axis.set_ylabel("questions")
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     axis.legend()
     axis.set_title(_label(title))
     figure.tight_layout()
@@ -101,7 +103,7 @@ def plot_by_type(table: dict[str, dict[str, float | int]], title: str, path: Pat
     names = list(table)
     labels = [_label(f"{name} (n={table[name]['n']})") for name in names]
     height = 0.38
-    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.55 * len(names)))
+    figure, axis = plt.subplots(figsize=(8, 1.5 + 0.55 * len(names)))
     rows = range(len(names))
     axis.barh([r - height / 2 for r in rows], [table[n]["f1"] for n in names], height, label="end-to-end F1")
     axis.barh([r + height / 2 for r in rows], [table[n]["reader_f1"] for n in names], height,
@@ -238,7 +240,7 @@ def write_report(
     written.append(path)
     if report["by_question_type"]:
         path = out / TYPE_PLOT
-        plot_by_type(report["by_question_type"], f"F1 by question type: {title}", path)
+        plot_by_type(report["by_question_type"], f"F1 by question type\n{title}", path)
         written.append(path)
 
     path = out / "report.md"
