@@ -128,10 +128,16 @@ def test_eval_reuses_the_index_for_other_configs(tiny: dict[str, Path], name: st
     index = run.report["index"]
     assert index["documents"] == 4  # every context is indexed, whatever --limit says
     assert index["added"] + index["unchanged"] == 4
-    # the reader alone reads the gold context: its prediction is a span of it
+    # the reader alone reads the gold context: its prediction is a span of it, and it is exactly what
+    # `kotae evaluate` predicts and scores on the same questions (one implementation)
     questions = {q.id: q for q in load_questions(squad_files(tiny["data"]))}
     for result in run.results:
         assert result.reader_prediction in questions[result.id].context
+    from reader_training.evaluate import evaluate_folder
+
+    alone = evaluate_folder(str(tiny["reader"]), str(tiny["data"]), limit=3)
+    assert [p.text for p in alone.predictions] == [r.reader_prediction for r in run.results]
+    assert run.summary["reader_f1"] == pytest.approx(alone.scores["f1"])
 
 
 def test_eval_errors_are_one_line(tiny: dict[str, Path], tmp_path: Path) -> None:
