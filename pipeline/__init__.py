@@ -7,4 +7,7 @@
 - ``qa.py``: ``QuestionAnswerer``, a warmed-up pipeline behind a lock (used by ask, serve and the bench).
 - ``cli.py``: ``kotae ask``, ``kotae serve``, ``kotae pipeline show``; ``server.py``: the FastAPI app.
 - ``testing.py``: a tiny indexed corpus with tiny models, for tests.
+- ``evaluation.py``: open-domain evaluation's pure core (hit rules, recall@k, MRR, latency percentiles);
+  ``eval_cli.py``: ``kotae eval`` (index a SQuAD set, ask with no context, score); ``eval_report.py``:
+  its report.md/report.json and plots.
 """
