@@ -21,12 +21,39 @@ app = typer.Typer(
 )
 
 
+def disk_full_message(error: BaseException) -> str | None:
+    """One line for a full disk (ENOSPC, or SQLite's "database or disk is full"), else None."""
+    import errno
+    import sqlite3
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" while writing {error.filename}" if error.filename else ""
+    elif isinstance(error, sqlite3.OperationalError) and "full" in str(error).lower():
+        where = " while writing the index database (store.sqlite3)"
+    else:
+        return None
+    return (
+        f"the disk is full{where}; everything committed before is kept. "
+        "Free some space and run the same command again (it resumes from the last commit)"
+    )
+
+
 def main() -> None:
-    """Entry point: run the app, turning KotaeError into one line on stderr and exit code 2."""
+    """Entry point: run the app, turning KotaeError (and a full disk) into one line on stderr and exit code 2."""
     try:
         app()
     except KotaeError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except Exception as error:
+        cause: BaseException | None = error
+        message = None
+        while cause is not None and message is None:  # also when wrapped by another error
+            message = disk_full_message(cause)
+            cause = cause.__cause__ or cause.__context__
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
 
