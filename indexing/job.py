@@ -299,7 +299,10 @@ def run_index(
 
         try:
             store = FaissDocumentStore(
-                directory, faiss_factory=settings.faiss_factory, nprobe=settings.faiss_nprobe
+                directory,
+                faiss_factory=settings.faiss_factory,
+                nprobe=settings.faiss_nprobe,
+                recreate_damaged=full,  # --full starts over even from a damaged store.sqlite3
             )
         except DocumentStoreError as error:
             raise KotaeError(f"index {directory}: {error}") from None

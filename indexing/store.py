@@ -33,6 +33,8 @@ import re
 import shutil
 import sqlite3
 import threading
+import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -46,8 +48,8 @@ from haystack.utils.filters import document_matches_filter
 
 SQLITE_NAME = "store.sqlite3"
 FAISS_NAME = "vectors.faiss"
-_MAGIC = b"KOTAEFX1"
-_HEADER = len(_MAGIC) + 9  # magic, generation (8 bytes), staging flag (1 byte)
+_MAGIC = b"KOTAEFX2"
+_HEADER = len(_MAGIC) + 13  # magic, generation (8 bytes), staging flag (1 byte), CRC-32 of the rest (4)
 _SQL_CHUNK = 900
 
 _SCHEMA = """
@@ -188,6 +190,7 @@ class FaissDocumentStore:
         nprobe: int = 16,
         ef_search: int = 64,
         return_embedding: bool = True,
+        recreate_damaged: bool = False,
     ) -> None:
         """
         Open (or create) the store in directory ``path``.
@@ -198,6 +201,10 @@ class FaissDocumentStore:
         :param nprobe: IVF lists probed per search.
         :param ef_search: HNSW search breadth.
         :param return_embedding: Whether ``filter_documents`` returns embeddings.
+        :param recreate_damaged: When ``store.sqlite3`` cannot be read, move it aside (``.damaged-*``)
+            and start empty (``kotae index --full``) instead of raising.
+        :raises DocumentStoreError: If ``store.sqlite3`` is damaged (one line naming the file and the
+            command that rebuilds it). A damaged ``vectors.faiss`` is rebuilt from SQLite instead.
         """
         if not faiss_factory or not re.fullmatch(r"[\w,.+-]+", faiss_factory):
             raise ValueError(f"faiss_factory must be a FAISS index factory string, but got {faiss_factory!r}")
@@ -210,20 +217,39 @@ class FaissDocumentStore:
         self.return_embedding = return_embedding
         self._lock = threading.RLock()
         self.path.mkdir(parents=True, exist_ok=True)
+        self._index: Any = None
+        self._staging = False
+        self._generation = -1
+        self._pending: tuple[list[int], list[tuple[int, np.ndarray]]] = ([], [])
+        try:
+            self._open()
+        except sqlite3.DatabaseError as error:
+            self._conn.close()
+            database = self.path / SQLITE_NAME
+            if not recreate_damaged:
+                raise DocumentStoreError(
+                    f"{database} is damaged ({error}); rebuild the index: "
+                    f"kotae index --full --index-dir {self.path} --corpus PATH"
+                ) from None
+            aside = f".damaged-{int(time.time())}"
+            for name in (SQLITE_NAME, f"{SQLITE_NAME}-wal", f"{SQLITE_NAME}-shm", FAISS_NAME):
+                if (self.path / name).exists():
+                    os.replace(self.path / name, self.path / (name + aside))
+            self._open()
+
+    def _open(self) -> None:
+        """Connect to SQLite and load (or rebuild) the FAISS index; sqlite3.DatabaseError if damaged."""
         self._conn = sqlite3.connect(
             self.path / SQLITE_NAME, isolation_level=None, check_same_thread=False, timeout=30.0
         )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
-        self._index: Any = None
-        self._staging = False
-        self._generation = -1
-        self._pending: tuple[list[int], list[tuple[int, np.ndarray]]] = ([], [])
         with self._lock:
             if self.embedding_dim is not None:
-                check_factory(faiss_factory, self.embedding_dim)
+                check_factory(self.faiss_factory, self.embedding_dim)
             remove_stale_temporaries(self.path)
+            self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()  # fails fast on a cut file
             self._load_vectors()
 
     # ------------------------------------------------------------------ state and persistence
@@ -257,8 +283,11 @@ class FaissDocumentStore:
         except FileNotFoundError:
             return None
         if len(data) < _HEADER or not data.startswith(_MAGIC):
-            return None
+            return None  # an older format, or damaged: rebuilt from SQLite
         generation = int.from_bytes(data[len(_MAGIC) : len(_MAGIC) + 8], "little")
+        checksum = int.from_bytes(data[len(_MAGIC) + 9 : _HEADER], "little")
+        if zlib.crc32(data[_HEADER:]) != checksum:
+            return None  # damaged (or cut short): never searched, rebuilt from SQLite
         return generation, bool(data[len(_MAGIC) + 8]), data[_HEADER:]
 
     def _load_vectors(self) -> None:
@@ -330,12 +359,17 @@ class FaissDocumentStore:
         if self._index is None:
             target.unlink(missing_ok=True)
             return
-        payload = faiss.serialize_index(self._index)
-        header = _MAGIC + int(self._generation).to_bytes(8, "little") + bytes([int(self._staging)])
+        payload = faiss.serialize_index(self._index).tobytes()
+        header = (
+            _MAGIC
+            + int(self._generation).to_bytes(8, "little")
+            + bytes([int(self._staging)])
+            + zlib.crc32(payload).to_bytes(4, "little")
+        )
         temporary = self.path / f"{FAISS_NAME}.{os.getpid()}.tmp"
         with open(temporary, "wb") as handle:
             handle.write(header)
-            handle.write(payload.tobytes())
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from indexing.job import run_index
-from indexing.store import FAISS_NAME, FaissDocumentStore
+from indexing.store import FAISS_NAME, SQLITE_NAME, FaissDocumentStore
 from indexing.testing import HashEmbedder
 from pipeline.config import PipelineConfig, load_pipeline_config
 
@@ -345,3 +345,82 @@ def test_disk_full_messages() -> None:
     assert "store.sqlite3" in (disk_full_message(sqlite3.OperationalError("database or disk is full")) or "")
     assert disk_full_message(OSError(errno.EACCES, "denied")) is None
     assert disk_full_message(ValueError("full")) is None
+
+
+# ------------------------------------------------------------------------------------------ damaged files
+
+FAISS_DAMAGE = {
+    "cut in half": lambda data: data[: len(data) // 2],
+    "cut to 5 bytes": lambda data: data[:5],
+    "empty": lambda data: b"",
+    "bits flipped in the vectors": lambda data: (
+        data[:300] + bytes(b ^ 0xFF for b in data[300:600]) + data[600:]
+    ),
+    "bits flipped in the ids": lambda data: data[:-64] + bytes(b ^ 0x55 for b in data[-64:]),
+    "random payload": lambda data: data[:30] + random.Random(0).randbytes(len(data) - 30),
+    "older format": lambda data: b"KOTAEFX1" + data[8:],
+}
+SQLITE_DAMAGE = {
+    "cut in half": lambda data: data[: len(data) // 2],
+    "cut to 50 bytes": lambda data: data[:50],
+    "random header": lambda data: random.Random(1).randbytes(100) + data[100:],
+    "random pages": lambda data: data[:4096] + random.Random(2).randbytes(len(data) - 4096),
+}
+
+
+def _copy_with(source: Path, target: Path, name: str, damage: Any) -> Path:
+    shutil.copytree(source, target)
+    path = target / name
+    path.write_bytes(damage(path.read_bytes()))
+    return target
+
+
+def _top_ids(index: Path, queries: list[np.ndarray]) -> list[list[str]]:
+    store = FaissDocumentStore(index)
+    try:
+        return [[d.id for d in store.embedding_retrieval(q.tolist(), top_k=5)] for q in queries]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("damage", list(FAISS_DAMAGE))
+def test_a_damaged_faiss_file_is_rebuilt_from_sqlite_never_searched(
+    corpora: dict[str, Any], tmp_path: Path, damage: str
+) -> None:
+    source = corpora["root"] / "ref-first"
+    queries = list(HashEmbedder().embed([*SENTENCES, "文書3。"]))
+    expected = _top_ids(source, queries)
+    index = _copy_with(source, tmp_path / "index", FAISS_NAME, FAISS_DAMAGE[damage])
+    assert _top_ids(index, queries) == expected  # the same answers as before the damage
+    _same(_check_store(index), corpora["references"]["first"])
+    header = (index / FAISS_NAME).read_bytes()[:16]
+    assert header.startswith(b"KOTAEFX2")  # rewritten whole, with its checksum
+
+
+@pytest.mark.parametrize("damage", list(SQLITE_DAMAGE))
+def test_a_damaged_sqlite_file_is_named_with_the_command_that_rebuilds_it(
+    corpora: dict[str, Any], tmp_path: Path, damage: str
+) -> None:
+    from haystack.document_stores.errors import DocumentStoreError
+
+    from kotae.errors import KotaeError
+    from pipeline.build import require_index
+
+    index = _copy_with(corpora["root"] / "ref-first", tmp_path / "index", SQLITE_NAME, SQLITE_DAMAGE[damage])
+    with pytest.raises(DocumentStoreError) as opened:
+        FaissDocumentStore(index)
+    message = str(opened.value)
+    assert str(index / SQLITE_NAME) in message and "kotae index --full" in message and "\n" not in message
+    with pytest.raises(KotaeError) as job:
+        run_index(_config(), [corpora["root"] / "v1"], index_dir=index, embedder=HashEmbedder())
+    assert SQLITE_NAME in str(job.value) and "--full" in str(job.value)
+    try:
+        require_index(index)  # what kotae ask / serve check first
+    except KotaeError as error:
+        assert "--full" in str(error) and "\n" not in str(error)
+    rebuilt = run_index(
+        _config(), [corpora["root"] / "v1"], index_dir=index, full=True, embedder=HashEmbedder()
+    )
+    assert rebuilt.added == 80
+    _same(_check_store(index), corpora["references"]["first"])
+    assert [p.name for p in index.glob(f"{SQLITE_NAME}.damaged-*")], "the damaged file is kept aside"
