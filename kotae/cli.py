@@ -134,3 +134,7 @@ app.add_typer(_pipeline_app, name="pipeline")
 from pipeline.eval_cli import eval_command as _eval  # noqa: E402
 
 app.command("eval")(_eval)
+
+from pipeline.feedback_cli import feedback_app as _feedback_app  # noqa: E402
+
+app.add_typer(_feedback_app, name="feedback")

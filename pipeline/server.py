@@ -3,6 +3,7 @@
 - ``POST /ask`` ``{"question": ..., "top_k": 5, "filters": {...}}`` → ``{"question", "answers", "seconds"}``,
   each answer the same object as ``kotae ask --json`` (offsets in the source document).
 - ``GET /health`` → status, the components in the pipeline and how many passages are indexed.
+- ``POST /feedback`` → a user's verdict on an answer, stored next to the index (pipeline/feedback_api.py).
 - OpenAPI docs at ``/docs`` (schema at ``/openapi.json``).
 
 The pipeline is built and its models loaded once, when the app is created. Requests run in
@@ -314,4 +315,7 @@ def create_app(
     app.include_router(
         web_router(config, qa), responses=ERROR_RESPONSES
     )  # the question page at / (pipeline/web.py)
+    from pipeline.feedback_api import feedback_router
+
+    app.include_router(feedback_router(config, qa), responses=ERROR_RESPONSES)  # POST /feedback
     return app

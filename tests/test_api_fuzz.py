@@ -31,7 +31,14 @@ MAX_EXAMPLES = int(os.environ.get("KOTAE_FUZZ_EXAMPLES", "30"))
 TRACEBACK_MARKS = ("Traceback", 'File "', "site-packages")
 
 
-OPERATIONS = ["POST /ask", "GET /health", "POST /api/ask", "GET /api/collection", "GET /api/document"]
+OPERATIONS = [
+    "POST /ask",
+    "GET /health",
+    "POST /api/ask",
+    "GET /api/collection",
+    "GET /api/document",
+    "POST /feedback",
+]
 PARAMETERLESS = {"GET /health", "GET /api/collection"}  # nothing to make invalid
 CHECKS = [
     st_checks.not_a_server_error,

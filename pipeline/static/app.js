@@ -212,7 +212,112 @@
     if (detail) status.append(el("span", { className: "detail", text: detail }));
   }
 
-  function answerCard(record, rank) {
+  // ------------------------------------------------------------------ feedback on an answer
+
+  // Code points in text.slice(0, units): the server counts characters as Python does.
+  function codePoints(text, units) {
+    return Array.from(text.slice(0, units)).length;
+  }
+
+  // The selection inside passageNode as [start, end) code points of its text, or null.
+  function selectionIn(passageNode) {
+    const selection = window.getSelection();
+    if (!selection || selection.rangeCount === 0 || selection.isCollapsed) return null;
+    const range = selection.getRangeAt(0);
+    if (!passageNode.contains(range.startContainer) || !passageNode.contains(range.endContainer)) return null;
+    const before = document.createRange();
+    before.selectNodeContents(passageNode);
+    before.setEnd(range.startContainer, range.startOffset);
+    const text = passageNode.textContent;
+    const startUnits = before.toString().length;
+    const endUnits = startUnits + range.toString().length;
+    const start = codePoints(text, startUnits);
+    const end = codePoints(text, endUnits);
+    return end > start ? { start, end } : null;
+  }
+
+  function feedbackBox(record, question, passageNode) {
+    const box = el("div", { className: "feedback" });
+    const buttons = el("div", { className: "feedback-buttons" });
+    const correct = el("button", { className: "secondary feedback-correct", attrs: { type: "button" } });
+    correct.append(bilingual("正しい", "Correct"));
+    const wrong = el("button", { className: "secondary feedback-wrong", attrs: { type: "button", "aria-expanded": "false" } });
+    wrong.append(bilingual("違う", "Wrong"));
+    buttons.append(bilingual("この答えは？", "Is this right?"), correct, wrong);
+
+    const fix = el("div", { className: "feedback-fix" });
+    fix.hidden = true;
+    fix.append(bilingual("上のパッセージで正しい答えを選択してから送ってください。", "Select the right answer in the passage above, then send it.", "p"));
+    const useSelection = el("button", { className: "feedback-selection", attrs: { type: "button" } });
+    useSelection.append(bilingual("選択を正解として送る", "Send the selection"));
+    const noAnswer = el("button", { className: "secondary feedback-no-answer", attrs: { type: "button" } });
+    noAnswer.append(bilingual("このパッセージに答えはない", "No answer in this passage"));
+    fix.append(useSelection, noAnswer);
+    const said = el("p", { className: "feedback-status", attrs: { role: "status", "aria-live": "polite" } });
+    box.append(buttons, fix, said);
+
+    const all = [correct, wrong, useSelection, noAnswer];
+    async function send(verdict, corrected) {
+      const body = {
+        question,
+        verdict,
+        passage_id: record.passage_id,
+        document_id: record.document_id,
+        answer_start: record.passage_start,
+        answer_end: record.passage_end,
+      };
+      if (corrected) Object.assign(body, { corrected_start: corrected.start, corrected_end: corrected.end });
+      all.forEach((button) => (button.disabled = true));
+      said.className = "feedback-status";
+      said.replaceChildren(bilingual("送信中…", "Sending…"));
+      let data = null;
+      let response = null;
+      try {
+        response = await api("/feedback", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        data = await readJson(response);
+      } catch (error) {
+        data = { error: error.message };
+      }
+      if (response && response.ok) {
+        said.className = "feedback-status sent";
+        said.replaceChildren(bilingual("ありがとうございます。記録しました。", "Thank you, recorded."));
+        if (corrected) said.append(el("span", { className: "detail", text: " 「" + (data && data.corrected) + "」" }));
+        return;
+      }
+      all.forEach((button) => (button.disabled = false));
+      said.className = "feedback-status failed";
+      said.replaceChildren(bilingual("送信できませんでした。", "Could not send."));
+      said.append(el("span", { className: "detail", text: " " + oneLine((data && data.error) || (response ? "HTTP " + response.status : "")) }));
+    }
+
+    correct.addEventListener("click", () => send("correct", null));
+    wrong.addEventListener("click", () => {
+      fix.hidden = !fix.hidden;
+      wrong.setAttribute("aria-expanded", String(!fix.hidden));
+    });
+    noAnswer.addEventListener("click", () => send("no_answer", null));
+    // Remembered on mousedown too, in case pressing the button moves the selection.
+    let remembered = null;
+    useSelection.addEventListener("mousedown", () => {
+      remembered = selectionIn(passageNode);
+    });
+    useSelection.addEventListener("click", () => {
+      const span = selectionIn(passageNode) || remembered;
+      if (!span) {
+        said.className = "feedback-status failed";
+        said.replaceChildren(bilingual("パッセージの中で答えを選択してください。", "Select the answer inside the passage first."));
+        return;
+      }
+      send("wrong", span);
+    });
+    return box;
+  }
+
+  function answerCard(record, rank, question) {
     const item = el("li", { className: "answer" });
     const article = el("article", { attrs: { "aria-label": rank + ". " + record.answer } });
     const head = el("div", { className: "answer-head" });
@@ -225,7 +330,8 @@
     const passage = record.passage !== null && record.passage !== undefined ? record.passage : record.context;
     const start = record.passage !== null && record.passage !== undefined ? record.passage_start : record.context_start;
     const end = record.passage !== null && record.passage !== undefined ? record.passage_end : record.context_end;
-    article.append(highlighted("p", "passage", passage || "", start, end).node);
+    const passageNode = highlighted("p", "passage", passage || "", start, end).node;
+    article.append(passageNode);
 
     const source = el("p", { className: "source" });
     const parts = describeSource(record);
@@ -246,6 +352,9 @@
     });
     show.append(bilingual("文書全体を見る", "Show the whole document"));
     article.append(show);
+    if (record.passage_id && record.passage !== null && record.passage !== undefined && question) {
+      article.append(feedbackBox(record, question, passageNode));
+    }
     item.append(article);
     return item;
   }
@@ -297,7 +406,7 @@
     if (found.length) {
       if (nullFirst) results.append(bilingual("しきい値未満の候補", "Candidates below the threshold", "h2"));
       const list = el("ol", { className: "answers", attrs: { "aria-label": "答え (Answers)" } });
-      found.forEach((record, i) => list.append(answerCard(record, i + 1)));
+      found.forEach((record, i) => list.append(answerCard(record, i + 1, data.question)));
       results.append(list);
     }
     if (data.passages && data.passages.length) results.append(passagesDetails(data.passages));
