@@ -30,7 +30,8 @@ def _labels(config: Path | None, set_: list[str] | None, index_dir: Path | None,
     """The labels (oldest first) and the ids of the stale ones."""
     from pipeline.feedback import FEEDBACK_NAME, open_feedback, parse_since, stale_labels, store_lookup
 
-    folder = _load_config(config, set_, index_dir).index_dir
+    settings = _load_config(config, set_, index_dir)
+    folder = settings.index_dir
     if not (folder / FEEDBACK_NAME).is_file():
         raise KotaeError(
             f"no feedback labels in {folder} yet: mark answers on the page (kotae serve) or POST /feedback"
@@ -43,7 +44,7 @@ def _labels(config: Path | None, set_: list[str] | None, index_dir: Path | None,
     if (folder / "store.sqlite3").is_file():
         from indexing.store import FaissDocumentStore
 
-        store = FaissDocumentStore(folder)
+        store = FaissDocumentStore(folder, faiss_factory=settings.index.faiss_factory)
         try:
             stale = stale_labels(labels, store_lookup(store))
         finally:

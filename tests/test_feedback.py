@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +143,24 @@ def test_store_is_append_only_durable_and_filters_by_time(tmp_path: Path) -> Non
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             raw.execute(statement)
     raw.close()
+
+
+def test_an_acknowledged_label_survives_kill_9(tmp_path: Path) -> None:
+    """A process killed right after ``add`` returned (as the server answers 201) loses nothing."""
+    script = f"""
+import os, signal
+from pipeline.feedback import FeedbackStore, Label
+store = FeedbackStore({str(tmp_path)!r})
+for n in range(3):
+    store.add(Label(question=f"q{{n}}", verdict="no_answer", document_id="d", passage_id="p",
+                    passage_text="text"))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], check=False)
+    assert done.returncode == -signal.SIGKILL
+    store = FeedbackStore(tmp_path)
+    assert [label.question for label in store.labels()] == ["q0", "q1", "q2"]
+    store.close()
 
 
 # ---------------------------------------------------------------------------------------- over HTTP
