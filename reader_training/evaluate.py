@@ -178,12 +178,14 @@ def load_reader(model_ref: str) -> tuple[Any, Any, Path]:
 
     folder = resolve_reference(model_ref)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as error:
         raise KotaeError(f"cannot load a tokenizer from {folder} ({error})".splitlines()[0]) from None
     require_fast_tokenizer(tokenizer, model_ref)
-    try:
-        model = AutoModelForQuestionAnswering.from_pretrained(folder)
+    try:  # weights only from safetensors (never a pickle), and no code from the model folder
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            folder, use_safetensors=True, trust_remote_code=False
+        )
     except Exception as error:
         raise KotaeError(
             f"cannot load a question-answering model from {folder} ({error})".splitlines()[0]

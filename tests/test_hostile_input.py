@@ -245,3 +245,35 @@ def test_lone_surrogates_in_json_are_replaced_and_reported(tmp_path: Path) -> No
     assert document.text == "前 \ufffd 後 😀" and document.title == "\ufffd"
     assert document.id.endswith("#a\ufffd")
     assert [p.reason for p in report.repaired] == ["3 lone UTF-16 surrogate(s) replaced with U+FFFD"]
+
+
+# ------------------------------------------------------------------------------------------ untrusted files
+
+
+def test_reader_weights_load_only_from_safetensors(tmp_path: Path) -> None:
+    from kotae.errors import KotaeError
+    from reader_training.evaluate import load_reader
+    from reader_training.testing import tiny_reader, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer(["東京", "Tokyo"])
+    import torch
+
+    model = tiny_reader(tokenizer)
+    model.save_pretrained(tmp_path / "pickled")
+    tokenizer.save_pretrained(tmp_path / "pickled")
+    (tmp_path / "pickled" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")  # the same weights, pickled
+    with pytest.raises(KotaeError, match="cannot load"):
+        load_reader(str(tmp_path / "pickled"))  # a pickle is never unpickled
+
+
+def test_pipeline_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    from kotae.errors import KotaeError
+    from pipeline.config import load_pipeline_config
+
+    marker = tmp_path / "pwned"
+    config = tmp_path / "evil.yaml"
+    config.write_text(f"reader:\n  model: !!python/object/apply:os.system ['touch {marker}']\n", "utf-8")
+    with pytest.raises((KotaeError, ValueError)):
+        load_pipeline_config(config)
+    assert not marker.exists()
