@@ -21,8 +21,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from kotae.errors import KotaeError
 from pipeline.config import PipelineConfig
-from pipeline.feedback import FeedbackStore, Label, Verdict
+from pipeline.feedback import FeedbackStore, Label, Verdict, open_feedback
 from pipeline.qa import QuestionAnswerer
 
 MAX_QUESTION_CHARS = 1000
@@ -79,7 +80,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def feedback_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
     """``POST /feedback`` over the index of ``config`` (labels in ``<index dir>/feedback.sqlite3``)."""
     router = APIRouter()
-    labels = FeedbackStore(config.index_dir)
+    labels: FeedbackStore | None = None  # opened on the first verdict: a read-only index still serves
     store: Any = None
 
     @router.post(
@@ -89,7 +90,7 @@ def feedback_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
         summary="Mark an answer correct or wrong, give the right span, or say the passage has no answer",
     )
     def feedback(request: FeedbackRequest) -> Any:
-        nonlocal store
+        nonlocal labels, store
         if store is None:
             store = _index_store(config, qa)
         found = store.get_documents_by_id([request.passage_id])
@@ -123,6 +124,11 @@ def feedback_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
             label = Label(**fields)
         except ValueError as error:
             return _error(422, f"invalid feedback: {error}")
+        if labels is None:
+            try:
+                labels = open_feedback(config.index_dir)
+            except KotaeError as error:
+                return _error(503, f"feedback is not stored: {error}")
         stored = labels.add(label)
         assert stored.id is not None
         return {

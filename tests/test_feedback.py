@@ -259,3 +259,22 @@ def test_cli_without_labels_says_how_to_get_them(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no feedback labels" in str(result.exception)
+
+
+def test_an_unwritable_label_file_is_a_clear_503(
+    setup: TinySetup, qa: QuestionAnswerer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.feedback_api as feedback_api
+    from kotae.errors import KotaeError
+
+    def refuse(index_dir: Any) -> Any:
+        raise KotaeError(
+            f"cannot open the feedback labels in {index_dir}: attempt to write a readonly database"
+        )
+
+    monkeypatch.setattr(feedback_api, "open_feedback", refuse)
+    client = TestClient(create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa))
+    answer = _first_answer(client, "富士山の高さは？")
+    body = {"question": "q", "verdict": "no_answer", "passage_id": answer["passage_id"]}
+    response = client.post("/feedback", json=body)
+    assert response.status_code == 503 and "readonly" in response.json()["error"]
