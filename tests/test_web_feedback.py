@@ -12,6 +12,7 @@ from typing import Any
 from test_web_page import (  # noqa: F401  (fixtures)
     JA,
     _ask,
+    _shot,
     browser,
     expect,
     open_page,
@@ -94,8 +95,10 @@ def test_correct_a_wrong_answer_by_selecting_the_span(open_page: Any, setup: Tin
     start, end = 1, min(5, len(passage))  # across the <mark> when the answer is near the start
     selected = _select(card, start, end)
     assert selected == passage[start:end]
+    _shot(page, "feedback-select")
     card.locator(".feedback-selection").click()
     expect(card.locator(".feedback-status.sent")).to_contain_text("Thank you")
+    _shot(page, "feedback-sent")
     label = _labels(setup)[-1]
     assert label.verdict == "wrong"
     assert (label.corrected_start, label.corrected_end) == (start, end)
