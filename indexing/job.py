@@ -60,7 +60,9 @@ class PassageEmbedder(Protocol):
 class SentenceTransformerEmbedder:
     """Passages embedded by a sentence-transformers model folder, with a passage prefix, normalised.
 
-    The model is loaded on first use, so a re-run with nothing to embed never loads it.
+    The model is loaded on first use, so a re-run with nothing to embed never loads it; token counts
+    and the length limit need only the folder's tokenizer and ``sentence_bert_config.json`` (so a
+    Ray driver never loads the weights). A pickled copy carries neither model nor tokenizer.
     """
 
     def __init__(
@@ -71,6 +73,10 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.device = device
         self._model: Any = None
+        self._tokenizer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None, "_tokenizer": None}
 
     @property
     def fingerprint(self) -> str:
@@ -85,13 +91,32 @@ class SentenceTransformerEmbedder:
         return self._model
 
     @property
+    def tokenizer(self) -> Any:
+        """The folder's tokenizer (the one the model loads), without the weights."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        return self._tokenizer
+
+    @property
     def max_tokens(self) -> int:
         """Longest passage (in tokens, without special tokens and prefix) the model reads whole."""
         prefix_tokens = self.count_tokens(self.prefix) if self.prefix else 0
-        return int(self.model.max_seq_length or 512) - 2 - prefix_tokens
+        settings = self.model_dir / "sentence_bert_config.json"
+        length = (
+            json.loads(settings.read_text(encoding="utf-8")).get("max_seq_length")
+            if settings.is_file()
+            else None
+        )
+        if self._model is not None or not length:
+            length = self.model.max_seq_length
+        return int(length or 512) - 2 - prefix_tokens
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return len(
+            self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        )
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vectors = self.model.encode(

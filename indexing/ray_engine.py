@@ -118,8 +118,6 @@ class RayEngine:
     def _worker_embedder(self) -> Any:
         """The embedder the actors receive: never a loaded model, and on the GPU when they have one."""
         embedder = copy.copy(self.embedder)
-        if hasattr(embedder, "_model"):
-            embedder._model = None
         if self.gpus_per_worker > 0 and getattr(embedder, "device", "") is None:
             embedder.device = "cuda"
         return embedder
