@@ -320,3 +320,9 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(KotaeError, match=r"^the Ray engine needs Ray: pip install 'kotae\[ray\]'$"):
         import_ray()
+
+
+def test_the_driver_progress_bar_counts_documents_and_passages() -> None:
+    with job._progress(True, 2) as advance:  # the bar both engines drive, rendered for real
+        advance(1, 3)
+        advance(1, 1)
