@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import unicodedata
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -134,14 +135,15 @@ class BM25Index:
     def save(self, directory: Path) -> None:
         """Write to ``directory`` via a temporary folder, replacing any previous index."""
         directory = Path(directory)
-        temporary = directory.with_name(f"{directory.name}.{os.getpid()}.tmp")
+        token = f"{uuid.uuid4().hex[:12]}.{os.getpid()}"  # unique per writer, also within one process
+        temporary = directory.with_name(f"{directory.name}.{token}.tmp")
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         if self.retriever is not None:
             self.retriever.save(str(temporary / "bm25s"))
         meta = {"tokenizer": self.tokenizer, "generation": self.generation, "ids": self.ids}
         (temporary / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        old = directory.with_name(f"{directory.name}.{os.getpid()}.old")
+        old = directory.with_name(f"{directory.name}.{token}.old")
         if directory.exists():
             os.replace(directory, old)
         os.replace(temporary, directory)

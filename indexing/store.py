@@ -34,6 +34,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -366,7 +367,8 @@ class FaissDocumentStore:
             + bytes([int(self._staging)])
             + zlib.crc32(payload).to_bytes(4, "little")
         )
-        temporary = self.path / f"{FAISS_NAME}.{os.getpid()}.tmp"
+        # unique per writer, also between store objects of one process; the pid stays second to last
+        temporary = self.path / f"{FAISS_NAME}.{uuid.uuid4().hex[:12]}.{os.getpid()}.tmp"
         with open(temporary, "wb") as handle:
             handle.write(header)
             handle.write(payload)
