@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,6 +53,21 @@ def import_ray() -> Any:
     except ImportError:
         raise KotaeError("the Ray engine needs Ray: pip install 'kotae[ray]'") from None
     return ray
+
+
+def check_address(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``host:port`` address (Ray itself keeps
+    retrying); ``auto`` and ``ray://`` addresses are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise KotaeError(
+            f"no Ray cluster answers at {address} ({error.strerror or error}); "
+            "start one with 'ray start --head' or fix --ray-address / RAY_ADDRESS"
+        ) from None
 
 
 class _Worker:
@@ -129,6 +145,8 @@ class RayEngine:
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         started_here = False
         if not ray.is_initialized():
+            if address:
+                check_address(address)
             try:
                 ray.init(
                     address=address or "local",

@@ -326,3 +326,12 @@ def test_the_driver_progress_bar_counts_documents_and_passages() -> None:
     with job._progress(True, 2) as advance:  # the bar both engines drive, rendered for real
         advance(1, 3)
         advance(1, 1)
+
+
+def test_an_address_where_nothing_listens_fails_in_one_line() -> None:
+    from indexing.ray_engine import check_address
+    from kotae.errors import KotaeError
+
+    with pytest.raises(KotaeError, match=r"^no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head"):
+        check_address(f"127.0.0.1:{_free_port()}", timeout=2)
+    check_address("auto")  # left to Ray
