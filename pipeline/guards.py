@@ -60,6 +60,8 @@ class ServerAccess:
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is blank; pass a real key or none")
+        if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()):
+            raise ValueError("the API key must be printable ASCII: it travels in an HTTP header")
         if self.body_seconds <= 0:
             raise ValueError(f"body_seconds must be greater than 0, but got {self.body_seconds}")
         for origin in self.cors_origins:

@@ -145,6 +145,8 @@ def test_bind_rules() -> None:
         check_bind(host, None, insecure=True)
     with pytest.raises(ValueError, match="blank"):
         ServerAccess(api_key="  ")
+    with pytest.raises(ValueError, match="ASCII"):
+        ServerAccess(api_key="鍵のかぎ")
     with pytest.raises(ValueError, match="origin"):
         ServerAccess(cors_origins=("intranet.example",))
 
