@@ -92,11 +92,15 @@ class SentenceTransformerEmbedder:
 
     @property
     def tokenizer(self) -> Any:
-        """The folder's tokenizer (the one the model loads), without the weights."""
+        """The folder's tokenizer (the one the model loads), without the weights when it is at the
+        folder's top level (else the model's own)."""
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+            except (OSError, ValueError):
+                self._tokenizer = self.model.tokenizer
         return self._tokenizer
 
     @property
