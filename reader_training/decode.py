@@ -108,8 +108,11 @@ def decode(
         for start_token, end_token, start_logit, end_logit in window_candidates(
             window.start_logits, window.end_logits, window.offsets, n_best, max_answer_length
         ):
-            char_start = int(window.offsets[start_token, 0])
-            char_end = int(window.offsets[end_token, 1])
+            char_start, char_end = trim_span(
+                context, int(window.offsets[start_token, 0]), int(window.offsets[end_token, 1])
+            )
+            if char_start >= char_end:
+                continue
             key = (window.context_index, char_start, char_end)
             score = start_logit + end_logit
             if key not in best or best[key].score < score:
@@ -124,6 +127,16 @@ def decode(
                 )
     ranked = sorted(best.values(), key=lambda span: (-span.score, span.context_index, span.start, span.end))
     return Decoded(ranked[: top_k if top_k is not None else n_best], null_score)
+
+
+def trim_span(context: str, start: int, end: int) -> tuple[int, int]:
+    """``(start, end)`` without surrounding whitespace: SentencePiece's word-initial pieces (``▁John``)
+    have offsets that cover the space before the word."""
+    while start < end and context[start].isspace():
+        start += 1
+    while end > start and context[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
 def choose_answer(decoded: Decoded, allow_null: bool = False, null_threshold: float = 0.0) -> Span | None:

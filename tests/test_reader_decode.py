@@ -101,3 +101,12 @@ def test_empty_and_softmax() -> None:
     probabilities = softmax([1.0, 1.0, 1.0 + np.log(2)])
     assert probabilities == pytest.approx([0.25, 0.25, 0.5])
     assert isinstance(Span("a", 0, 1, 0.0, 0.0, 0.0), Span)
+
+
+def test_trim_span_drops_the_space_a_word_initial_piece_covers() -> None:
+    from reader_training.decode import trim_span
+
+    context = "Geneva was John Calvin's home"
+    assert trim_span(context, 10, 22) == (11, 22)  # " John Calvin" -> "John Calvin"
+    assert trim_span(context, 6, 7) == (7, 7)  # whitespace only: empty, skipped by decode
+    assert trim_span("東京 ", 0, 3) == (0, 2)
