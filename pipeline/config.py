@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kotae.config_files import apply_overrides, describe_validation_error, read_yaml_mapping
 from kotae.errors import KotaeError
 
 
@@ -110,35 +110,6 @@ class PipelineConfig(_Section):
         return Path(self.index.dir).expanduser()
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=c`` overrides (values parsed as YAML scalars) to a nested mapping, returning a copy."""
-    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise KotaeError(f"--set {item!r}: expected KEY=VALUE, for example reader.top_k=3")
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child = dict(child)
-            node = child
-        node[parts[-1]] = yaml.safe_load(value)
-    return result
-
-
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line: which key, which value, what is allowed."""
-    first = error.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    value = first.get("input")
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}; check the spelling (see configs/pipeline/default.yaml)"
-    return f"{source}: {key} = {value!r} is not allowed: {first['msg']}"
-
-
 def load_pipeline_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> PipelineConfig:
@@ -147,17 +118,9 @@ def load_pipeline_config(
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise KotaeError(f"config file not found: {path}") from None
-        except yaml.YAMLError as error:
-            raise KotaeError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise KotaeError(f"{path}: expected a mapping of sections (embedder, index, retriever, reader)")
-        raw = loaded or {}
-    raw = apply_overrides(raw, overrides or [])
+        raw = read_yaml_mapping(path, "sections (embedder, index, retriever, reader)")
+    raw = apply_overrides(raw, overrides or [], example="reader.top_k=3")
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise KotaeError(describe_validation_error(error, source)) from None
+        raise KotaeError(describe_validation_error(error, source, "configs/pipeline/default.yaml")) from None

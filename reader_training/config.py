@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kotae.config_files import apply_overrides, describe_validation_error, read_yaml_mapping
 from kotae.errors import KotaeError
 
 
@@ -107,56 +107,14 @@ class TrainConfig(_Strict):
         return Path(self.output_dir).expanduser()
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested mapping, returning a copy."""
-    result = dict(raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise KotaeError(f"--set {item!r}: expected KEY=VALUE, for example max_steps=20")
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            node[part] = child = dict(child) if isinstance(child, dict) else {}
-            node = child
-        try:
-            node[parts[-1]] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise KotaeError(f"--set {item!r}: the value is not valid YAML") from None
-    return result
-
-
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    """One line: which key, which value, what is allowed."""
-    first = error.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}; check the spelling (see configs/train/jaquad-small.yaml)"
-    if first["type"] == "missing":
-        return f"{source}: required key {key!r} is missing"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "value_error":
-        return f"{source}: {message}"
-    return f"{source}: {key} = {first.get('input')!r} is not allowed: {message}"
-
-
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a training YAML, apply ``--set`` overrides, validate; one-line KotaeError on any problem."""
     raw: dict[str, Any] = {}
     source = "--set"
     if path is not None:
         source = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise KotaeError(f"config file not found: {path}") from None
-        except yaml.YAMLError as error:
-            raise KotaeError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise KotaeError(f"{path}: expected a mapping of keys (base_model, train_data, ...)")
-        raw = loaded or {}
-    raw = apply_overrides(raw, overrides or [])
+        raw = read_yaml_mapping(path, "keys (base_model, train_data, ...)")
+    raw = apply_overrides(raw, overrides or [], example="max_steps=20")
     # A single path is accepted where a list of sources is expected.
     for key in ("train_data", "dev_data"):
         if isinstance(raw.get(key), str):
@@ -164,4 +122,6 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as error:
-        raise KotaeError(describe_validation_error(error, source)) from None
+        raise KotaeError(
+            describe_validation_error(error, source, "configs/train/jaquad-small.yaml")
+        ) from None

@@ -1,0 +1,59 @@
+"""What every kotae YAML config shares: reading the file, ``--set a.b=c`` overrides, and one-line
+validation errors. Pipeline and training configs differ only in their pydantic models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kotae.errors import KotaeError
+
+
+def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
+    """The mapping in a YAML file; ``expected`` names its keys for the error when it is not one."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KotaeError(f"config file not found: {path}") from None
+    except yaml.YAMLError as error:
+        raise KotaeError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise KotaeError(f"{path}: expected a mapping of {expected}")
+    return loaded or {}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], example: str) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML) to a nested mapping, returning a copy."""
+    result = dict(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KotaeError(f"--set {item!r}: expected KEY=VALUE, for example {example}")
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise KotaeError(f"--set {item!r}: the value is not valid YAML") from None
+    return result
+
+
+def describe_validation_error(error: ValidationError, source: str, example_config: str) -> str:
+    """One line: which key, which value, what is allowed."""
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}; check the spelling (see {example_config})"
+    if first["type"] == "missing":
+        return f"{source}: required key {key!r} is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error":
+        return f"{source}: {message}"
+    return f"{source}: {key} = {first.get('input')!r} is not allowed: {message}"
