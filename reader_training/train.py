@@ -300,6 +300,7 @@ def run_training(
         dataloader_pin_memory=torch.cuda.is_available(),
         bf16=bf16,
         fp16=fp16,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU without it
     )
     trainer = Trainer(
         model=model,
