@@ -133,19 +133,32 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="origin allowed to call the API from a browser; repeatable"),
     ] = None,
+    client_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="seconds a client may take to send a request's headers, and again its body; "
+            "slower clients get 408 and are disconnected",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve the pipeline over HTTP: POST /ask, GET /health, OpenAPI docs at /docs (loads the models once)."""
     _quiet()
     import uvicorn
 
     from kotae.errors import KotaeError
-    from pipeline.guards import ServerAccess, check_bind
+    from pipeline.guards import ServerAccess, check_bind, uvicorn_config
     from pipeline.server import ServerLimits, create_app
 
     api_key = api_key or None
     check_bind(host, api_key, insecure)
     try:
-        access = ServerAccess(api_key=api_key, cors_origins=tuple(cors_origin or ()))
+        access = ServerAccess(
+            api_key=api_key,
+            cors_origins=tuple(cors_origin or ()),
+            body_seconds=client_timeout,
+            header_seconds=client_timeout,
+        )
     except ValueError as error:
         raise KotaeError(str(error)) from None
     settings = _load_config(config, set_, index_dir)
@@ -154,7 +167,7 @@ def serve(
     )
     keyed = "API key required" if api_key else "no API key"
     typer.echo(f"kotae: serving on http://{host}:{port} (docs at /docs; {keyed})", err=True)
-    uvicorn.run(app, host=host, port=port, workers=1, log_level="info", timeout_keep_alive=5)
+    uvicorn.Server(uvicorn_config(app, host, port, access)).run()
 
 
 @pipeline_app.command("show")

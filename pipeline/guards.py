@@ -13,6 +13,12 @@
   the API from a browser, with the key headers allowed.
 - **Slow bodies.** A request whose body has not fully arrived within ``body_seconds`` gets 408
   (uvicorn itself bounds idle keep-alive connections, not slow bodies).
+- **Slow headers (slowloris).** uvicorn has no header timeout: a client could send its headers a
+  byte at a time, or trickle a body nobody reads, and hold the connection forever.
+  :class:`SlowClientProtocol` (uvicorn's h11 protocol with a timer; :func:`uvicorn_config` uses it)
+  gives each request ``header_seconds`` from the connection, or from the previous response, to
+  deliver its headers (else 408 and the connection is closed), and closes a connection whose
+  client is still sending a body ``header_seconds`` after its response went out.
 - **Bind address.** :func:`check_bind` refuses a non-loopback address without a key unless
   ``insecure`` is set.
 
@@ -26,14 +32,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
+import logging
 import time
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import unquote
 
+import h11
+import uvicorn
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kotae.errors import KotaeError
 
@@ -42,6 +53,8 @@ COOKIE_NAME = "kotae_api_key"
 PUBLIC_PATHS = frozenset({"/health", "/"})
 PUBLIC_PREFIXES = ("/static/",)
 KEY_HEADERS = ("Authorization", "X-API-Key", "Content-Type")
+CLIENT_SECONDS = 10.0
+logger = logging.getLogger("kotae.server")
 
 
 @dataclass(frozen=True)
@@ -51,19 +64,23 @@ class ServerAccess:
     :param api_key: The key every non-public request must carry; None for no key (loopback use).
     :param cors_origins: Origins allowed to call the API from a browser; empty for no CORS.
     :param body_seconds: How long a client may take to send its request body.
+    :param header_seconds: How long a client may take to send a request's headers (counted from
+        the connection or the previous response); used by :func:`uvicorn_config`.
     """
 
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
-    body_seconds: float = 10.0
+    body_seconds: float = CLIENT_SECONDS
+    header_seconds: float = CLIENT_SECONDS
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is blank; pass a real key or none")
         if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()):
             raise ValueError("the API key must be printable ASCII: it travels in an HTTP header")
-        if self.body_seconds <= 0:
-            raise ValueError(f"body_seconds must be greater than 0, but got {self.body_seconds}")
+        for name in ("body_seconds", "header_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be greater than 0, but got {getattr(self, name)}")
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"a CORS origin looks like https://host[:port], but got {origin!r}")
@@ -122,8 +139,6 @@ def key_matches(presented: str | None, expected: str) -> bool:
 
 
 async def _send_json(send: Send, status: int, content: dict[str, Any], extra: list[Any]) -> None:
-    import json
-
     body = json.dumps(content).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -206,3 +221,88 @@ def add_access(app: Any, access: ServerAccess) -> None:
             allow_credentials=False,
             max_age=600,
         )
+
+
+class SlowClientProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose client keeps it waiting for a request.
+
+    A timer of ``request_seconds`` runs whenever the server waits on the client rather than on the
+    app: from the connection (or the end of the previous response) until a request's headers are
+    complete, and after a response while the client is still sending a body the app did not read.
+    When it fires, a client that sent part of its headers gets 408; the connection is then closed.
+    While the app handles a request the timer is off (:class:`BodyDeadline` bounds body reads).
+    """
+
+    request_seconds: float = CLIENT_SECONDS
+    _request_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch(restart=True)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._watch(restart=True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
+    def _waiting_on_client(self) -> bool:
+        state = self.conn.their_state
+        app_done = self.cycle is None or self.cycle.response_complete
+        return state is h11.IDLE or (state is h11.SEND_BODY and app_done)
+
+    def _watch(self, restart: bool = False) -> None:
+        if restart or not self._waiting_on_client():
+            self._stop()
+        if self._waiting_on_client() and self._request_timer is None:
+            self._request_timer = self.loop.call_later(self.request_seconds, self._timed_out)
+
+    def _stop(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _timed_out(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing() or not self._waiting_on_client():
+            return
+        partial, _ = self.conn.trailing_data
+        if self.conn.their_state is h11.IDLE and partial:  # h11 cannot answer a request it has not parsed
+            message = f"the request headers did not arrive within {self.request_seconds:g} s"
+            body = json.dumps({"error": message}).encode()
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+                + body
+            )
+        logger.info("closed a connection from %s that sent no complete request in time", self.client)
+        self.transport.close()
+
+
+def slow_client_protocol(seconds: float) -> type[SlowClientProtocol]:
+    """A :class:`SlowClientProtocol` class whose clients get ``seconds`` (uvicorn builds one per connection)."""
+    if seconds <= 0:
+        raise ValueError(f"the client timeout must be greater than 0, but got {seconds}")
+    return type("SlowClientProtocol", (SlowClientProtocol,), {"request_seconds": float(seconds)})
+
+
+def uvicorn_config(
+    app: Any, host: str, port: int, access: ServerAccess, log_level: str = "info"
+) -> uvicorn.Config:
+    """How ``kotae serve`` runs ``app``: one worker, short keep-alive, slow clients cut off."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        workers=1,
+        log_level=log_level,
+        timeout_keep_alive=5,
+        http=slow_client_protocol(access.header_seconds),
+    )
