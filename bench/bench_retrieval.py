@@ -77,11 +77,11 @@ def score(ranks: list[int | None]) -> dict[str, float]:
 def main() -> None:
     import numpy as np
     from haystack.components.joiners import DocumentJoiner
-    from sentence_transformers import SentenceTransformer
 
     from indexing.bm25 import BM25Index
     from indexing.job import resolve_embedder_dir
     from indexing.store import FaissDocumentStore
+    from kotae.model_files import load_sentence_transformer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index-dir", type=Path, default=Path("/tmp/kotae-bench-index"))
@@ -101,7 +101,7 @@ def main() -> None:
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    model = SentenceTransformer(str(resolve_embedder_dir(args.model)), device="cpu")
+    model = load_sentence_transformer(resolve_embedder_dir(args.model))  # safetensors only
     vectors = model.encode(
         [args.query_prefix + q.text for q in questions],
         batch_size=64,

@@ -81,7 +81,9 @@ def main() -> None:
     for frozen in (True, False):
         for grouped in (True, False):
             padded_lengths.clear()
-            model = AutoModelForQuestionAnswering.from_pretrained(folder)
+            model = AutoModelForQuestionAnswering.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False
+            )
             freeze(model, frozen, 0)
             timer = Timer()
             with tempfile.TemporaryDirectory() as out:

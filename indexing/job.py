@@ -85,9 +85,9 @@ class SentenceTransformerEmbedder:
     @property
     def model(self) -> Any:
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            from kotae.model_files import load_sentence_transformer
 
-            self._model = SentenceTransformer(str(self.model_dir), device=self.device or "cpu")
+            self._model = load_sentence_transformer(self.model_dir, self.device)  # safetensors only
         return self._model
 
     @property

@@ -167,6 +167,20 @@ def remove_stale_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def damaged_store_message(folder: str | Path, error: BaseException, rebuild: str | None = None) -> str:
+    """One line for a ``store.sqlite3`` SQLite cannot read: the file, SQLite's reason, the repair command.
+
+    Used at start-up (:class:`FaissDocumentStore`) and when damage shows later, while serving.
+
+    :param rebuild: The command that rebuilds the index (default: ``kotae index --full ...``).
+    """
+    database = Path(folder) / SQLITE_NAME
+    if getattr(error, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        return f"{database} is busy ({error}); try again in a moment"
+    rebuild = rebuild or f"kotae index --full --index-dir {folder} --corpus PATH"
+    return f"{database} is damaged ({error}); rebuild the index: {rebuild}".splitlines()[0]
+
+
 def _validate_filters(filters: dict[str, Any] | None) -> None:
     if filters and "operator" not in filters and "conditions" not in filters:
         raise ValueError(
@@ -226,12 +240,8 @@ class FaissDocumentStore:
             self._open()
         except sqlite3.DatabaseError as error:
             self._conn.close()
-            database = self.path / SQLITE_NAME
             if not recreate_damaged:
-                raise DocumentStoreError(
-                    f"{database} is damaged ({error}); rebuild the index: "
-                    f"kotae index --full --index-dir {self.path} --corpus PATH"
-                ) from None
+                raise DocumentStoreError(damaged_store_message(self.path, error)) from None
             aside = f".damaged-{int(time.time())}"
             for name in (SQLITE_NAME, f"{SQLITE_NAME}-wal", f"{SQLITE_NAME}-shm", FAISS_NAME):
                 if (self.path / name).exists():

@@ -96,12 +96,11 @@ def models_check(
     alias: str = typer.Argument("multilingual-e5-small", help="Model alias or directory to load."),
 ) -> None:
     """Load a sentence embedder (preparing it if needed) and embed a Japanese and an English sentence."""
-    from sentence_transformers import SentenceTransformer
-
+    from kotae.model_files import load_sentence_transformer
     from kotae.models import resolve_model
 
     path = resolve_model(alias)
-    model = SentenceTransformer(str(path), device="cpu")
+    model = load_sentence_transformer(path)
     pairs = [
         ("日本の首都はどこですか？", "東京は日本の首都であり、最大の都市である。"),
         ("What is the capital of Japan?", "Tokyo is the capital and largest city of Japan."),

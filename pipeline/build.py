@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kotae.errors import KotaeError
+from kotae.errors import IndexUnavailable, KotaeError
+from kotae.model_files import SAFE_MODEL_KWARGS, require_safetensors
 from pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
@@ -73,9 +74,10 @@ def require_index(index_dir: Path, config_path: str | Path | None = None) -> int
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
             count = int(connection.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
     except sqlite3.Error as error:
-        raise KotaeError(
-            f"cannot read the index at {index_dir} ({error}); rebuild it: {index_command(config_path, index_dir)} --full"
-        ) from None
+        from indexing.store import damaged_store_message
+
+        rebuild = f"{index_command(config_path, index_dir)} --full"
+        raise IndexUnavailable(damaged_store_message(index_dir, error, rebuild)) from None
     if count == 0:
         raise KotaeError(
             f"the index at {index_dir} is empty; add documents: {index_command(config_path, index_dir)}"
@@ -124,14 +126,19 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
 
         from indexing.job import resolve_embedder_dir
 
+        embedder_dir = resolve_embedder_dir(config.embedder.model)
+        if check_models:
+            require_safetensors(embedder_dir, "embedder")
         components["query_embedder"] = SentenceTransformersTextEmbedder(
-            model=str(resolve_embedder_dir(config.embedder.model)),
+            model=str(embedder_dir),
             device=_device(config.embedder.device),
             prefix=config.embedder.query_prefix,
             batch_size=config.embedder.batch_size,
             progress_bar=False,
             normalize_embeddings=True,
             local_files_only=True,
+            trust_remote_code=False,
+            model_kwargs={"use_safetensors": True},  # never a pickled pytorch_model.bin
         )
         components["dense_retriever"] = FaissEmbeddingRetriever(store, top_k=retriever.top_k)
     if retriever.type in ("bm25", "hybrid"):
@@ -148,6 +155,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
         )
     if check_models:
         check_reader_model(reader.model)
+        require_safetensors(reader.model, "reader")  # a folder; an alias is checked once resolved
     if reader.type == "kotae":
         from pipeline.reader import KotaeExtractiveReader
 
@@ -173,6 +181,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
         trained: dict[str, Any] = {}
         if check_models:  # a local folder, and the windowing the model was trained with
             folder = resolve_reference(reader.model)
+            require_safetensors(folder, "reader")
             model, trained = str(folder), saved_settings(folder)
         max_length = reader.max_length or trained.get("max_length", 384)
         stride = reader.stride if reader.stride is not None else trained.get("stride", 128)
@@ -186,6 +195,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             max_batch_size=reader.batch_size,
             answers_per_seq=reader.n_best,
             no_answer=reader.no_answer,
+            model_kwargs=dict(SAFE_MODEL_KWARGS),  # safetensors only, no code from the folder
         )
     return components
 

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from fastapi import APIRouter
@@ -129,7 +130,10 @@ def feedback_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
                 labels = open_feedback(config.index_dir)
             except KotaeError as error:
                 return _error(503, f"feedback is not stored: {error}")
-        stored = labels.add(label)
+        try:
+            stored = labels.add(label)
+        except sqlite3.DatabaseError as error:  # not the index: the labels' own file
+            return _error(503, f"feedback is not stored: {labels.path} cannot be written ({error})")
         assert stored.id is not None
         return {
             "id": stored.id,

@@ -13,11 +13,12 @@ Example::
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kotae.errors import KotaeError
+from kotae.errors import IndexUnavailable, KotaeError
 from pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
@@ -75,7 +76,9 @@ class QuestionAnswerer:
         """One locked ``Pipeline.run`` for ``question``; its raw result (``include_outputs_from`` as in Haystack).
 
         A failure the user can fix (bad filters, an index built with another embedder, a reader
-        error meant for people) becomes a one-line KotaeError; anything else propagates.
+        error meant for people) becomes a one-line KotaeError; an index file that SQLite can no
+        longer read (damaged after start-up) an :class:`IndexUnavailable` naming the file and the
+        command that rebuilds it; anything else propagates.
         """
         from haystack.core.errors import PipelineRuntimeError
         from haystack.document_stores.errors import DocumentStoreError
@@ -88,10 +91,23 @@ class QuestionAnswerer:
                 cause = error.__cause__
                 if isinstance(cause, KotaeError):
                     raise cause from None
+                if isinstance(cause, sqlite3.DatabaseError):
+                    raise IndexUnavailable(self._damaged(error.component_name, cause)) from None
                 if isinstance(cause, (ValueError, DocumentStoreError)):
                     raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
                 raise
         return result
+
+    def _damaged(self, component: str | None, error: sqlite3.DatabaseError) -> str:
+        """The damaged-store line for the store behind ``component`` (else the config's index)."""
+        from indexing.store import damaged_store_message
+
+        instance = (
+            self.pipeline.get_component(component) if component and component in self.components else None
+        )
+        store = getattr(instance, "document_store", None)
+        folder = getattr(store, "path", None) or (self.config.index_dir if self.config else Path("."))
+        return damaged_store_message(folder, error)
 
     def ask(
         self, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None

@@ -9,9 +9,11 @@
 The pipeline is built and its models loaded once, when the app is created. Requests run in
 FastAPI's thread pool, and :class:`~pipeline.qa.QuestionAnswerer` lets one question at a time
 through the pipeline (its components are not assumed to be thread-safe). Bodies larger than
-``max_body_bytes`` get 413, malformed JSON 400, bad fields 422, each with a one-line ``error``; an
-unexpected failure is logged with its traceback on the server and the client gets a 500 with a
-plain message, never the traceback.
+``max_body_bytes`` get 413, malformed JSON 400, bad fields 422, each with a one-line ``error``. An
+index that SQLite can no longer read (``store.sqlite3`` damaged or cut short while serving) gives
+503 with one line naming the file and the command that rebuilds it. Any other unexpected failure
+is logged with its traceback on the server and the client gets a 500 with a plain message, never
+the traceback.
 
 Example::
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kotae.errors import KotaeError
+from kotae.errors import IndexUnavailable, KotaeError
 from pipeline.config import PipelineConfig
 from pipeline.guards import ServerAccess, add_access
 from pipeline.qa import QuestionAnswerer
@@ -162,10 +165,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (415, "the body is not sent as application/json"),
         (422, "a field is invalid"),
         (500, "internal error; the server log has the details"),
+        (
+            503,
+            "the index cannot be read (damaged or replaced while serving); the message names the file and the repair",
+        ),
     )
 }
 """The error responses every route may give, documented in the OpenAPI schema."""
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
+RESTART = " (then restart kotae serve)"
+"""Appended to a damaged-index 503: the running server keeps the file it opened."""
 
 
 class BodyTooLarge(HTTPException):
@@ -239,8 +248,9 @@ def create_app(
     :param access: API key, CORS origins and body deadline (:mod:`pipeline.guards`); none by default.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
+    from indexing.store import damaged_store_message
     from pipeline.answers import answer_record
-    from pipeline.build import require_index
+    from pipeline.build import index_command, require_index
 
     limits = limits or ServerLimits()
     qa = answerer or QuestionAnswerer.from_config(config, config_path)
@@ -282,6 +292,21 @@ def create_app(
     @app.exception_handler(KotaeError)
     async def _user_error(request: Request, error: KotaeError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=400)
+
+    @app.exception_handler(IndexUnavailable)
+    async def _index_unavailable(request: Request, error: IndexUnavailable) -> JSONResponse:
+        logger.error("%s %s: %s", request.method, request.url.path, error)
+        suffix = RESTART if "rebuild" in str(error) else ""
+        return JSONResponse({"error": f"{error}{suffix}"}, status_code=503)
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def _store_unreadable(request: Request, error: sqlite3.DatabaseError) -> JSONResponse:
+        # the store is the only SQLite file a route reads unguarded (the page's collection views)
+        rebuild = f"{index_command(config_path, config.index_dir)} --full"
+        message = damaged_store_message(config.index_dir, error, rebuild)
+        logger.error("%s %s: %s", request.method, request.url.path, message)
+        suffix = RESTART if "rebuild" in message else ""
+        return JSONResponse({"error": f"{message}{suffix}"}, status_code=503)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
