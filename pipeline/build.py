@@ -171,6 +171,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             no_answer_threshold=reader.no_answer_threshold,
             batch_size=reader.batch_size,
             device=reader.device,
+            relative_scores=reader.relative_scores,
         )
     else:
         from haystack_integrations.components.readers.transformers import TransformersExtractiveReader

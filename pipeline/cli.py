@@ -54,30 +54,41 @@ def _load_config(config: Path | None, set_: list[str] | None, index_dir: Path | 
 
 
 def ask(
-    question: Annotated[str, typer.Argument(help="the question, in Japanese or English")],
+    questions: Annotated[
+        list[str], typer.Argument(help="one or more questions, in Japanese or English", metavar="QUESTION...")
+    ],
     config: ConfigOption = None,
     index_dir: IndexOption = None,
     top_k: Annotated[
         int | None, typer.Option("--top-k", "-k", min=1, max=100, help="answers to show")
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    json: Annotated[
+        bool, typer.Option("--json", help="print one JSON object per question (one per line)")
+    ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Answer a question from the indexed documents: best answers with score, source and the sentence around them."""
+    """Answer questions from the indexed documents: best answers with score, source and the sentence around them.
+
+    Several questions share one pipeline load: kotae ask '富士山の高さは？' 'Who wrote Hamlet?'
+    """
     _quiet()
     from kotae.errors import KotaeError
     from pipeline.answers import answer_record
     from pipeline.qa import QuestionAnswerer
 
-    if not question.strip():
-        raise KotaeError("the question is empty; ask something, e.g. kotae ask '富士山の高さは？'")
+    for question in questions:
+        if not question.strip():
+            raise KotaeError("a question is empty; ask something, e.g. kotae ask '富士山の高さは？'")
     settings = _load_config(config, set_, index_dir)
     answerer = QuestionAnswerer.from_config(settings, config_path=config)
-    records = [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
-    if json:
-        typer.echo(json_module.dumps({"question": question, "answers": records}, ensure_ascii=False))
-        return
-    _print_answers(question, records)
+    for number, question in enumerate(questions):
+        records = [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
+        if json:
+            typer.echo(json_module.dumps({"question": question, "answers": records}, ensure_ascii=False))
+            continue
+        if number:
+            typer.echo("")
+        _print_answers(question, records)
 
 
 def _print_answers(question: str, records: list[dict[str, Any]]) -> None:

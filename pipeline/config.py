@@ -81,6 +81,8 @@ class ReaderConfig(_Section):
     transformers-haystack's TransformersExtractiveReader on the same model. Windowing settings left
     out (None) are taken from the model's ``reader_config.json`` (what it was trained and measured
     with), else the ``kotae evaluate`` defaults. ``max_answer_length`` counts tokens.
+    ``relative_scores`` (kotae reader) ranks spans from different passages by their margin over
+    their own window's no-answer score instead of raw logit sums (see reader_training/decode.py).
     """
 
     type: Literal["kotae", "haystack"] = "kotae"
@@ -95,6 +97,7 @@ class ReaderConfig(_Section):
     no_answer_threshold: float | None = None
     batch_size: int | None = Field(None, gt=0)
     device: str | None = None
+    relative_scores: bool = True  # rank spans by margin over their window's no-answer score
 
 
 class PipelineConfig(_Section):

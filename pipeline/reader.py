@@ -27,9 +27,12 @@ from pipeline.answers import sentence_around, source_span
 class KotaeExtractiveReader:
     """Finds the answer span to a question in a list of passages, ranking spans across all of them.
 
-    The score of an answer is its share of probability among the decoded candidate spans (and the
-    no-answer score): a softmax over raw logit sums, so its order is the decoder's order; the raw
-    sum is kept in ``meta["logit_score"]``.
+    Spans are ranked by their margin over their own window's no-answer (CLS) score
+    (``relative_scores=True``, see ``reader_training.decode``): raw logit sums of different passages
+    are on different scales, and the margin picks the right passage far more often. The score of an
+    answer is its share of probability among the decoded candidate spans (and the no-answer score):
+    a softmax over those margins, so its order is the decoder's order; the margin is kept in
+    ``meta["logit_score"]``. On a single short passage both rankings equal ``kotae evaluate``'s.
 
     ### Usage example
     ```python
@@ -57,6 +60,7 @@ class KotaeExtractiveReader:
         no_answer_threshold: float | None = None,
         batch_size: int | None = None,
         device: str | None = None,
+        relative_scores: bool = True,
     ) -> None:
         """
         Create the reader; the model loads in :meth:`warm_up`.
@@ -73,6 +77,8 @@ class KotaeExtractiveReader:
         :param no_answer_threshold: Margin for the no-answer decision (raw logit units).
         :param batch_size: Windows per forward pass.
         :param device: Torch device (``cpu``, ``cuda``, ``cuda:1``); None picks CUDA when available.
+        :param relative_scores: Rank spans by their margin over their window's no-answer score
+            (True) or by raw logit sums, as ``kotae evaluate`` does within one context (False).
 
         Settings left as None come from the model's ``reader_config.json`` (what it was trained and
         measured with), else the ``kotae evaluate`` defaults.
@@ -102,6 +108,7 @@ class KotaeExtractiveReader:
         self.no_answer_threshold = no_answer_threshold
         self.batch_size = batch_size
         self.device = device
+        self.relative_scores = relative_scores
         self._model: Any = None
         self._tokenizer: Any = None
         self.settings: Any = None  # reader_training.evaluate.DecodeSettings, set by warm_up
@@ -121,6 +128,7 @@ class KotaeExtractiveReader:
             no_answer_threshold=self.no_answer_threshold,
             batch_size=self.batch_size,
             device=self.device,
+            relative_scores=self.relative_scores,
         )
 
     @classmethod
@@ -209,6 +217,7 @@ class KotaeExtractiveReader:
             n_best=settings.n_best,
             max_answer_length=settings.max_answer_length,
             top_k=max(top_k, settings.n_best),
+            relative_to_null=self.relative_scores,
         )
         raw = [span.score for span in decoded.answers]
         has_null = decoded.null_score is not None

@@ -12,6 +12,13 @@ The null ("no answer") score is ``start_logit + end_logit`` at the CLS token, th
 windows (every window must agree there is no answer), as in the SQuAD v2 reference code;
 :func:`choose_answer` returns ``None`` when it beats the best span by more than a threshold.
 
+With ``relative_to_null=True`` a span scores ``start_logit + end_logit`` minus its own window's CLS
+score, and the null score is 0. kotae trains readers with answer-less windows labelled at CLS, so
+this margin says how sure the model is that *this* window holds the answer; raw sums of different
+passages are on different scales (a passage full of plausible names has high logits everywhere), so
+the pipeline, which ranks spans from many retrieved passages, ranks by the margin. Within one window
+both orders are the same.
+
 Example::
 
     windows = [WindowLogits(start, end, offsets, cls_index=0, context_index=0)]
@@ -90,21 +97,26 @@ def decode(
     n_best: int = 20,
     max_answer_length: int = 30,
     top_k: int | None = None,
+    relative_to_null: bool = False,
 ) -> Decoded:
     """Merge the candidates of all ``windows`` into one ranked list of distinct character spans.
 
     ``contexts[w.context_index]`` is the text window ``w`` reads. ``top_k`` (default ``n_best``)
-    bounds the returned list.
+    bounds the returned list. ``relative_to_null`` scores spans by their margin over their window's
+    CLS score (see the module docstring).
     """
     best: dict[tuple[int, int, int], Span] = {}
     null_score: float | None = None
     for window in windows:
         context = contexts[window.context_index]
+        cls_score = 0.0
         if 0 <= window.cls_index < len(window.start_logits):
             cls_score = float(window.start_logits[window.cls_index]) + float(
                 window.end_logits[window.cls_index]
             )
-            null_score = cls_score if null_score is None else min(null_score, cls_score)
+            window_null = 0.0 if relative_to_null else cls_score
+            null_score = window_null if null_score is None else min(null_score, window_null)
+        offset = cls_score if relative_to_null else 0.0
         for start_token, end_token, start_logit, end_logit in window_candidates(
             window.start_logits, window.end_logits, window.offsets, n_best, max_answer_length
         ):
@@ -114,7 +126,7 @@ def decode(
             if char_start >= char_end:
                 continue
             key = (window.context_index, char_start, char_end)
-            score = start_logit + end_logit
+            score = start_logit + end_logit - offset
             if key not in best or best[key].score < score:
                 best[key] = Span(
                     text=context[char_start:char_end],

@@ -185,9 +185,11 @@ def run_training(
     started = time.perf_counter()
 
     base_folder = resolve_reference(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False)
     require_fast_tokenizer(tokenizer, config.base_model)
-    model = AutoModelForQuestionAnswering.from_pretrained(base_folder)
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        base_folder, use_safetensors=True, trust_remote_code=False
+    )
     parameters = freeze(model, config.freeze_word_embeddings, config.freeze_layers)
     log(f"base model {config.base_model} ({base_folder}): {parameters}")
 

@@ -135,21 +135,22 @@ def test_missing_index_and_unprepared_reader_are_one_line(setup: TinySetup, tmp_
     with pytest.raises(KotaeError, match=r"no index at .*kotae index .*--corpus PATH"):
         QuestionAnswerer.from_config(setup.config(None, [f"index.dir={tmp_path / 'none'}"]))
     assert not (tmp_path / "none").exists()
-    with pytest.raises(
-        KotaeError, match=r"reader model 'reader-e5-small-ja-en' is not prepared.*kotae train"
-    ):
-        QuestionAnswerer.from_config(setup.config(None, ["reader.model=reader-e5-small-ja-en"]))
+    with pytest.raises(KotaeError, match=r"reader model 'my-reader' is not prepared.*kotae train"):
+        QuestionAnswerer.from_config(setup.config(None, ["reader.model=my-reader"]))
 
 
 # ------------------------------------------------------------------ the reader component
 
 
 def test_reader_agrees_with_evaluate(setup: TinySetup) -> None:
-    """On one passage, the pipeline reader's best answer is exactly what ``kotae evaluate`` scores."""
+    """On one passage, the pipeline reader ranking by raw logit sums gives exactly what ``kotae
+    evaluate`` scores (with the default margin ranking, only single-window passages must agree)."""
     from reader_training.data import QAExample
     from reader_training.evaluate import DecodeSettings, load_reader, predict
 
-    reader = KotaeExtractiveReader(model=str(setup.reader), top_k=1, max_length=48, stride=16)
+    reader = KotaeExtractiveReader(
+        model=str(setup.reader), top_k=1, max_length=48, stride=16, relative_scores=False
+    )
     reader.warm_up()
     model, tokenizer, _ = load_reader(str(setup.reader))
     settings = DecodeSettings(max_length=48, stride=16)
@@ -290,3 +291,13 @@ def test_kotae_ask_prints_answers_and_fails_in_one_line(setup: TinySetup, tmp_pa
     missing = CliRunner().invoke(app, ["ask", "x", *base, "--index-dir", str(tmp_path / "none")])
     assert isinstance(missing.exception, KotaeError) and "kotae index" in str(missing.exception)
     assert "\n" not in str(missing.exception)
+
+
+def test_kotae_ask_answers_several_questions_with_one_load(setup: TinySetup) -> None:
+    args = ["ask", "富士山の高さは？", "What is the capital of Japan?", "--json", "-k", "1"]
+    args += ["--config", str(CONFIGS / "bm25.yaml"), *(f"--set={o}" for o in setup.overrides)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["question"] for line in lines] == ["富士山の高さは？", "What is the capital of Japan?"]
+    assert all(len(line["answers"]) == 1 for line in lines)

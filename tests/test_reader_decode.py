@@ -83,6 +83,21 @@ def test_scores_compare_across_contexts() -> None:
     ]
 
 
+def test_relative_scores_rank_by_margin_over_each_window_null() -> None:
+    contexts = ["Alice met Bob", "Carol met Dave"]
+    # passage 0: "Bob" 6 over a CLS of 0; passage 1: "Dave" 8 but its CLS says "not here" at 7
+    a = window([0, 0, 0, 0, 0, 0, 3, 0], [0, 0, 0, 0, 0, 0, 3, 0], context_index=0)
+    offsets_b = np.array([[-1, -1], [-1, -1], [-1, -1], [-1, -1], [0, 5], [6, 9], [10, 14], [-1, -1]])
+    b = window([4, 0, 0, 0, 0, 0, 4, 0], [3, 0, 0, 0, 0, 0, 4, 0], offsets_b, context_index=1)
+    raw = decode([a, b], contexts, top_k=2)
+    assert [s.text for s in raw.answers] == ["Dave", "Bob"]
+    relative = decode([a, b], contexts, top_k=20, relative_to_null=True)
+    assert (relative.answers[0].text, relative.answers[0].score) == ("Bob", 6.0)
+    dave = next(s for s in relative.answers if s.text == "Dave")
+    assert (dave.score, dave.start_logit, dave.end_logit) == (1.0, 4.0, 4.0)  # raw logits kept
+    assert relative.null_score == 0.0
+
+
 def test_cls_not_at_zero_and_null_choice() -> None:
     offsets = np.array([[-1, -1], [-1, -1], [0, 5], [6, 9], [10, 13], [-1, -1], [-1, -1]])
     w = window([0, 0, 0, 0, 5, 0, 6], [0, 0, 0, 0, 4, 0, 5], offsets, cls_index=6)
