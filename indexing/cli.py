@@ -32,6 +32,12 @@ def index(
         envvar="RAY_ADDRESS",
         help="Join this Ray cluster (auto, host:port, ray://host:10001); default: start Ray here.",
     ),
+    ray_input: str = typer.Option(
+        "data",
+        "--ray-input",
+        help="How documents reach Ray's workers: data (sent by this process) or paths (workers read "
+        "the files themselves; needs the corpus at the same path on every node).",
+    ),
 ) -> None:
     """Index a corpus into passages, embeddings (FAISS) and BM25; re-runs only embed what changed."""
     from indexing.job import run_index
@@ -43,13 +49,22 @@ def index(
         raise KotaeError("no corpus given; pass --corpus PATH [PATH...] (files or folders)")
     if engine is not None and engine not in ("local", "ray"):
         raise KotaeError(f"--engine {engine!r}: expected local or ray")
+    if ray_input not in ("data", "paths"):
+        raise KotaeError(f"--ray-input {ray_input!r}: expected data or paths")
     overrides = list(set_overrides)
     if engine is not None:
         overrides.append(f"index.engine={engine}")
     settings = load_pipeline_config(config, overrides)
     if ray_address:
         settings.index.ray_address = ray_address
-    summary = run_index(settings, list(corpus), index_dir=index_dir, full=full, progress=sys.stderr.isatty())
+    summary = run_index(
+        settings,
+        list(corpus),
+        index_dir=index_dir,
+        full=full,
+        progress=sys.stderr.isatty(),
+        ray_input=ray_input,
+    )
     if json:
         typer.echo(json_module.dumps(summary.to_json(), ensure_ascii=False))
         return

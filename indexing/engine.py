@@ -4,11 +4,11 @@ The indexing job (:mod:`indexing.job`) reads the corpus, decides what changed an
 store; an engine only turns the texts of the changed documents into passages and vectors. Both
 engines run the same function, :func:`split_and_embed`, so they build the same store.
 
-An engine yields ``(position, passages, vectors)`` for every text it was given, in any order;
-``position`` is the text's index in the list it was given. Usage::
+An engine yields ``(position, passages, vectors)`` for every document it was given, in any order;
+``position`` is the document's index in the list it was given. Usage::
 
     engine = LocalEngine(embedder, group_documents=256)
-    for position, passages, vectors in engine.run(texts, SplitSettings(200, 32, batch_size=32)):
+    for position, passages, vectors in engine.run(documents, SplitSettings(200, 32, batch_size=32)):
         ...
 
 The Ray engine lives in :mod:`indexing.ray_engine` (Ray is an optional extra).
@@ -16,12 +16,13 @@ The Ray engine lives in :mod:`indexing.ray_engine` (Ray is an optional extra).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from indexing.readers import SourceDocument
 from indexing.split import Passage, split_text
 
 if TYPE_CHECKING:
@@ -41,9 +42,9 @@ class SplitSettings:
 
 
 class PassageEngine(Protocol):
-    """Computes passages and their vectors for a list of document texts."""
+    """Computes passages and their vectors for a list of documents (the driver's reading of them)."""
 
-    def run(self, texts: list[str], settings: SplitSettings) -> Iterator[Computed]: ...
+    def run(self, documents: Sequence[SourceDocument], settings: SplitSettings) -> Iterator[Computed]: ...
 
 
 def split_and_embed(
@@ -91,17 +92,22 @@ class LocalEngine:
         self.embedder = embedder
         self.group_documents = group_documents
 
-    def run(self, texts: list[str], settings: SplitSettings) -> Iterator[Computed]:
-        for offset in range(0, len(texts), self.group_documents):
-            group = texts[offset : offset + self.group_documents]
+    def run(self, documents: Sequence[SourceDocument], settings: SplitSettings) -> Iterator[Computed]:
+        for offset in range(0, len(documents), self.group_documents):
+            group = [document.text for document in documents[offset : offset + self.group_documents]]
             for position, passages, vectors in split_and_embed(self.embedder, group, settings):
                 yield offset + position, passages, vectors
 
 
 def make_engine(
-    config: PipelineConfig, embedder: PassageEmbedder, ray_address: str | None = None
+    config: PipelineConfig,
+    embedder: PassageEmbedder,
+    ray_address: str | None = None,
+    ray_input: str = "data",
 ) -> PassageEngine:
-    """The engine named by ``config.index.engine``; ``ray_address`` overrides ``index.ray_address``."""
+    """The engine named by ``config.index.engine``; ``ray_address`` overrides ``index.ray_address``;
+    ``ray_input`` is how documents reach Ray's workers (``data`` or ``paths``, see
+    :mod:`indexing.ray_engine`)."""
     settings = config.index
     if settings.engine == "local":
         return LocalEngine(embedder, settings.commit_documents)
@@ -114,4 +120,6 @@ def make_engine(
         batch_documents=settings.ray_batch_size,
         cpus_per_worker=settings.ray_cpus_per_worker,
         gpus_per_worker=settings.ray_gpus_per_worker,
+        input=ray_input,
+        max_document_chars=settings.max_document_chars,
     )

@@ -299,11 +299,13 @@ def run_index(
     embedder: PassageEmbedder | None = None,
     progress: bool = False,
     engine: PassageEngine | None = None,
+    ray_input: str = "data",
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
-    ``embedder``); the store is written here only.
+    ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``);
+    the store is written here only.
     """
     from haystack.document_stores.errors import DocumentStoreError
     from haystack.document_stores.types import DuplicatePolicy
@@ -388,11 +390,11 @@ def run_index(
                 summary.passages_removed += len(old)
 
             if todo:
-                engine = engine or make_engine(config, embedder)
+                engine = engine or make_engine(config, embedder, ray_input=ray_input)
                 split = SplitSettings(max_tokens, overlap, config.embedder.batch_size)
                 chunk: list[tuple[SourceDocument, str, list[Document]]] = []
                 with _progress(progress, len(todo)) as advance:
-                    for position, pieces, vectors in engine.run([d.text for d, _ in todo], split):
+                    for position, pieces, vectors in engine.run([d for d, _ in todo], split):
                         document, digest = todo[position]
                         passages = [
                             replace(passage, embedding=vector.tolist())

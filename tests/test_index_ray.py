@@ -1,7 +1,8 @@
-"""The Ray engine with a real Ray: same store as the local engine, joining a running cluster, kill -9.
+"""The Ray engine with a real Ray: same store as the local engine (documents sent as data or read by
+the workers from paths), joining a running cluster (``host:port`` and Ray Client), kill -9.
 
 Ray runs on this machine only: ``ray.init(address="local", ...)`` for the in-process tests, a
-``ray start --head`` of its own (in its own process group, always killed) for the join test.
+``ray start --head`` of its own (in its own process group, always killed) for the join tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,30 @@ SENTENCES = [
     "Tokyo is the capital of Japan.",
 ]
 TIMING_KEYS = ("seconds", "passages_per_second", "index_dir")
+
+
+def write_mixed_corpus(folder: Path) -> None:
+    """Every reader: text, Markdown, HTML, JSONL (ids, meta, a repaired byte) and SQuAD JSON."""
+    write_corpus(folder, 5, seed=3)
+    (folder / "page.html").write_text(
+        "<html><head><title>寺</title><script>x()</script></head><body><p>京都には古い寺が多い。</p>"
+        "<p>Kyoto has many old temples.</p></body></html>",
+        encoding="utf-8",
+    )
+    lines = [
+        json.dumps({"id": "a", "title": "東京", "text": "東京は日本の首都です。" * 6, "meta": {"n": 1}}),
+        json.dumps({"text": "富士山は日本一高い山である！" * 3}),
+        '{"id": "bad", "text": "壊れた',  # malformed: skipped by the driver and by the workers alike
+    ]
+    data = ("\n".join(lines) + "\n").encode("utf-8") + b'{"id": "r", "text": "repaired \xff byte"}\n'
+    (folder / "lines.jsonl").write_bytes(data)
+    squad = {
+        "data": [
+            {"title": "日本", "paragraphs": [{"context": "東京は日本の首都です。" * 4}, {"context": "大阪"}]},
+            {"title": "Fox", "paragraphs": [{"context": SENTENCES[3] * 5}]},
+        ]
+    }
+    (folder / "squad.json").write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
 
 
 def write_corpus(folder: Path, n: int, seed: int = 0) -> None:
@@ -186,36 +212,150 @@ def test_ray_and_local_engines_build_the_same_store(
     assert_same_store(tmp_path / "local", tmp_path / "ray")
 
 
+def cli_index(corpus: Path, index: Path, model: Path, *more: str) -> dict:
+    """``kotae index --json`` in this process; the summary it printed."""
+    from kotae.cli import app
+
+    args = ["index", "--corpus", str(corpus), "--index-dir", str(index), "--json", *more]
+    for item in overrides(model):
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout  # nothing but the summary on stdout
+    return json.loads(lines[0])
+
+
+def test_documents_sent_as_data_or_read_from_paths_build_the_local_store(
+    tmp_path: Path, tiny_model: Path, local_ray: None
+) -> None:
+    corpus = tmp_path / "corpus"
+    write_mixed_corpus(corpus)
+    runs = {
+        "local": ("--engine", "local"),
+        "data": ("--engine", "ray", "--ray-input", "data"),
+        "paths": ("--engine", "ray", "--ray-input", "paths"),
+    }
+    first = {name: cli_index(corpus, tmp_path / name, tiny_model, *args) for name, args in runs.items()}
+    assert first["local"]["added"] == 13 and len(first["local"]["skipped"]) == 1
+    assert first["local"]["repaired"]  # the undecodable byte, read the same way by the workers
+    for name in ("data", "paths"):
+        assert without_timing(first[name]) == without_timing(first["local"])
+        assert_same_store(tmp_path / "local", tmp_path / name)
+
+    # One JSONL line edited: the paths workers re-read the file and embed only that document.
+    lines = (corpus / "lines.jsonl").read_bytes().replace(b"repaired", b"edited", 1)
+    (corpus / "lines.jsonl").write_bytes(lines)
+    # (An edit through --ray-input data is test_ray_and_local_engines_build_the_same_store's.)
+    again = {name: cli_index(corpus, tmp_path / name, tiny_model, *runs[name]) for name in ("local", "paths")}
+    assert (again["paths"]["updated"], again["paths"]["unchanged"]) == (1, 12)
+    assert without_timing(again["paths"]) == without_timing(again["local"])
+    assert_same_store(tmp_path / "local", tmp_path / "paths")
+
+
+def _path_rows(documents: list) -> object:
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "positions": [list(range(len(documents)))],
+            "ids": [[d.id for d in documents]],
+            "sources": [[d.source for d in documents]],
+        }
+    )
+
+
+def test_a_paths_worker_reads_like_the_driver_and_reports_what_it_cannot_read(tmp_path: Path) -> None:
+    """The worker class alone (no Ray): the driver's reader, and one-line errors for a missing file
+    (no shared storage) and for a file changed between the driver's read and the worker's."""
+    from indexing.engine import SplitSettings, split_and_embed
+    from indexing.ray_engine import _PathWorker, computed
+    from indexing.readers import read_corpus
+    from indexing.testing import HashEmbedder
+    from kotae.errors import KotaeError
+
+    corpus = tmp_path / "corpus"
+    write_mixed_corpus(corpus)
+    documents, _ = read_corpus([corpus])
+    settings = SplitSettings(max_tokens=20, overlap_tokens=4, batch_size=4)
+    worker = _PathWorker(HashEmbedder(), settings, threads=1, max_chars=1_000_000)
+    rows = worker(_path_rows(documents)).to_pylist()
+    expected = {
+        i: (p, v) for i, p, v in split_and_embed(HashEmbedder(), [d.text for d in documents], settings)
+    }
+    for row in rows:
+        position, passages, vectors = computed(row, documents)
+        assert passages == expected[position][0]
+        np.testing.assert_array_equal(vectors.reshape(len(passages), -1), expected[position][1])
+
+    (corpus / "page.html").unlink()
+    (corpus / "doc001.txt").write_text("書き換えられた。", encoding="utf-8")
+    rows = {documents[r["position"]].id: r for r in worker(_path_rows(documents)).to_pylist()}
+    with pytest.raises(
+        KotaeError, match=r"^--ray-input paths: a Ray worker could not read .*page\.html \(unreadable"
+    ):
+        computed(rows[str((corpus / "page.html").resolve())], documents)
+    with pytest.raises(KotaeError, match=r"doc001\.txt changed while it was being indexed"):
+        computed(rows[str((corpus / "doc001.txt").resolve())], documents)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Head:
+    """A running ``ray start --head``: its GCS address, Ray Client address, temp dir and process."""
+
+    address: str
+    client_address: str
+    temp: Path
+    process: subprocess.Popen
+
+    def answers(self) -> bool:
+        """Still running and listening on both ports."""
+        for address in (self.address, self.client_address.removeprefix("ray://")):
+            host, port = address.rsplit(":", 1)
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except OSError:
+                return False
+        return self.process.poll() is None
+
+
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[tuple[str, Path]]:
-    """``ray start --head --block`` in its own process group; the whole group is killed at the end,
-    whatever happens (``ray stop --force`` would also stop every other Ray of this user here)."""
+def ray_head() -> Iterator[Head]:
+    """``ray start --head --block`` (one CPU, a Ray Client server) in its own process group; the whole
+    group is killed at the end, whatever happens. Not ``ray stop``: that stops every Ray of this
+    user on the machine, including ones other people's jobs started."""
     temp = Path(tempfile.mkdtemp(prefix="kray", dir="/tmp"))  # short: Ray's socket paths are limited
-    port = _free_port()
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=2"]
-    command += ["--include-dashboard=false", f"--port={port}", f"--temp-dir={temp}", "--disable-usage-stats"]
+    port, client_port = _free_port(), _free_port()
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=1"]
+    command += ["--include-dashboard=false", f"--port={port}", f"--ray-client-server-port={client_port}"]
+    command += [f"--temp-dir={temp}", "--disable-usage-stats"]
     head = subprocess.Popen(
         command,
-        env=driver_env(),
+        # A Ray Client's server process may take over Ray's 30 s to start on a loaded CI machine.
+        env=driver_env(RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="180"),
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
-        while True:
-            assert head.poll() is None, "ray start --head exited"
-            assert time.monotonic() < deadline, "ray start --head did not listen within 60 s"
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            time.sleep(0.3)
-        yield f"127.0.0.1:{port}", temp
+        for listening in (port, client_port):
+            while True:
+                assert head.poll() is None, "ray start --head exited"
+                assert time.monotonic() < deadline, "ray start --head did not listen within 60 s"
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", listening), timeout=1),
+                ):
+                    break
+                time.sleep(0.3)
+        yield Head(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", temp, head)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
@@ -230,25 +370,65 @@ def driver_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_join_a_running_cluster(tmp_path: Path, tiny_model: Path, ray_head: tuple[str, Path]) -> None:
-    address, temp = ray_head
+@pytest.mark.ray_cluster
+@pytest.mark.parametrize("form", ["host:port", "ray://", "auto"])
+def test_join_a_running_cluster(tmp_path: Path, tiny_model: Path, ray_head: Head, form: str) -> None:
+    """A driver joins the cluster (as a Ray driver, or a Ray Client), builds the local engine's store,
+    and leaves the cluster running: each form runs on the cluster the one before used. ``auto`` finds
+    the cluster through ``RAY_ADDRESS`` (never the machine's "current cluster" file, which may name
+    someone else's Ray here)."""
+    address = {"host:port": ray_head.address, "ray://": ray_head.client_address, "auto": "auto"}[form]
+    env = driver_env(RAY_ADDRESS=ray_head.address) if form == "auto" else driver_env()
     corpus = tmp_path / "corpus"
     write_corpus(corpus, 6, seed=2)
     args = [sys.executable, "-m", "kotae", "index", "--corpus", str(corpus), "--json"]
-    args += ["--index-dir", str(tmp_path / "index"), "--engine", "ray", "--ray-address", address]
+    args += ["--index-dir", str(tmp_path / "ray"), "--engine", "ray", "--ray-address", address]
     for item in overrides(tiny_model, "index.ray_workers=1"):
         args += ["--set", item]
-    result = subprocess.run(args, cwd=ROOT, env=driver_env(), capture_output=True, text=True, timeout=240)
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout  # nothing but the summary on stdout
     summary = json.loads(lines[0])
     assert summary["added"] == 7 and summary["passages"]["total"] > 7
     # The actors ran on the cluster's workers (their logs are in its temp dir), and it is still up.
-    assert list(temp.glob("session_*/logs/worker-*.out"))
-    with socket.create_connection(("127.0.0.1", int(address.rsplit(":", 1)[1])), timeout=5):
-        pass
-    assert len(store_contents(tmp_path / "index")) == summary["passages"]["total"]
+    assert list(ray_head.temp.glob("session_*/logs/worker-*.out"))
+    assert ray_head.answers()
+    local = cli_index(corpus, tmp_path / "local", tiny_model, "--engine", "local")
+    assert without_timing(local) == without_timing(summary)
+    assert_same_store(tmp_path / "local", tmp_path / "ray")
+
+
+def test_a_run_without_address_shuts_its_own_ray_down(tmp_path: Path, tiny_model: Path) -> None:
+    """Ray started for the run (``address="local"``) is gone when the run returns: not initialised,
+    and none of its processes (GCS, raylet, workers) left under the driver."""
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 3, seed=4)
+    script = f"""
+import json, sys, time
+from pathlib import Path
+import psutil, ray
+from indexing.job import run_index
+from pipeline.config import load_pipeline_config
+config = load_pipeline_config(None, {overrides(tiny_model, "index.engine=ray", "index.ray_workers=1")!r})
+summary = run_index(config, [Path({str(corpus)!r})], Path({str(tmp_path / "index")!r}))
+deadline = time.monotonic() + 30
+while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+    time.sleep(0.2)
+left = [child.name() for child in psutil.Process().children(recursive=True)]
+print(json.dumps({{"added": summary.added, "initialized": ray.is_initialized(), "left": left}}))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=driver_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"added": 4, "initialized": False, "left": []}
 
 
 def _generation(index: Path) -> int:
@@ -260,9 +440,8 @@ def _generation(index: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def test_kill_9_of_the_driver_during_a_ray_run(
-    tmp_path: Path, tiny_model: Path, ray_head: tuple[str, Path]
-) -> None:
+@pytest.mark.ray_cluster
+def test_kill_9_of_the_driver_during_a_ray_run(tmp_path: Path, tiny_model: Path, ray_head: Head) -> None:
     """Killed while running on a Ray it started itself; finished by a run joining the cluster."""
     corpus, index = tmp_path / "corpus", tmp_path / "index"
     write_corpus(corpus, 40, seed=1)
@@ -305,7 +484,7 @@ def test_kill_9_of_the_driver_during_a_ray_run(
     done_before = len(manifest)
     assert 0 < done_before < 41
 
-    env = driver_env(RAY_ADDRESS=ray_head[0])
+    env = driver_env(RAY_ADDRESS=ray_head.address)
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert final.returncode == 0, final.stderr[-3000:]
     summary = json.loads(final.stdout.strip().splitlines()[-1])
@@ -321,6 +500,14 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(KotaeError, match=r"^the Ray engine needs Ray: pip install 'kotae\[ray\]'$"):
         import_ray()
 
+    from indexing.ray_engine import check_address
+
+    monkeypatch.setitem(sys.modules, "grpc", None)  # ray[client] missing
+    with pytest.raises(
+        KotaeError, match=r"^--ray-address ray://h:10001 needs Ray Client: pip install 'kotae\[ray\]'"
+    ):
+        check_address("ray://h:10001")
+
 
 def test_the_driver_progress_bar_counts_documents_and_passages() -> None:
     with job._progress(True, 2) as advance:  # the bar both engines drive, rendered for real
@@ -334,4 +521,8 @@ def test_an_address_where_nothing_listens_fails_in_one_line() -> None:
 
     with pytest.raises(KotaeError, match=r"^no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head"):
         check_address(f"127.0.0.1:{_free_port()}", timeout=2)
+    with pytest.raises(
+        KotaeError, match=r"^no Ray cluster answers at ray://127\.0\.0\.1:\d+ .*--ray-client-server-port"
+    ):
+        check_address(f"ray://127.0.0.1:{_free_port()}", timeout=2)
     check_address("auto")  # left to Ray
