@@ -32,11 +32,12 @@ def index(
         envvar="RAY_ADDRESS",
         help="Join this Ray cluster (auto, host:port, ray://host:10001); default: start Ray here.",
     ),
-    ray_input: str = typer.Option(
-        "data",
+    ray_input: str | None = typer.Option(
+        None,
         "--ray-input",
         help="How documents reach Ray's workers: data (sent by this process) or paths (workers read "
-        "the files themselves; needs the corpus at the same path on every node).",
+        "the files themselves; needs the corpus at the same path on every node). Default: "
+        "index.ray_input (data).",
     ),
 ) -> None:
     """Index a corpus into passages, embeddings (FAISS) and BM25; re-runs only embed what changed."""
@@ -49,7 +50,7 @@ def index(
         raise KotaeError("no corpus given; pass --corpus PATH [PATH...] (files or folders)")
     if engine is not None and engine not in ("local", "ray"):
         raise KotaeError(f"--engine {engine!r}: expected local or ray")
-    if ray_input not in ("data", "paths"):
+    if ray_input is not None and ray_input not in ("data", "paths"):
         raise KotaeError(f"--ray-input {ray_input!r}: expected data or paths")
     overrides = list(set_overrides)
     if engine is not None:

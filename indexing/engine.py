@@ -103,11 +103,11 @@ def make_engine(
     config: PipelineConfig,
     embedder: PassageEmbedder,
     ray_address: str | None = None,
-    ray_input: str = "data",
+    ray_input: str | None = None,
 ) -> PassageEngine:
     """The engine named by ``config.index.engine``; ``ray_address`` overrides ``index.ray_address``;
-    ``ray_input`` is how documents reach Ray's workers (``data`` or ``paths``, see
-    :mod:`indexing.ray_engine`)."""
+    ``ray_input`` (default ``index.ray_input``) is how documents reach Ray's workers (``data`` or
+    ``paths``, see :mod:`indexing.ray_engine`)."""
     settings = config.index
     if settings.engine == "local":
         return LocalEngine(embedder, settings.commit_documents)
@@ -120,6 +120,6 @@ def make_engine(
         batch_documents=settings.ray_batch_size,
         cpus_per_worker=settings.ray_cpus_per_worker,
         gpus_per_worker=settings.ray_gpus_per_worker,
-        input=ray_input,
+        input=ray_input or settings.ray_input,
         max_document_chars=settings.max_document_chars,
     )

@@ -299,12 +299,12 @@ def run_index(
     embedder: PassageEmbedder | None = None,
     progress: bool = False,
     engine: PassageEngine | None = None,
-    ray_input: str = "data",
+    ray_input: str | None = None,
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
-    ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``);
+    ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``, default ``index.ray_input``);
     the store is written here only.
     """
     from haystack.document_stores.errors import DocumentStoreError

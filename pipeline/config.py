@@ -36,7 +36,8 @@ class IndexConfig(_Section):
     joins a running cluster (``auto``, ``host:port``, ``ray://host:10001``; empty starts Ray on this
     machine for the run), ``ray_workers`` actors each take ``ray_batch_size`` documents per call and
     ask for ``ray_cpus_per_worker`` CPUs (fractional, so a small machine never deadlocks) and
-    ``ray_gpus_per_worker`` GPUs. See docs/scaling.md.
+    ``ray_gpus_per_worker`` GPUs. ``ray_input`` is how documents reach the workers: ``data`` (sent by
+    the driver) or ``paths`` (workers read the files; needs shared storage). See docs/scaling.md.
     """
 
     dir: str = "~/.cache/kotae/index/default"
@@ -53,6 +54,7 @@ class IndexConfig(_Section):
     ray_batch_size: int = Field(64, gt=0)
     ray_cpus_per_worker: float = Field(0.5, gt=0)
     ray_gpus_per_worker: float = Field(0.0, ge=0)
+    ray_input: Literal["data", "paths"] = "data"
 
 
 class RetrieverConfig(_Section):

@@ -526,3 +526,16 @@ def test_an_address_where_nothing_listens_fails_in_one_line() -> None:
     ):
         check_address(f"ray://127.0.0.1:{_free_port()}", timeout=2)
     check_address("auto")  # left to Ray
+
+
+def test_ray_input_is_a_config_key_and_the_flag_overrides_it() -> None:
+    from indexing.engine import make_engine
+    from pipeline.config import load_pipeline_config
+
+    config = load_pipeline_config(None, ["index.engine=ray", "index.ray_input=paths"])
+    assert make_engine(config, embedder=None).input == "paths"  # type: ignore[arg-type,attr-defined]
+    assert make_engine(config, embedder=None, ray_input="data").input == "data"  # type: ignore[arg-type,attr-defined]
+    from kotae.errors import KotaeError
+
+    with pytest.raises(KotaeError, match="ray_input"):
+        load_pipeline_config(None, ["index.ray_input=disk"])
