@@ -240,7 +240,8 @@ class FaissDocumentStore:
             self._open()
         except sqlite3.DatabaseError as error:
             self._conn.close()
-            if not recreate_damaged:
+            busy = getattr(error, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED")
+            if busy or not recreate_damaged:  # a busy database is not damaged: never move it aside
                 raise DocumentStoreError(damaged_store_message(self.path, error)) from None
             aside = f".damaged-{int(time.time())}"
             for name in (SQLITE_NAME, f"{SQLITE_NAME}-wal", f"{SQLITE_NAME}-shm", FAISS_NAME):
