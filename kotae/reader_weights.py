@@ -47,7 +47,8 @@ def _base_source(base_folder: Path) -> str | None:
     return json.loads(stamp.read_text())["source"] if stamp.is_file() else None
 
 
-def _word_embeddings(base_folder: Path) -> np.ndarray:
+def base_word_embeddings(base_folder: Path) -> np.ndarray:
+    """The word-embedding matrix of a prepared base (BertModel) or reader folder, as float32."""
     from safetensors import safe_open
 
     with safe_open(str(base_folder / "model.safetensors"), framework="numpy") as handle:
@@ -87,7 +88,7 @@ def export_delta(model_dir: str | Path, out_dir: str | Path, base: str = "multil
     word = state.pop(HF_WORD_EMBEDDINGS, None)
     if word is None:
         raise KotaeError(f"{model}: no {HF_WORD_EMBEDDINGS}; is this a BERT question-answering model?")
-    if not np.array_equal(word, _word_embeddings(base_folder)):
+    if not np.array_equal(word, base_word_embeddings(base_folder)):
         raise KotaeError(f"{model}: word embeddings differ from {base}'s; train with freeze_word_embeddings")
     half = {}
     for name, value in state.items():
@@ -136,7 +137,7 @@ def materialise(delta_dir: Path, base_folder: Path, target: Path) -> str:
     source = _base_source(base_folder)
     if delta.get("base_source") and source and source != delta["base_source"]:
         raise KotaeError(f"{base_folder} was prepared from {source}, the reader from {delta['base_source']}")
-    state = {HF_WORD_EMBEDDINGS: _word_embeddings(base_folder)}
+    state = {HF_WORD_EMBEDDINGS: base_word_embeddings(base_folder)}
     state.update({name: value.astype(np.float32) for name, value in tensors.items()})
     target.mkdir(parents=True, exist_ok=True)
     save_file(state, str(target / "model.safetensors"), metadata={"format": "pt"})

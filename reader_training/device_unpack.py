@@ -32,10 +32,8 @@ import numpy as np
 import yaml
 
 from kotae.errors import KotaeError
+from kotae.reader_weights import TOKENIZER_FILES, base_word_embeddings
 from reader_training.device_bundle import HF_WORD_EMBEDDINGS, LOG_FILE, RUN_FILE, returned_weight_files
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-BASE_WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 Log = Callable[[str], None]
 
@@ -153,7 +151,6 @@ def unpack(
     log: Log = print,
 ) -> Path:
     """Write a complete reader folder from a device run's output; returns the folder."""
-    from safetensors import safe_open
     from safetensors.numpy import save_file
 
     from reader_training.evaluate import READER_SETTINGS, DecodeSettings, resolve_reference
@@ -172,9 +169,7 @@ def unpack(
         raise KotaeError(f"{base_folder} was prepared from another file than the run's base ({expected})")
 
     base_config = json.loads((base_folder / "config.json").read_text(encoding="utf-8"))
-    with safe_open(str(base_folder / "model.safetensors"), framework="numpy") as handle:
-        word = handle.get_tensor(BASE_WORD_EMBEDDINGS)
-    state: dict[str, np.ndarray] = {HF_WORD_EMBEDDINGS: word.astype(np.float32, copy=False)}
+    state: dict[str, np.ndarray] = {HF_WORD_EMBEDDINGS: base_word_embeddings(base_folder)}
     state.update({name: value.astype(np.float32) for name, value in tensors.items()})
 
     target.parent.mkdir(parents=True, exist_ok=True)
