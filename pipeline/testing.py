@@ -13,8 +13,13 @@ Example::
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import PipelineConfig, load_pipeline_config
 
@@ -77,3 +82,43 @@ def build_tiny_setup(root: Path, index: bool = True) -> TinySetup:
 
         run_index(setup.config(), [corpus])
     return setup
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServedApp:
+    """An ASGI app served by a real uvicorn in a background thread on a free port of 127.0.0.1.
+
+    ``config`` builds the ``uvicorn.Config`` from ``(app, port)`` (default: uvicorn's own settings),
+    so a test can serve with exactly what ``kotae serve`` uses::
+
+        with ServedApp(create_app(config)) as served:
+            httpx.get(served.url + "/health")
+    """
+
+    def __init__(self, app: Any, config: Callable[[Any, int], Any] | None = None) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        make = config or (lambda a, p: uvicorn.Config(a, host="127.0.0.1", port=p, log_level="critical"))
+        self.server = uvicorn.Server(make(app, self.port))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServedApp:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,47 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import ServerLimits, check_filters, create_app
-from pipeline.testing import QUESTIONS, TinySetup, build_tiny_setup
+from pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class _Server:
-    """uvicorn in a background thread on a free port of 127.0.0.1."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +24,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
 
 
 @pytest.fixture(scope="module")
-def server(setup: TinySetup) -> Iterator[_Server]:
+def server(setup: TinySetup) -> Iterator[ServedApp]:
     app = create_app(setup.config(CONFIGS / "default.yaml"), limits=ServerLimits(max_body_bytes=2048))
-    with _Server(app) as running:
+    with ServedApp(app) as running:
         yield running
 
 
@@ -72,7 +34,7 @@ def _no_traceback(response: httpx.Response) -> None:
     assert "Traceback" not in response.text and 'File "' not in response.text
 
 
-def test_health_and_docs(server: _Server) -> None:
+def test_health_and_docs(server: ServedApp) -> None:
     health = httpx.get(f"{server.url}/health")
     assert health.status_code == 200
     body = health.json()
@@ -83,7 +45,7 @@ def test_health_and_docs(server: _Server) -> None:
     assert httpx.get(f"{server.url}/docs").status_code == 200
 
 
-def test_ask(server: _Server, setup: TinySetup) -> None:
+def test_ask(server: ServedApp, setup: TinySetup) -> None:
     response = httpx.post(f"{server.url}/ask", json={"question": "富士山の高さは？", "top_k": 2})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -102,7 +64,7 @@ def test_ask(server: _Server, setup: TinySetup) -> None:
     assert filtered["answers"] and {r["source"] for r in filtered["answers"]} == {source}
 
 
-def test_twenty_concurrent_requests_get_their_own_answers(server: _Server) -> None:
+def test_twenty_concurrent_requests_get_their_own_answers(server: ServedApp) -> None:
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(20)]
     expected = {
         q: httpx.post(f"{server.url}/ask", json={"question": q, "top_k": 3}).json()["answers"]
@@ -144,7 +106,7 @@ def test_twenty_concurrent_requests_get_their_own_answers(server: _Server) -> No
     ],
 )
 def test_bad_requests_get_4xx_with_a_clear_message(
-    server: _Server, payload: Any, status: int, phrase: str
+    server: ServedApp, payload: Any, status: int, phrase: str
 ) -> None:
     response = httpx.post(f"{server.url}/ask", json=payload)
     assert response.status_code == status, response.text
@@ -152,7 +114,7 @@ def test_bad_requests_get_4xx_with_a_clear_message(
     _no_traceback(response)
 
 
-def test_malformed_oversized_and_wrong_method(server: _Server) -> None:
+def test_malformed_oversized_and_wrong_method(server: ServedApp) -> None:
     headers = {"content-type": "application/json"}
     malformed = httpx.post(f"{server.url}/ask", content=b'{"question": "x",', headers=headers)
     assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]
@@ -185,7 +147,7 @@ def test_internal_errors_never_leak_a_traceback(setup: TinySetup) -> None:
             raise RuntimeError("secret internal detail /etc/passwd")
 
     app = create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=Broken())
-    with _Server(app) as running:
+    with ServedApp(app) as running:
         response = httpx.post(f"{running.url}/ask", json={"question": "boom"})
     assert response.status_code == 500
     assert "secret" not in response.text and "internal error" in response.json()["error"]

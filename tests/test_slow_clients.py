@@ -19,12 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-import uvicorn
 
 from pipeline.guards import ServerAccess, uvicorn_config
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import create_app
-from pipeline.testing import TinySetup, build_tiny_setup
+from pipeline.testing import ServedApp, TinySetup, build_tiny_setup, free_port
 
 torch.set_num_threads(1)
 
@@ -33,49 +32,17 @@ TIMEOUT = 1.0
 SLACK = 6.0  # a loaded CI machine: the cut-off may come late, never never
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class _Serving:
-    """``kotae serve``'s uvicorn configuration in a background thread."""
-
-    def __init__(self, app: object, access: ServerAccess) -> None:
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", self.port, access, "critical"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> _Serving:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
     return build_tiny_setup(tmp_path_factory.mktemp("slow"))
 
 
 @pytest.fixture(scope="module")
-def server(setup: TinySetup) -> Iterator[_Serving]:
+def server(setup: TinySetup) -> Iterator[ServedApp]:
     config = setup.config(CONFIGS / "bm25.yaml")
     access = ServerAccess(body_seconds=TIMEOUT, header_seconds=TIMEOUT)
     app = create_app(config, answerer=QuestionAnswerer.from_config(config), access=access)
-    with _Serving(app, access) as running:
+    with ServedApp(app, lambda a, port: uvicorn_config(a, "127.0.0.1", port, access, "critical")) as running:
         yield running
 
 
@@ -106,7 +73,7 @@ def _trickle(port: int, head: bytes, drip: bytes, every: float = 0.2) -> tuple[b
     )
 
 
-def test_slowloris_headers_get_408_and_are_disconnected_while_others_are_served(server: _Serving) -> None:
+def test_slowloris_headers_get_408_and_are_disconnected_while_others_are_served(server: ServedApp) -> None:
     answered: list[int] = []
 
     def ask_meanwhile() -> None:
@@ -124,12 +91,12 @@ def test_slowloris_headers_get_408_and_are_disconnected_while_others_are_served(
     assert answered == [200], "a slow client must not hold up the others"
 
 
-def test_a_silent_connection_is_closed_without_a_reply(server: _Serving) -> None:
+def test_a_silent_connection_is_closed_without_a_reply(server: ServedApp) -> None:
     reply, seconds = _trickle(server.port, b"", b"")
     assert reply == b"" and seconds < TIMEOUT + SLACK
 
 
-def test_a_trickled_body_is_bounded_whether_the_app_reads_it_or_not(server: _Serving) -> None:
+def test_a_trickled_body_is_bounded_whether_the_app_reads_it_or_not(server: ServedApp) -> None:
     # the app reads it: BodyDeadline answers 408, then the connection is closed
     head = b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
     reply, seconds = _trickle(server.port, head + b'{"question": "', b"a")
@@ -143,7 +110,7 @@ def test_a_trickled_body_is_bounded_whether_the_app_reads_it_or_not(server: _Ser
         assert seconds < TIMEOUT + SLACK
 
 
-def test_patient_enough_clients_and_keep_alive_are_unaffected(server: _Serving) -> None:
+def test_patient_enough_clients_and_keep_alive_are_unaffected(server: ServedApp) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
         for piece in (b"GET /health HT", b"TP/1.1\r\nHost: x\r\n", b"\r\n"):  # in 0.6 s, under the 1 s
             conn.sendall(piece)
@@ -160,7 +127,7 @@ def test_patient_enough_clients_and_keep_alive_are_unaffected(server: _Serving) 
 
 def test_kotae_serve_cuts_off_a_slowloris_client(setup: TinySetup) -> None:
     kotae = Path(sys.executable).with_name("kotae")
-    port = _free_port()
+    port = free_port()
     command = [str(kotae), "serve", "--config", str(CONFIGS / "bm25.yaml"), "--port", str(port)]
     for override in setup.overrides:
         command += ["--set", override]

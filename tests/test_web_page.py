@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,11 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import create_app
-from pipeline.testing import TinySetup, build_tiny_setup
+from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 from pipeline.web import CONTENT_SECURITY_POLICY, rebuild_text
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
@@ -96,37 +93,6 @@ def test_rebuild_text_keeps_offsets_and_fills_gaps() -> None:
 # ---------------------------------------------------------------------------------------- the server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class _Server:
-    """uvicorn in a background thread on a free port of 127.0.0.1."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
     from indexing.job import run_index
@@ -146,9 +112,9 @@ def qa(setup: TinySetup) -> QuestionAnswerer:
 
 
 @pytest.fixture(scope="module")
-def server(setup: TinySetup, qa: QuestionAnswerer) -> Iterator[_Server]:
+def server(setup: TinySetup, qa: QuestionAnswerer) -> Iterator[ServedApp]:
     app = create_app(setup.config(CONFIGS / "default.yaml"), answerer=qa)
-    with _Server(app) as running:
+    with ServedApp(app) as running:
         yield running
 
 
@@ -168,7 +134,7 @@ def browser() -> Iterator[Any]:
 class _Page:
     """A fresh browser context and page; records console errors (CSP violations land there)."""
 
-    def __init__(self, browser: Any, server: _Server, **options: Any) -> None:
+    def __init__(self, browser: Any, server: ServedApp, **options: Any) -> None:
         self.context = browser.new_context(base_url=server.url, locale="ja-JP", **options)
         self.context.set_default_timeout(20_000)
         self.page = self.context.new_page()
@@ -185,7 +151,7 @@ class _Page:
 
 
 @pytest.fixture
-def open_page(browser: Any, server: _Server) -> Iterator[Any]:
+def open_page(browser: Any, server: ServedApp) -> Iterator[Any]:
     opened: list[_Page] = []
 
     def make(**options: Any) -> _Page:
@@ -235,7 +201,7 @@ def _shot(page: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------------- the page
 
 
-def test_page_headers_and_no_inline_code(server: _Server) -> None:
+def test_page_headers_and_no_inline_code(server: ServedApp) -> None:
     response = httpx.get(f"{server.url}/")
     assert response.status_code == 200
     assert httpx.head(f"{server.url}/").status_code == 200
@@ -311,7 +277,7 @@ def test_whole_document_is_shown_scrolled_to_the_answer(open_page: Any, setup: T
 
 
 def test_long_document_scrolls_to_the_answer_and_survives_a_changed_file(
-    open_page: Any, server: _Server, setup: TinySetup
+    open_page: Any, server: ServedApp, setup: TinySetup
 ) -> None:
     long_file = setup.corpus / "long.txt"
     document = httpx.get(f"{server.url}/api/document", params={"id": str(long_file)}).json()
@@ -518,7 +484,7 @@ def test_share_url_asks_on_load_and_back_restores(open_page: Any) -> None:
     assert page.title().startswith(EN)
 
 
-def test_collection_view(open_page: Any, server: _Server, setup: TinySetup) -> None:
+def test_collection_view(open_page: Any, server: ServedApp, setup: TinySetup) -> None:
     info = httpx.get(f"{server.url}/api/collection").json()
     assert info["documents"] == len(setup.texts) + 1 and info["passages"] >= info["documents"]
     assert info["pipeline"]["retriever"] == "hybrid" and info["pipeline"]["reader"] == "kotae"
