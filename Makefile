@@ -18,11 +18,17 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 ## The main job: prepare the offline default models and show that they load and embed.
+# The main job: offline models, an index of the bundled examples (ja + en), answers to sample questions.
 demo: install
 	$(BIN)/kotae models prepare
-	$(BIN)/kotae models list
-	$(BIN)/kotae models check multilingual-e5-small
-	$(BIN)/kotae models check all-minilm-l6-v2
+	$(BIN)/kotae index --config configs/pipeline/default.yaml --corpus examples/ja examples/en
+	$(BIN)/kotae ask --config configs/pipeline/default.yaml --top-k 1 \
+		"8世紀に日本の首都はどこでしたか。" \
+		"エリザベス1世の父は誰か。" \
+		"オーストラリアで初めて金鉱が発見されたのは何年のことですか。" \
+		"Who did Martin Luther marry?" \
+		"Who was the first person in space?" \
+		"What are Ctenophora commonly known as?"
 
 lint: install
 	$(BIN)/ruff check .

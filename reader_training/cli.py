@@ -97,6 +97,7 @@ def evaluate(
             "null_score_threshold": null_threshold,
         },
         device=device,
+        progress=True,  # a bar on a terminal only
     )
     if predictions is not None:
         predictions.write_text(

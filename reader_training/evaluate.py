@@ -86,10 +86,12 @@ class EvalReport:
 
 
 def window_logits(
-    model: Any, tokenizer: Any, windows: Sequence[Window], batch_size: int
+    model: Any, tokenizer: Any, windows: Sequence[Window], batch_size: int, progress: bool = False
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Start/end logits for every window (trimmed to its length), in the order given."""
+    """Start/end logits for every window (trimmed to its length), in the order given; ``progress``
+    shows a bar on a terminal."""
     import torch
+    from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
@@ -98,7 +100,8 @@ def window_logits(
     model.eval()
     try:
         with torch.inference_mode():
-            for first in range(0, len(order), batch_size):
+            starts_at = range(0, len(order), batch_size)
+            for first in tqdm(starts_at, desc="reading", unit="batch", disable=None if progress else True):
                 batch_ids = order[first : first + batch_size]
                 batch = tokenizer.pad(
                     [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="pt"
@@ -124,12 +127,13 @@ def predict(
     examples: Sequence[QAExample],
     settings: DecodeSettings,
     allow_null: bool = False,
+    progress: bool = False,
 ) -> list[Prediction]:
     """The best answer for every example (or no answer, when ``allow_null`` and the null score wins)."""
     windows = prepare_eval_features(
         tokenizer, examples, settings.max_length, settings.stride, settings.max_question_length
     )
-    logits = window_logits(model, tokenizer, windows, settings.batch_size)
+    logits = window_logits(model, tokenizer, windows, settings.batch_size, progress)
     per_example: list[list[WindowLogits]] = [[] for _ in examples]
     for window, (start, end) in zip(windows, logits, strict=True):
         per_example[window.example_index].append(
@@ -155,12 +159,13 @@ def evaluate_examples(
     settings: DecodeSettings,
     language: LanguageChoice = "auto",
     allow_null: bool | None = None,
+    progress: bool = False,
 ) -> EvalReport:
     """Predict and score; ``allow_null`` defaults to whether the set has unanswerable questions."""
     version_2 = any(not e.answers for e in examples)
     allow = version_2 if allow_null is None else allow_null
     started = time.perf_counter()
-    predictions = predict(model, tokenizer, examples, settings, allow)
+    predictions = predict(model, tokenizer, examples, settings, allow, progress)
     seconds = time.perf_counter() - started
     scores = evaluate_predictions(
         {p.id: p.text for p in predictions},
@@ -223,6 +228,7 @@ def evaluate_folder(
     limit: int | None = None,
     overrides: dict[str, Any] | None = None,
     device: str | None = None,
+    progress: bool = False,
 ) -> EvalReport:
     """Load a reader and a data set and score one against the other (``kotae evaluate``)."""
     loaded = load_examples(data, max_examples=limit)  # data errors first: they are cheap to find
@@ -237,6 +243,6 @@ def evaluate_folder(
     values = saved_settings(folder)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     settings = DecodeSettings(**values)
-    report = evaluate_examples(model, tokenizer, loaded.examples, settings, language)
+    report = evaluate_examples(model, tokenizer, loaded.examples, settings, language, progress=progress)
     report.load_report = loaded.report
     return report

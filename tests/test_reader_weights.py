@@ -93,3 +93,27 @@ def _shipped_tensor_names(delta: Path) -> list[str]:
         with safe_open(str(file), framework="numpy") as handle:
             names.extend(handle.keys())
     return names
+
+
+def test_a_prepared_alias_is_rebuilt_when_its_shipped_version_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kotae import models
+
+    monkeypatch.setenv("KOTAE_HOME", str(tmp_path / "home"))
+    shipped = tmp_path / "shipped.txt"
+    shipped.write_text("v1")
+
+    def fill(folder: Path) -> str:
+        (folder / "content.txt").write_text(shipped.read_text())
+        return "test"
+
+    alias = models.Alias("shipped-test", "a test alias", fill, version=shipped.read_text)
+    monkeypatch.setitem(models.ALIASES, alias.name, alias)
+    folder, did_work = models.prepare(alias.name)
+    assert did_work and (folder / "content.txt").read_text() == "v1"
+    assert models.prepare(alias.name) == (folder, False)
+    shipped.write_text("v2")  # kotae ships new weights: the old folder is stale
+    assert not models.is_prepared(alias.name)
+    folder, did_work = models.prepare(alias.name)
+    assert did_work and (folder / "content.txt").read_text() == "v2"
