@@ -15,13 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_server import _Server
 
 from kotae.errors import KotaeError
 from pipeline.guards import ServerAccess, check_bind, is_loopback, key_matches, presented_key
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import create_app
-from pipeline.testing import TinySetup, build_tiny_setup
+from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 KEY = "k3y-for-tests"
@@ -49,26 +48,26 @@ def qa(setup: TinySetup) -> QuestionAnswerer:
 
 
 @pytest.fixture(scope="module")
-def keyed(setup: TinySetup, qa: QuestionAnswerer) -> Iterator[_Server]:
+def keyed(setup: TinySetup, qa: QuestionAnswerer) -> Iterator[ServedApp]:
     access = ServerAccess(api_key=KEY, cors_origins=(ORIGIN,), body_seconds=1.0)
-    with _Server(create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa, access=access)) as running:
+    with ServedApp(create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa, access=access)) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def open_server(setup: TinySetup, qa: QuestionAnswerer) -> Iterator[_Server]:
-    with _Server(create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa)) as running:
+def open_server(setup: TinySetup, qa: QuestionAnswerer) -> Iterator[ServedApp]:
+    with ServedApp(create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa)) as running:
         yield running
 
 
-def _request(server: _Server, method: str, path: str, **kwargs: object) -> httpx.Response:
+def _request(server: ServedApp, method: str, path: str, **kwargs: object) -> httpx.Response:
     if method == "POST":
         kwargs.setdefault("json", {"question": "富士山の高さは？"})
     return httpx.request(method, server.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
-def test_every_other_route_needs_the_key(keyed: _Server, method: str, path: str) -> None:
+def test_every_other_route_needs_the_key(keyed: ServedApp, method: str, path: str) -> None:
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         denied = _request(keyed, method, path, headers=headers)
         assert denied.status_code == 401, (headers, denied.text)
@@ -81,21 +80,23 @@ def test_every_other_route_needs_the_key(keyed: _Server, method: str, path: str)
     assert cookie.status_code != 401  # the page's session cookie (SameSite=Strict) opens /collection
 
 
-def test_health_page_shell_and_static_stay_public(keyed: _Server) -> None:
+def test_health_page_shell_and_static_stay_public(keyed: ServedApp) -> None:
     for path in PUBLIC:
         response = httpx.get(keyed.url + path)
         assert response.status_code == 200, path
     assert "金閣寺" not in httpx.get(keyed.url + "/").text  # the shell holds no indexed text
 
 
-def test_keyed_answers_match_the_open_server(keyed: _Server, open_server: _Server) -> None:
+def test_keyed_answers_match_the_open_server(keyed: ServedApp, open_server: ServedApp) -> None:
     body = {"question": "What is the capital of Japan?", "top_k": 2}
     expected = httpx.post(open_server.url + "/ask", json=body).json()["answers"]
     got = httpx.post(keyed.url + "/ask", json=body, headers={"Authorization": f"Bearer {KEY}"})
     assert got.status_code == 200 and got.json()["answers"] == expected
 
 
-def test_cors_is_off_by_default_and_limited_to_listed_origins(keyed: _Server, open_server: _Server) -> None:
+def test_cors_is_off_by_default_and_limited_to_listed_origins(
+    keyed: ServedApp, open_server: ServedApp
+) -> None:
     preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
     preflight["Access-Control-Request-Headers"] = "x-api-key,content-type"
     plain = httpx.options(open_server.url + "/ask", headers=preflight)
@@ -114,7 +115,7 @@ def test_cors_is_off_by_default_and_limited_to_listed_origins(keyed: _Server, op
     assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == ORIGIN
 
 
-def test_a_slow_body_gets_408(keyed: _Server) -> None:
+def test_a_slow_body_gets_408(keyed: ServedApp) -> None:
     with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as conn:
         conn.sendall(
             b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -177,7 +178,7 @@ def test_serve_refuses_a_public_address_without_a_key() -> None:
     assert len(lines) == 1 and "--api-key" in lines[0] and "--insecure" in lines[0], result.stderr
 
 
-def test_the_page_asks_for_the_key_once_per_tab(keyed: _Server) -> None:
+def test_the_page_asks_for_the_key_once_per_tab(keyed: ServedApp) -> None:
     from test_web_page import CHROMIUM, CHROMIUM_ARGS, _chromium_or_skip
 
     _chromium_or_skip()

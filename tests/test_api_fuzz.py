@@ -20,11 +20,10 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis import checks as st_checks
-from test_server import _Server
 
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import ServerLimits, create_app
-from pipeline.testing import build_tiny_setup
+from pipeline.testing import ServedApp, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 MAX_EXAMPLES = int(os.environ.get("KOTAE_FUZZ_EXAMPLES", "30"))
@@ -105,7 +104,7 @@ def test_api_from_its_own_schema(api_schema: Any, label: str, mode: GenerationMo
 
 @pytest.fixture(scope="module")
 def server(app: FastAPI):
-    with _Server(app) as running:
+    with ServedApp(app) as running:
         yield running
 
 
@@ -171,7 +170,7 @@ def test_huge_query_strings_and_unknown_paths(server) -> None:
         assert reply.startswith(b"HTTP/1.1 %d" % status) and phrase in reply, reply[:300]
 
 
-def _raw(server: _Server, request: bytes) -> bytes:
+def _raw(server: ServedApp, request: bytes) -> bytes:
     """Send bytes no well-behaved client would (uvicorn answers a bad Content-Length itself), and read the reply until the server closes or 2 s pass."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=2) as conn:
         conn.sendall(request)

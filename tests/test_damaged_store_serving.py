@@ -16,13 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from test_server import _Server
 
 from indexing.store import SQLITE_NAME
 from kotae.errors import IndexUnavailable
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import create_app
-from pipeline.testing import TinySetup, build_tiny_setup
+from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 
 torch.set_num_threads(1)
 
@@ -65,7 +64,7 @@ def test_a_store_damaged_while_serving_gives_503_naming_the_file(
     index = tmp_path / "index"
     config = setup.config(CONFIGS / "default.yaml", _fresh_index(setup, index))
     database = index / SQLITE_NAME
-    with _Server(create_app(config, answerer=QuestionAnswerer.from_config(config))) as server:
+    with ServedApp(create_app(config, answerer=QuestionAnswerer.from_config(config))) as server:
         client = httpx.Client(base_url=server.url, timeout=60)
         assert client.post("/ask", json={"question": "富士山の高さは？"}).status_code == 200
         assert client.get("/health").status_code == 200

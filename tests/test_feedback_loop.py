@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from test_server import _Server
 from typer.testing import CliRunner
 
 from kotae.cli import app as cli_app
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import create_app
-from pipeline.testing import TinySetup, build_tiny_setup
+from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 from reader_training.evaluate import evaluate_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +88,7 @@ def test_feedback_export_train_evaluate_switch(tmp_path: Path) -> None:
     setup = build_tiny_setup(tmp_path / "tiny")
     pipeline_config = CONFIGS / "pipeline" / "bm25.yaml"
     config = setup.config(pipeline_config)
-    with _Server(create_app(config, answerer=QuestionAnswerer.from_config(config))) as server:
+    with ServedApp(create_app(config, answerer=QuestionAnswerer.from_config(config))) as server:
         _post_labels(server.url, setup)
 
     sets = [item for override in setup.overrides for item in ("--set", override)]

@@ -41,6 +41,7 @@ import ray  # noqa: E402 - after the quiet environment
 
 from indexing import job  # noqa: E402
 from indexing.job import run_index  # noqa: E402
+from pipeline.testing import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -299,12 +300,6 @@ def test_a_paths_worker_reads_like_the_driver_and_reports_what_it_cannot_read(tm
         computed(rows[str((corpus / "doc001.txt").resolve())], documents)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class Head:
     """A running ``ray start --head``: its GCS address, Ray Client address, temp dir and process."""
@@ -331,7 +326,7 @@ def ray_head() -> Iterator[Head]:
     group is killed at the end, whatever happens. Not ``ray stop``: that stops every Ray of this
     user on the machine, including ones other people's jobs started."""
     temp = Path(tempfile.mkdtemp(prefix="kray", dir="/tmp"))  # short: Ray's socket paths are limited
-    port, client_port = _free_port(), _free_port()
+    port, client_port = free_port(), free_port()
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--num-cpus=1"]
     command += ["--include-dashboard=false", f"--port={port}", f"--ray-client-server-port={client_port}"]
     command += [f"--temp-dir={temp}", "--disable-usage-stats"]
@@ -520,11 +515,11 @@ def test_an_address_where_nothing_listens_fails_in_one_line() -> None:
     from kotae.errors import KotaeError
 
     with pytest.raises(KotaeError, match=r"^no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head"):
-        check_address(f"127.0.0.1:{_free_port()}", timeout=2)
+        check_address(f"127.0.0.1:{free_port()}", timeout=2)
     with pytest.raises(
         KotaeError, match=r"^no Ray cluster answers at ray://127\.0\.0\.1:\d+ .*--ray-client-server-port"
     ):
-        check_address(f"ray://127.0.0.1:{_free_port()}", timeout=2)
+        check_address(f"ray://127.0.0.1:{free_port()}", timeout=2)
     check_address("auto")  # left to Ray
 
 

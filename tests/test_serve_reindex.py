@@ -16,12 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_server import _Server
 
 from indexing.job import run_index
 from pipeline.qa import QuestionAnswerer
 from pipeline.server import create_app
-from pipeline.testing import QUESTIONS, TinySetup, build_tiny_setup
+from pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 NEW_DOCUMENTS = {
@@ -36,14 +35,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
 
 
 @pytest.fixture(scope="module")
-def server(setup: TinySetup) -> Iterator[_Server]:
+def server(setup: TinySetup) -> Iterator[ServedApp]:
     config = setup.config(CONFIGS / "default.yaml")
-    with _Server(create_app(config, answerer=QuestionAnswerer.from_config(config))) as running:
+    with ServedApp(create_app(config, answerer=QuestionAnswerer.from_config(config))) as running:
         yield running
 
 
 def test_answers_keep_coming_during_a_reindex_and_the_new_commit_is_picked_up(
-    server: _Server, setup: TinySetup
+    server: ServedApp, setup: TinySetup
 ) -> None:
     before = httpx.get(server.url + "/health").json()["passages"]
     for name, text in NEW_DOCUMENTS.items():
