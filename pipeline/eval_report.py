@@ -112,7 +112,8 @@ def plot_by_type(table: dict[str, dict[str, float | int]], title: str, path: Pat
     axis.invert_yaxis()
     axis.set_xlim(0, 100)
     axis.set_xlabel("F1 (%)")
-    axis.legend(loc="lower right", fontsize=8)
+    # below the axes: inside them, the legend covers the longest bars
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.3 / len(names)), ncol=2, fontsize=8)
     axis.set_title(_label(title))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
