@@ -24,22 +24,13 @@ from typing import Any
 import numpy as np
 
 from kotae.errors import KotaeError
+from reader_training.device_bundle import HF_WORD_EMBEDDINGS, MAX_FILE_BYTES, sha256
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DELTA_FILE = "delta.json"
-HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
 BASE_WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 CARRIED_FILES = ("config.json", "reader_config.json", "model_card.md")
-MAX_SHARD_BYTES = 15 * 1024 * 1024  # small enough for any git host's file limit
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _base_source(base_folder: Path) -> str | None:
@@ -59,7 +50,7 @@ def base_word_embeddings(base_folder: Path) -> np.ndarray:
     raise KotaeError(f"{base_folder / 'model.safetensors'} has no word-embedding matrix")
 
 
-def shard(tensors: Mapping[str, np.ndarray], limit: int = MAX_SHARD_BYTES) -> list[dict[str, np.ndarray]]:
+def shard(tensors: Mapping[str, np.ndarray], limit: int = MAX_FILE_BYTES) -> list[dict[str, np.ndarray]]:
     """Tensors split, in order, into groups of at most ``limit`` bytes (a bigger tensor alone)."""
     groups: list[dict[str, np.ndarray]] = [{}]
     size = 0
@@ -103,7 +94,7 @@ def export_delta(model_dir: str | Path, out_dir: str | Path, base: str = "multil
     for number, group in enumerate(shard(half), start=1):
         name = f"weights-{number}.safetensors"
         save_file(group, str(out / name), metadata={"format": "pt"})
-        files.append({"file": name, "sha256": _sha256(out / name), "tensors": len(group)})
+        files.append({"file": name, "sha256": sha256(out / name), "tensors": len(group)})
     for name in CARRIED_FILES:
         if (model / name).is_file():
             shutil.copy2(model / name, out / name)
@@ -133,7 +124,7 @@ def read_delta(delta_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     tensors: dict[str, np.ndarray] = {}
     for entry in delta["files"]:
         file = delta_dir / entry["file"]
-        if not file.is_file() or _sha256(file) != entry["sha256"]:
+        if not file.is_file() or sha256(file) != entry["sha256"]:
             raise KotaeError(f"{file} is missing or damaged (sha256 mismatch); reinstall kotae")
         tensors.update(load_file(str(file)))
     return delta, tensors
