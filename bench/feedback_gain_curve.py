@@ -178,6 +178,7 @@ def main() -> None:
     parser.add_argument("--dev-limit", type=int, default=300, help="first N questions of each dev set")
     parser.add_argument("--replay-weight", type=float, default=0.02, help="sample of each replay set")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", type=float, help="default: configs/train/adapt.yaml's")
     parser.add_argument("--precision", default="bf16", help="bf16 needs AVX-512 BF16; else fp32")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -217,6 +218,8 @@ def main() -> None:
         if not timing.is_file():
             config = adapt_config(args.base, export, model, args.replay_weight, args.epochs)
             config["precision"] = args.precision
+            if args.learning_rate:
+                config["learning_rate"] = args.learning_rate
             (folder / "adapt.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
             started = time.perf_counter()
             cpu = run(kotae("train", "--config", str(folder / "adapt.yaml")), folder / "train.log")

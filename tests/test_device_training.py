@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,9 @@ def test_variant_comparison_run_returns_scores_only_and_fits_its_schedule(
     monkeypatch.setattr(device_train, "TIMING_FROM", 1)
     monkeypatch.setattr(device_train, "TIMING_AT", (2,))
     monkeypatch.setattr(device_train, "fitted_steps", lambda done, planned, per_step, left: done + 1)
+    # main() counts the budget from the module's import, as in a fresh process; in this test process
+    # that import may be minutes old on a busy machine, which would end the run on "time budget"
+    monkeypatch.setattr(device_train, "STARTED", time.monotonic())
     first = tmp_path / "first"
     first.mkdir()
     (first / "run.json").write_text(json.dumps({"global_step": 10}))
