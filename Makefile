@@ -17,8 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-## The main job: prepare the offline default models and show that they load and embed.
-# The main job: offline models, an index of the bundled examples (ja + en), answers to sample questions.
+## The main job: offline models, an index of the bundled examples (ja + en), answers to sample questions.
 demo: install
 	$(BIN)/kotae models prepare
 	$(BIN)/kotae index --config configs/pipeline/default.yaml --corpus examples/ja examples/en
