@@ -20,6 +20,8 @@ never saw (``configs/train/reader-no-amazon-cpu.yaml``). For each N in ``--sizes
    questions and on the first ``--dev-limit`` questions of JaQuAD dev and squad-dev.
 
 Every step is skipped when its output exists, so an interrupted run continues where it stopped.
+The settings those outputs depend on are kept in ``OUT/settings.json``; a rerun into the same
+``--out`` with other settings stops with one line naming them (``--sizes`` may change freely).
 Prints a table (and writes ``OUT/results.json``) with EM/F1 per set and the CPU minutes of each
 adaptation (user + system time of the ``kotae train`` process)::
 
@@ -117,6 +119,14 @@ def adapt_config(
     return config
 
 
+CACHE_KEYS = ("base", "heldout", "dev_limit", "replay_weight", "epochs", "learning_rate", "precision", "seed")
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The cache-relevant settings whose value differs between a folder's saved run and this one."""
+    return [key for key in CACHE_KEYS if key in saved and saved[key] != current.get(key)]
+
+
 # ----------------------------------------------------------------------------------------- shell
 
 
@@ -157,7 +167,9 @@ def scores(model: str, out: Path, heldout: Path, dev_limit: int) -> dict[str, An
 def shown_answers(base: str, pool: list[QAExample], cache: Path) -> list[tuple[int, int]]:
     """The base reader's answer span for each pool question (what the user sees), cached."""
     if cache.is_file():
-        return [tuple(span) for span in json.loads(cache.read_text())]  # type: ignore[misc]
+        spans = [tuple(span) for span in json.loads(cache.read_text())]
+        if len(spans) >= len(pool):  # a later run may ask more questions (a larger --sizes)
+            return spans[: len(pool)]  # type: ignore[return-value]
     from reader_training.evaluate import DecodeSettings, load_reader, predict, saved_settings
 
     model, tokenizer, folder = load_reader(base)
@@ -184,6 +196,13 @@ def main() -> None:
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    settings = {key: getattr(args, key) for key in CACHE_KEYS}
+    saved_path = out / "settings.json"
+    if saved_path.is_file():
+        changed = changed_settings(json.loads(saved_path.read_text()), settings)
+        if changed:
+            sys.exit(f"{out} holds a run with other {', '.join(changed)}; choose another --out")
+    saved_path.write_text(json.dumps(settings, indent=1) + "\n")
 
     heldout, pool = split_by_product(json.loads(AMAZON.read_text(encoding="utf-8")), args.heldout, args.seed)
     heldout_path = out / "amazon-heldout.json"
@@ -246,8 +265,8 @@ def main() -> None:
             f"{row[k]['exact_match']:.1f} / {row[k]['f1']:.1f}"
             for k in ("amazon-heldout", "jaquad-dev", "squad-dev")
         ]
-        cpu = f"{row['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in row else "-"
-        print(f"{row['corrections']!s:>11} | {cells[0]:>21} | {cells[1]:>16} | {cells[2]:>15} | {cpu}")
+        minutes = f"{row['cpu_seconds'] / 60:.1f}" if "cpu_seconds" in row else "-"
+        print(f"{row['corrections']!s:>11} | {cells[0]:>21} | {cells[1]:>16} | {cells[2]:>15} | {minutes}")
 
 
 if __name__ == "__main__":

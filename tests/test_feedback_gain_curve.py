@@ -84,3 +84,14 @@ def test_adapt_config_replays_the_base_data_without_amazon(tmp_path: Path) -> No
     )
     control = bench.adapt_config("runs/base", None, tmp_path / "out", 0.02, 1.0)
     assert len(control["train_data"]) == 3  # no labels: replay only
+
+
+def test_a_folder_of_cached_results_refuses_other_settings_but_not_other_sizes() -> None:
+    bench = _bench()
+    saved = {"base": "runs/a", "heldout": 1000, "learning_rate": None, "seed": 7}
+    assert bench.changed_settings(saved, {**saved, "sizes": [0, 5000]}) == []
+    assert bench.changed_settings(saved, {**saved, "base": "runs/b", "learning_rate": 1e-4}) == [
+        "base",
+        "learning_rate",
+    ]
+    assert bench.changed_settings({}, {"base": "runs/b"}) == []  # a folder from before settings.json
