@@ -13,7 +13,11 @@ as Ray's object store are not counted twice) of the child's whole process tree, 
 - ``overhead_seconds``: the same engine on one document (start-up cost alone).
 
 ``--model tiny`` uses indexing.testing's 16-d one-layer model: it measures the engine, not the model.
-Prints one JSON object per engine and writes them to ``--out``.
+Prints one JSON object per engine and writes them to ``--out``. ``--compare`` runs nothing: it
+compares the stores the engines left in ``--work`` (same passage ids, texts, metadata and manifest;
+the largest vector difference), e.g. after separate runs per engine::
+
+    .venv/bin/python bench/bench_index_engines.py --compare --engines local ray
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def write_subset(source: Path, documents: int, target: Path) -> Path:
         return out
     target.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
-    lines = []
+    lines: list[str] = []
     for path in sorted(source.glob("*.json")):
         for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
             for paragraph in article["paragraphs"]:
@@ -84,7 +88,7 @@ def child(args: argparse.Namespace) -> None:
     shutil.rmtree(args.index_dir, ignore_errors=True)
     started = time.perf_counter()
     summary = run_index(config, [args.corpus], args.index_dir)
-    result = {
+    result: dict[str, float | None] = {
         "documents": summary.added,
         "passages": summary.passages_added,
         "seconds": round(summary.seconds, 2),
@@ -113,6 +117,35 @@ def tree_pss(pid: int) -> int:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += process.memory_full_info().pss
     return total
+
+
+def compare_stores(left: Path, right: Path) -> dict:
+    """How two stores differ: passage ids, texts + metadata, manifests, and the largest |vector difference|."""
+    import numpy as np
+
+    from indexing.store import FaissDocumentStore
+
+    contents, manifests = [], []
+    for folder in (left, right):
+        store = FaissDocumentStore(folder)
+        try:
+            contents.append({d.id: d for d in store.filter_documents()})
+            manifests.append({k: (v[0], sorted(v[1])) for k, v in store.source_manifest().items()})
+        finally:
+            store.close()
+    a, b = contents
+    shared = sorted(set(a) & set(b))
+    differ = max(
+        (float(np.abs(np.subtract(a[i].embedding or [], b[i].embedding or [])).max()) for i in shared),
+        default=0.0,
+    )
+    return {
+        "passages": [len(a), len(b)],
+        "same_ids": set(a) == set(b),
+        "same_texts_and_meta": all((a[i].content, a[i].meta) == (b[i].content, b[i].meta) for i in shared),
+        "same_manifest": manifests[0] == manifests[1],
+        "max_abs_vector_difference": differ,
+    }
 
 
 def measure(corpus: Path, engine: str, args: argparse.Namespace, index_dir: Path) -> dict:
@@ -149,12 +182,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/kotae-bench-engines"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=c")
+    parser.add_argument("--compare", action="store_true", help="compare the stores in --work; run nothing")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--index-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.compare:
+        first, *others = args.engines
+        for other in others:
+            result = compare_stores(args.work / f"index-{first}", args.work / f"index-{other}")
+            print(json.dumps({"engines": [first, other], **result}), flush=True)
         return
     if args.model == "tiny":
         from indexing.testing import build_tiny_model
