@@ -119,35 +119,6 @@ def tree_pss(pid: int) -> int:
     return total
 
 
-def compare_stores(left: Path, right: Path) -> dict:
-    """How two stores differ: passage ids, texts + metadata, manifests, and the largest |vector difference|."""
-    import numpy as np
-
-    from indexing.store import FaissDocumentStore
-
-    contents, manifests = [], []
-    for folder in (left, right):
-        store = FaissDocumentStore(folder)
-        try:
-            contents.append({d.id: d for d in store.filter_documents()})
-            manifests.append({k: (v[0], sorted(v[1])) for k, v in store.source_manifest().items()})
-        finally:
-            store.close()
-    a, b = contents
-    shared = sorted(set(a) & set(b))
-    differ = max(
-        (float(np.abs(np.subtract(a[i].embedding or [], b[i].embedding or [])).max()) for i in shared),
-        default=0.0,
-    )
-    return {
-        "passages": [len(a), len(b)],
-        "same_ids": set(a) == set(b),
-        "same_texts_and_meta": all((a[i].content, a[i].meta) == (b[i].content, b[i].meta) for i in shared),
-        "same_manifest": manifests[0] == manifests[1],
-        "max_abs_vector_difference": differ,
-    }
-
-
 def measure(corpus: Path, engine: str, args: argparse.Namespace, index_dir: Path) -> dict:
     overrides = [f"index.engine={engine}", *args.overrides]
     command = [sys.executable, __file__, "--child", "--corpus", str(corpus), "--model", args.model]
@@ -192,8 +163,10 @@ def main() -> None:
         return
     if args.compare:
         first, *others = args.engines
+        from indexing.testing import store_differences
+
         for other in others:
-            result = compare_stores(args.work / f"index-{first}", args.work / f"index-{other}")
+            result = store_differences(args.work / f"index-{first}", args.work / f"index-{other}")
             print(json.dumps({"engines": [first, other], **result}), flush=True)
         return
     if args.model == "tiny":

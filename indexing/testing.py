@@ -94,3 +94,36 @@ class HashEmbedder:
             )
             vectors[row] = np.random.default_rng(seed).standard_normal(self.dim)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def store_differences(left: Path, right: Path) -> dict:
+    """How two stores differ: consistency problems of each, passage ids, texts + metadata, source
+    manifests, and the largest absolute difference between two vectors of the same passage.
+
+    The engine tests assert on it; ``bench/bench_index_engines.py --compare`` prints it.
+    """
+    from indexing.store import FaissDocumentStore
+
+    contents, manifests, problems = [], [], []
+    for folder in (left, right):
+        store = FaissDocumentStore(folder)
+        try:
+            problems.append(store.check_consistency())
+            contents.append({d.id: d for d in store.filter_documents()})
+            manifests.append({k: (v[0], sorted(v[1])) for k, v in store.source_manifest().items()})
+        finally:
+            store.close()
+    a, b = contents
+    shared = sorted(set(a) & set(b))
+    differ = max(
+        (float(np.abs(np.subtract(a[i].embedding or [], b[i].embedding or [])).max()) for i in shared),
+        default=0.0,
+    )
+    return {
+        "passages": [len(a), len(b)],
+        "problems": problems,
+        "same_ids": set(a) == set(b),
+        "same_texts_and_meta": all((a[i].content, a[i].meta) == (b[i].content, b[i].meta) for i in shared),
+        "same_manifest": manifests[0] == manifests[1],
+        "max_abs_vector_difference": differ,
+    }

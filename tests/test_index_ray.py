@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from indexing.ray_engine import RAY_ENVIRONMENT
 from indexing.store import SQLITE_NAME, FaissDocumentStore
-from indexing.testing import build_tiny_model
+from indexing.testing import build_tiny_model, store_differences
 from pipeline.config import load_pipeline_config
 
 for _key, _value in RAY_ENVIRONMENT.items():
@@ -132,17 +132,10 @@ def store_contents(index: Path) -> dict[str, tuple[str, dict, np.ndarray]]:
 
 
 def assert_same_store(left: Path, right: Path) -> None:
-    a, b = store_contents(left), store_contents(right)
-    assert sorted(a) == sorted(b)
-    for key, (content, meta, vector) in a.items():
-        assert (content, meta) == b[key][:2]
-        np.testing.assert_allclose(vector, b[key][2], atol=1e-5)
-    manifests = []
-    for index in (left, right):
-        store = FaissDocumentStore(index)
-        manifests.append({k: (v[0], sorted(v[1])) for k, v in store.source_manifest().items()})
-        store.close()
-    assert manifests[0] == manifests[1]
+    differences = store_differences(left, right)
+    assert differences["problems"] == [[], []]
+    assert differences["same_ids"] and differences["same_texts_and_meta"] and differences["same_manifest"]
+    assert differences["max_abs_vector_difference"] <= 1e-5
 
 
 def without_timing(summary: dict) -> dict:
