@@ -35,7 +35,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
 from haystack.utils.filters import document_matches_filter
 
-from indexing.store import FaissDocumentStore
+from indexing.stores import STORE_TYPES, IndexStore, store_from_dict
 
 Tokenizer = Callable[[str], list[str]]
 TOKENIZERS = ("bigram", "fugashi")
@@ -165,7 +165,7 @@ class BM25Index:
         )
 
 
-def build_bm25(store: FaissDocumentStore, tokenizer: str = DEFAULT_TOKENIZER, save: bool = True) -> BM25Index:
+def build_bm25(store: IndexStore, tokenizer: str = DEFAULT_TOKENIZER, save: bool = True) -> BM25Index:
     """Build the BM25 index over every passage in ``store`` and (by default) save it next to it."""
     generation = store.generation
     pairs = list(store.iter_contents())
@@ -175,7 +175,7 @@ def build_bm25(store: FaissDocumentStore, tokenizer: str = DEFAULT_TOKENIZER, sa
     return index
 
 
-def load_bm25(store: FaissDocumentStore, tokenizer: str = DEFAULT_TOKENIZER) -> BM25Index:
+def load_bm25(store: IndexStore, tokenizer: str = DEFAULT_TOKENIZER) -> BM25Index:
     """The saved BM25 index if it matches the store's generation and tokenizer, else a rebuilt one."""
     directory = store.path / BM25_DIRNAME
     try:
@@ -206,7 +206,7 @@ class BM25Retriever:
 
     def __init__(
         self,
-        document_store: FaissDocumentStore,
+        document_store: IndexStore,
         filters: dict[str, Any] | None = None,
         top_k: int = 10,
         tokenizer: str = DEFAULT_TOKENIZER,
@@ -220,11 +220,11 @@ class BM25Retriever:
         :param top_k: How many documents to return. Must be greater than 0.
         :param tokenizer: ``fugashi`` (MeCab words, the default) or ``bigram`` (character bigrams for CJK).
         :param filter_policy: How run-time filters combine with ``filters`` (REPLACE or MERGE).
-        :raises TypeError: If ``document_store`` is not a FaissDocumentStore.
+        :raises TypeError: If ``document_store`` is not one of kotae's stores.
         :raises ValueError: If ``top_k`` is not greater than 0 or the tokenizer is unknown.
         """
-        if not isinstance(document_store, FaissDocumentStore):
-            raise TypeError("document_store must be an instance of FaissDocumentStore")
+        if not isinstance(document_store, STORE_TYPES):
+            raise TypeError("document_store must be an instance of FaissDocumentStore or MilvusDocumentStore")
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
         get_tokenizer(tokenizer)
@@ -256,7 +256,7 @@ class BM25Retriever:
         """Deserialise the component from a dictionary."""
         data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
         params = data["init_parameters"]
-        params["document_store"] = FaissDocumentStore.from_dict(params["document_store"])
+        params["document_store"] = store_from_dict(params["document_store"])
         if "filter_policy" in params:
             params["filter_policy"] = FilterPolicy.from_str(params["filter_policy"])
         return default_from_dict(cls, data)

@@ -311,7 +311,7 @@ def run_index(
     from haystack.document_stores.types import DuplicatePolicy
 
     from indexing.bm25 import load_bm25
-    from indexing.store import FaissDocumentStore
+    from indexing.stores import open_store
 
     started = time.perf_counter()
     missing = [str(p) for p in corpus if not Path(p).expanduser().exists()]
@@ -329,12 +329,8 @@ def run_index(
         fingerprint = f"{embedder.fingerprint}|{settings.passage_tokens}|{settings.overlap_tokens}|split{SPLITTER_VERSION}"
 
         try:
-            store = FaissDocumentStore(
-                directory,
-                faiss_factory=settings.faiss_factory,
-                nprobe=settings.faiss_nprobe,
-                recreate_damaged=full,  # --full starts over even from a damaged store.sqlite3
-            )
+            # --full starts over even from a damaged store.sqlite3 (kotae's store)
+            store = open_store(config, directory, recreate_damaged=full)
         except DocumentStoreError as error:
             raise KotaeError(f"index {directory}: {error}") from None
         try:

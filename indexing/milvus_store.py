@@ -55,6 +55,7 @@ import json
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,8 +146,9 @@ class MilvusDocumentStore:
         """
         Connect to Milvus and open (or create) the collections.
 
-        :param path: Local folder for what stays on this machine (the BM25 index, feedback labels,
-            the job's lock file); created if missing.
+        :param path: Local folder for what stays on this machine (the job's lock file, feedback
+            labels, and in ``milvus-<collection id>/`` the BM25 index built from this collection);
+            created if missing.
         :param uri: A file path (Milvus Lite in this process) or ``http://host:port`` (a server).
         :param collection: The passage collection's name (state and journal collections get suffixes).
         :param index_type: Milvus vector index: FLAT (exact, like kotae's default), HNSW, IVF_FLAT or AUTOINDEX.
@@ -155,8 +157,10 @@ class MilvusDocumentStore:
         """
         check_collection_name(collection)
         if index_type not in INDEX_TYPES:
-            raise ValueError(f"index.milvus_index must be one of {', '.join(INDEX_TYPES)}, but got {index_type!r}")
-        self.path = Path(path).expanduser()
+            raise ValueError(
+                f"index.milvus_index must be one of {', '.join(INDEX_TYPES)}, but got {index_type!r}"
+            )
+        self.folder = Path(path).expanduser()
         self.uri = uri if is_server_uri(uri) else str(Path(uri).expanduser())
         self.collection = collection
         self.index_type = index_type
@@ -165,13 +169,22 @@ class MilvusDocumentStore:
         self._journal_name = f"{collection}_kotae_journal"
         self._lock = threading.RLock()
         self._view_cache: tuple[str, _View] | None = None
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         if not is_server_uri(self.uri):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         self._client = self._connect()
         for name in (self._state_name, self._journal_name):
             if not self._client.has_collection(name):
                 self._create_side_collection(name)
+        self.path = self.folder / f"milvus-{self._collection_id()}"
+
+    def _collection_id(self) -> str:
+        """A random id kept in the state collection, so local caches never mix two collections."""
+        found = self._get(self._state_name, ["collection_id"]).get("collection_id")
+        if found is None:
+            found = uuid.uuid4().hex[:16]
+            self._put(self._state_name, {"collection_id": found})
+        return found
 
     def _connect(self) -> Any:
         try:
@@ -212,7 +225,9 @@ class MilvusDocumentStore:
         schema.add_field("has_vec", DataType.BOOL)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
         index = self._client.prepare_index_params()
-        params = {"HNSW": {"M": 32, "efConstruction": 200}, "IVF_FLAT": {"nlist": 256}}.get(self.index_type, {})
+        params = {"HNSW": {"M": 32, "efConstruction": 200}, "IVF_FLAT": {"nlist": 256}}.get(
+            self.index_type, {}
+        )
         index.add_index(field_name="vec", index_type=self.index_type, metric_type="COSINE", params=params)
         self._client.create_collection(self.collection, schema=schema, index_params=index)
 
@@ -267,7 +282,10 @@ class MilvusDocumentStore:
         """The journal's body in parts (each under Milvus's VARCHAR limit), then the ``prepare`` header."""
         text = json.dumps(journal, ensure_ascii=True)
         size = _MAX_TEXT - 1
-        parts = {f"{journal['generation']}:{i}": text[at : at + size] for i, at in enumerate(range(0, len(text), size))}
+        parts = {
+            f"{journal['generation']}:{i}": text[at : at + size]
+            for i, at in enumerate(range(0, len(text), size))
+        }
         self._put(self._journal_name, parts)
         header = {"generation": journal["generation"], "parts": len(parts), "phase": "prepare"}
         self._put(self._state_name, {"journal": json.dumps(header)})
@@ -333,7 +351,9 @@ class MilvusDocumentStore:
 
     def _end_journal(self, header: dict[str, Any]) -> None:
         self._drop_keys(self._state_name, ["journal"])
-        self._drop_keys(self._journal_name, [f"{header['generation']}:{i}" for i in range(int(header["parts"]))])
+        self._drop_keys(
+            self._journal_name, [f"{header['generation']}:{i}" for i in range(int(header["parts"]))]
+        )
         self._view_cache = None
 
     def _finish(self, journal: dict[str, Any]) -> None:
@@ -342,12 +362,15 @@ class MilvusDocumentStore:
             if self._passages_exist():
                 self._client.drop_collection(self.collection)
             keys = [row["key"] for row in self._scan(self._state_name, 'key != "journal"', ["key"])]
-            self._drop_keys(self._state_name, [k for k in keys if k != "generation"])
+            self._drop_keys(self._state_name, [k for k in keys if k not in ("generation", "collection_id")])
         elif self._passages_exist():
             for chunk in _chunks(list(journal.get("delete", [])), _BATCH):
                 self._client.delete(self.collection, ids=chunk)
         self._drop_keys(self._state_name, [f"source:{key}" for key in journal.get("delete_sources", [])])
-        rows = {f"source:{key}": json.dumps(value, ensure_ascii=True) for key, value in journal.get("set_sources", {}).items()}
+        rows = {
+            f"source:{key}": json.dumps(value, ensure_ascii=True)
+            for key, value in journal.get("set_sources", {}).items()
+        }
         rows.update({f"user.{key}": value for key, value in journal.get("state", {}).items()})
         rows["generation"] = str(journal["generation"])
         self._put(self._state_name, rows)
@@ -368,9 +391,16 @@ class MilvusDocumentStore:
                 f"{_MAX_TEXT}-byte text field; use shorter passages (index.passage_tokens)"
             )
         if document.embedding is None:
-            vector = [1.0] + [0.0] * (dim - 1)  # never searched (has_vec false); cosine needs a non-zero vector
+            vector = [1.0] + [0.0] * (
+                dim - 1
+            )  # never searched (has_vec false); cosine needs a non-zero vector
             return {"id": document.id, "data": text, "has_vec": False, "vec": vector}
-        return {"id": document.id, "data": text, "has_vec": True, "vec": [float(x) for x in document.embedding]}
+        return {
+            "id": document.id,
+            "data": text,
+            "has_vec": True,
+            "vec": [float(x) for x in document.embedding],
+        }
 
     @staticmethod
     def _decode(row: dict[str, Any], with_embedding: bool, score: float | None = None) -> Document:
@@ -447,7 +477,10 @@ class MilvusDocumentStore:
     def get_documents_by_id(self, document_ids: list[str], return_embedding: bool = False) -> list[Document]:
         """Documents with these ids, in the order asked (unknown ids left out)."""
         with self._lock:
-            found = {row["id"]: self._decode(row, return_embedding) for row in self._rows(return_embedding, list(document_ids))}
+            found = {
+                row["id"]: self._decode(row, return_embedding)
+                for row in self._rows(return_embedding, list(document_ids))
+            }
         return [found[i] for i in document_ids if i in found]
 
     def iter_contents(self) -> Iterator[tuple[str, str]]:
@@ -511,19 +544,21 @@ class MilvusDocumentStore:
             self.recover()
             generation = self._committed_generation() + 1
             if clear:
-                journal = {"generation": generation, "clear": True}
-                self._commit(journal, self._write_journal(journal), [])
+                cleared: dict[str, Any] = {"generation": generation, "clear": True}
+                self._commit(cleared, self._write_journal(cleared), [])
                 return 0
             deleting = list(dict.fromkeys(delete_ids))
             rows, fresh = self._rows_to_write(list(write), set(deleting), policy)
             count = len(rows)
             rows.extend(self._meta_updates(update_meta or {}, {row["id"] for row in rows}, set(deleting)))
             written = {row["id"] for row in rows}
-            journal = {
+            journal: dict[str, Any] = {
                 "generation": generation,
                 "fresh": fresh,
                 "delete": [pid for pid in deleting if pid not in written],
-                "set_sources": {key: [digest, _pack_ids(ids)] for key, (digest, ids) in (set_sources or {}).items()},
+                "set_sources": {
+                    key: [digest, _pack_ids(ids)] for key, (digest, ids) in (set_sources or {}).items()
+                },
                 "delete_sources": list(delete_sources),
                 "state": dict(set_state or {}),
             }
@@ -554,10 +589,12 @@ class MilvusDocumentStore:
                     raise DuplicateDocumentError(f"ID '{document.id}' already exists.")
             chosen[document.id] = document
         rows = [self._encode(document, dim) for document in chosen.values()]
-        present = set()
+        present: set[str] = set()
         if self._passages_exist():
             for chunk in _chunks(list(chosen), _BATCH):
-                present.update(row["id"] for row in self._client.query(self.collection, ids=chunk, output_fields=["id"]))
+                present.update(
+                    row["id"] for row in self._client.query(self.collection, ids=chunk, output_fields=["id"])
+                )
         return rows, [pid for pid in chosen if pid not in present]
 
     def _dimension_for(self, documents: list[Document]) -> int:
@@ -571,13 +608,17 @@ class MilvusDocumentStore:
                     "embed with the same model, or rebuild the index with --full"
                 )
         if len(dims) > 1:
-            raise DocumentStoreError(f"documents with embeddings of different sizes ({sorted(dims)}) in one write")
+            raise DocumentStoreError(
+                f"documents with embeddings of different sizes ({sorted(dims)}) in one write"
+            )
         wanted = known or (next(iter(dims)) if dims else None)
         current = self._passages_dim()
         if current is None:
             self._create_passages(wanted or _PLACEHOLDER_DIM)
         elif wanted is not None and current != wanted:  # only the placeholder: no embeddings stored yet
-            kept = [self._decode(row, False) for row in self._scan(self.collection, "", ["id", "data", "has_vec"])]
+            kept = [
+                self._decode(row, False) for row in self._scan(self.collection, "", ["id", "data", "has_vec"])
+            ]
             self._client.drop_collection(self.collection)
             self._create_passages(wanted)
             rows = [self._encode(document, wanted) for document in kept]
@@ -601,7 +642,9 @@ class MilvusDocumentStore:
 
     # ------------------------------------------------------------------ Haystack protocol: writing
 
-    def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
+    def write_documents(
+        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
+    ) -> int:
         """Write documents in one commit (policy NONE means FAIL); returns how many were written."""
         if (
             not isinstance(documents, Iterable)
@@ -725,7 +768,7 @@ class MilvusDocumentStore:
         """Serialise the store's settings (never the token, which stays in the environment)."""
         return default_to_dict(
             self,
-            path=str(self.path),
+            path=str(self.folder),
             uri=self.uri,
             collection=self.collection,
             index_type=self.index_type,
@@ -740,4 +783,3 @@ class MilvusDocumentStore:
 
 def _scaled(score: float, scale: bool) -> float:
     return (score + 1.0) / 2.0 if scale else score
-

@@ -52,7 +52,9 @@ class MilvusLiteServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"milvus_lite server exited with {self.process.returncode}; see {log.name}")
+                raise RuntimeError(
+                    f"milvus_lite server exited with {self.process.returncode}; see {log.name}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return

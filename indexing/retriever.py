@@ -1,4 +1,4 @@
-"""Dense retrieval over a :class:`FaissDocumentStore`, as a Haystack component."""
+"""Dense retrieval over a :class:`FaissDocumentStore` (or kotae's Milvus store), as a Haystack component."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
 
-from indexing.store import FaissDocumentStore
+from indexing.stores import STORE_TYPES, IndexStore, store_from_dict
 
 
 @component
@@ -37,7 +37,7 @@ class FaissEmbeddingRetriever:
 
     def __init__(
         self,
-        document_store: FaissDocumentStore,
+        document_store: IndexStore,
         filters: dict[str, Any] | None = None,
         top_k: int = 10,
         scale_score: bool = False,
@@ -47,17 +47,17 @@ class FaissEmbeddingRetriever:
         """
         Create the FaissEmbeddingRetriever.
 
-        :param document_store: The FaissDocumentStore to search.
+        :param document_store: The FaissDocumentStore (or MilvusDocumentStore) to search.
         :param filters: Haystack filters narrowing the search.
         :param top_k: How many documents to return. Must be greater than 0.
         :param scale_score: Map cosine scores from [-1, 1] to [0, 1].
         :param return_embedding: Return the documents' embeddings too.
         :param filter_policy: How run-time filters combine with ``filters`` (REPLACE or MERGE).
-        :raises TypeError: If ``document_store`` is not a FaissDocumentStore.
+        :raises TypeError: If ``document_store`` is not one of kotae's stores.
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
-        if not isinstance(document_store, FaissDocumentStore):
-            raise TypeError("document_store must be an instance of FaissDocumentStore")
+        if not isinstance(document_store, STORE_TYPES):
+            raise TypeError("document_store must be an instance of FaissDocumentStore or MilvusDocumentStore")
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
         self.document_store = document_store
@@ -84,7 +84,7 @@ class FaissEmbeddingRetriever:
         """Deserialise the component from a dictionary."""
         data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
         params = data["init_parameters"]
-        params["document_store"] = FaissDocumentStore.from_dict(params["document_store"])
+        params["document_store"] = store_from_dict(params["document_store"])
         if "filter_policy" in params:
             params["filter_policy"] = FilterPolicy.from_str(params["filter_policy"])
         return default_from_dict(cls, data)

@@ -37,7 +37,13 @@ from pipeline.config import PipelineConfig
 if TYPE_CHECKING:
     from haystack import Pipeline
 
-KOTAE_MODULES: tuple[str, ...] = ("pipeline.reader", "indexing.retriever", "indexing.bm25", "indexing.store")
+KOTAE_MODULES: tuple[str, ...] = (
+    "pipeline.reader",
+    "indexing.retriever",
+    "indexing.bm25",
+    "indexing.store",
+    "indexing.milvus_store",
+)
 """kotae modules whose classes a pipeline YAML may name."""
 
 HAYSTACK_MODULES: tuple[str, ...] = (
@@ -60,13 +66,18 @@ def index_command(config_path: str | Path | None, index_dir: Path) -> str:
     return f"kotae index{config} --index-dir {index_dir} --corpus PATH"
 
 
-def require_index(index_dir: Path, config_path: str | Path | None = None) -> int:
+def require_index(
+    index_dir: Path, config_path: str | Path | None = None, config: PipelineConfig | None = None
+) -> int:
     """How many passages ``index_dir`` holds; a one-line KotaeError when there is no index or it is empty.
 
-    Reads the store's SQLite file read-only, so nothing is created or locked.
+    Reads the store's SQLite file read-only, so nothing is created or locked. With
+    ``index.store: milvus`` in ``config``, counts the Milvus collection instead.
     """
     import sqlite3
 
+    if config is not None and config.index.store == "milvus":
+        return _require_milvus(config, index_dir, config_path)
     path = index_dir / STORE_FILE
     if not path.is_file():
         raise KotaeError(f"no index at {index_dir}; build it first: {index_command(config_path, index_dir)}")
@@ -81,6 +92,23 @@ def require_index(index_dir: Path, config_path: str | Path | None = None) -> int
     if count == 0:
         raise KotaeError(
             f"the index at {index_dir} is empty; add documents: {index_command(config_path, index_dir)}"
+        )
+    return count
+
+
+def _require_milvus(config: PipelineConfig, index_dir: Path, config_path: str | Path | None) -> int:
+    from haystack.document_stores.errors import DocumentStoreError
+
+    from indexing.stores import milvus_passages
+
+    try:
+        count = milvus_passages(config)
+    except DocumentStoreError as error:
+        raise IndexUnavailable(str(error)) from None
+    if count == 0:
+        raise KotaeError(
+            f"Milvus collection {config.index.milvus_collection!r} is empty; "
+            f"build the index first: {index_command(config_path, index_dir)}"
         )
     return count
 
@@ -112,13 +140,11 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     """
     from indexing.bm25 import BM25Retriever
     from indexing.retriever import FaissEmbeddingRetriever
-    from indexing.store import FaissDocumentStore
+    from indexing.stores import open_store
 
     retriever, reader = config.retriever, config.reader
     components: dict[str, Any] = {}
-    store = FaissDocumentStore(
-        config.index_dir, faiss_factory=config.index.faiss_factory, nprobe=config.index.faiss_nprobe
-    )
+    store = open_store(config)
     if retriever.type in ("dense", "hybrid"):
         from haystack_integrations.components.embedders.sentence_transformers import (
             SentenceTransformersTextEmbedder,

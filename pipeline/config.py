@@ -6,6 +6,7 @@ A misspelt key or a bad value fails with one line naming the key, the value and 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +39,19 @@ class IndexConfig(_Section):
     ask for ``ray_cpus_per_worker`` CPUs (fractional, so a small machine never deadlocks) and
     ``ray_gpus_per_worker`` GPUs. ``ray_input`` is how documents reach the workers: ``data`` (sent by
     the driver) or ``paths`` (workers read the files; needs shared storage). See docs/scaling.md.
+
+    ``store`` is where passages live: ``kotae`` (FAISS + SQLite in ``dir``) or ``milvus``
+    (``pip install 'kotae[milvus]'``): collection ``milvus_collection`` at ``milvus_uri``, a file
+    path for Milvus Lite in this process (default ``<dir>/milvus.db``) or ``http://host:19530`` for
+    a server; a token comes from the environment (``KOTAE_MILVUS_TOKEN``), never from this file.
+    ``dir`` then keeps only local files (BM25 index, feedback labels, the job's lock).
     """
 
     dir: str = "~/.cache/kotae/index/default"
+    store: Literal["kotae", "milvus"] = "kotae"
+    milvus_uri: str | None = None
+    milvus_collection: str = "kotae"
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
     faiss_factory: str = "Flat"
     passage_tokens: int = Field(200, gt=8)
     overlap_tokens: int = Field(32, ge=0)
@@ -55,6 +66,22 @@ class IndexConfig(_Section):
     ray_cpus_per_worker: float = Field(0.5, gt=0)
     ray_gpus_per_worker: float = Field(0.0, ge=0)
     ray_input: Literal["data", "paths"] = "data"
+
+    @field_validator("milvus_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value and ("@" in value.split("/")[2 if "://" in value else 0] or "token=" in value):
+            raise ValueError(
+                "must not carry credentials; set the token in the environment variable KOTAE_MILVUS_TOKEN"
+            )
+        return value
+
+    @field_validator("milvus_collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,180}", value):
+            raise ValueError("must be letters, digits and underscores, starting with a letter (e.g. kotae)")
+        return value
 
 
 class RetrieverConfig(_Section):

@@ -69,9 +69,9 @@ def _index_store(config: PipelineConfig, qa: QuestionAnswerer) -> Any:
     for name in ("bm25_retriever", "dense_retriever"):
         if pipeline is not None and name in qa.components:
             return pipeline.get_component(name).document_store
-    from indexing.store import FaissDocumentStore
+    from indexing.stores import open_store
 
-    return FaissDocumentStore(config.index_dir, faiss_factory=config.index.faiss_factory)
+    return open_store(config)
 
 
 def _error(status: int, message: str) -> JSONResponse:

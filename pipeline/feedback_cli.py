@@ -41,10 +41,10 @@ def _labels(config: Path | None, set_: list[str] | None, index_dir: Path | None,
         labels = feedback.labels(parse_since(since) if since else None)
     finally:
         feedback.close()
-    if (folder / "store.sqlite3").is_file():
-        from indexing.store import FaissDocumentStore
+    if settings.index.store == "milvus" or (folder / "store.sqlite3").is_file():
+        from indexing.stores import open_store
 
-        store = FaissDocumentStore(folder, faiss_factory=settings.index.faiss_factory)
+        store = open_store(settings)
         try:
             stale = stale_labels(labels, store_lookup(store))
         finally:

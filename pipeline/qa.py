@@ -41,7 +41,7 @@ class QuestionAnswerer:
         """Check the index exists and the reader model is findable, build the pipeline, load the models."""
         from pipeline.build import build_pipeline, require_index
 
-        require_index(config.index_dir, config_path)
+        require_index(config.index_dir, config_path, config)
         answerer = cls(build_pipeline(config), config)
         if warm_up:
             answerer.warm_up()

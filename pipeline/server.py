@@ -332,7 +332,7 @@ def create_app(
             "retriever": config.retriever.type,
             "reader": config.reader.type,
             "components": sorted(qa.components),
-            "passages": require_index(config.index_dir, config_path),
+            "passages": require_index(config.index_dir, config_path, config),
         }
 
     from pipeline.web import web_router

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from haystack import Document, ExtractedAnswer
     from jinja2 import Environment
 
-    from indexing.store import FaissDocumentStore
+    from indexing.stores import IndexStore
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -190,10 +190,10 @@ class _Collection:
     def __init__(self, config: PipelineConfig, qa: QuestionAnswerer) -> None:
         self.config = config
         self.qa = qa
-        self._store: FaissDocumentStore | None = None
+        self._store: IndexStore | None = None
 
     @property
-    def store(self) -> FaissDocumentStore:
+    def store(self) -> IndexStore:
         if self._store is None:
             pipeline = getattr(self.qa, "pipeline", None)
             for name in ("bm25_retriever", "dense_retriever"):
@@ -201,11 +201,9 @@ class _Collection:
                     self._store = pipeline.get_component(name).document_store
                     break
             else:
-                from indexing.store import FaissDocumentStore
+                from indexing.stores import open_store
 
-                self._store = FaissDocumentStore(
-                    self.config.index_dir, faiss_factory=self.config.index.faiss_factory
-                )
+                self._store = open_store(self.config)
         assert self._store is not None
         return self._store
 

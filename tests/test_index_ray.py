@@ -206,6 +206,36 @@ def test_ray_and_local_engines_build_the_same_store(
     assert_same_store(tmp_path / "local", tmp_path / "ray")
 
 
+def test_ray_writes_into_milvus_what_the_local_engine_writes_into_kotae_store(
+    tmp_path: Path, tiny_model: Path, local_ray: None, milvus_server: object
+) -> None:
+    from indexing.stores import open_store
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus, 8)
+    milvus = [
+        "index.store=milvus",
+        f"index.milvus_uri={milvus_server.uri}",
+        "index.milvus_collection=from_ray",
+    ]  # type: ignore[attr-defined]
+    configs = {
+        "local": load_pipeline_config(None, overrides(tiny_model)),
+        "ray": load_pipeline_config(None, overrides(tiny_model, "index.engine=ray", *milvus)),
+    }
+    summaries = {name: run_index(config, [corpus], tmp_path / name) for name, config in configs.items()}
+    assert without_timing(summaries["local"].to_json()) == without_timing(summaries["ray"].to_json())
+    stores = {name: open_store(config, tmp_path / name) for name, config in configs.items()}
+    try:
+        assert stores["ray"].check_consistency() == []
+        assert stores["local"].source_manifest() == stores["ray"].source_manifest()
+        local, remote = (sorted(stores[n].filter_documents(), key=lambda d: d.id) for n in ("local", "ray"))
+        assert [(d.id, d.content, d.meta) for d in local] == [(d.id, d.content, d.meta) for d in remote]
+        np.testing.assert_allclose([d.embedding for d in local], [d.embedding for d in remote], atol=1e-5)
+    finally:
+        for store in stores.values():
+            store.close()
+
+
 def cli_index(corpus: Path, index: Path, model: Path, *more: str) -> dict:
     """``kotae index --json`` in this process; the summary it printed."""
     from kotae.cli import app

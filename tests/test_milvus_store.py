@@ -18,7 +18,7 @@ from haystack.testing.document_store import (
 
 pytest.importorskip("pymilvus", reason="the Milvus store needs kotae[milvus]")
 
-from indexing.milvus_store import MilvusDocumentStore  # noqa: E402
+from indexing.milvus_store import MilvusDocumentStore
 
 
 def _without_embedding(document: Document) -> Document:
@@ -26,7 +26,9 @@ def _without_embedding(document: Document) -> Document:
 
 
 def _open(tmp_path, server, name: str | None = None) -> MilvusDocumentStore:
-    return MilvusDocumentStore(tmp_path / "index", uri=server.uri, collection=name or f"t{uuid.uuid4().hex[:12]}")
+    return MilvusDocumentStore(
+        tmp_path / "index", uri=server.uri, collection=name or f"t{uuid.uuid4().hex[:12]}"
+    )
 
 
 class TestMilvusDocumentStoreConformance(
@@ -41,7 +43,11 @@ class TestMilvusDocumentStoreConformance(
     def document_store(self, tmp_path, milvus_server) -> MilvusDocumentStore:
         store = _open(tmp_path, milvus_server)
         yield store
-        for name in (store.collection, f"{store.collection}_kotae_state", f"{store.collection}_kotae_journal"):
+        for name in (
+            store.collection,
+            f"{store.collection}_kotae_state",
+            f"{store.collection}_kotae_journal",
+        ):
             store._client.drop_collection(name)
         store.close()
 
@@ -66,9 +72,13 @@ class TestMilvusDocumentStoreConformance(
             document_store.write_documents([doc])
         self.assert_documents_are_equal(document_store.filter_documents(), [doc])
 
-    def test_reopen_keeps_documents(self, document_store: MilvusDocumentStore, filterable_docs, milvus_server) -> None:
+    def test_reopen_keeps_documents(
+        self, document_store: MilvusDocumentStore, filterable_docs, milvus_server
+    ) -> None:
         document_store.write_documents(filterable_docs)
-        reopened = MilvusDocumentStore(document_store.path, uri=milvus_server.uri, collection=document_store.collection)
+        reopened = MilvusDocumentStore(
+            document_store.folder, uri=milvus_server.uri, collection=document_store.collection
+        )
         self.assert_documents_are_equal(reopened.filter_documents(), filterable_docs)
         assert reopened.check_consistency() == []
         reopened.close()
