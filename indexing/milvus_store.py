@@ -51,7 +51,9 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import re
 import threading
@@ -59,7 +61,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
@@ -75,6 +77,39 @@ _MAX_TEXT = 65_535  # bytes in a Milvus VARCHAR
 _PLACEHOLDER_DIM = 2  # the passage collection's dimension until the first embedding arrives
 _BATCH = 500
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,180}")
+
+
+_Call = TypeVar("_Call", bound=Any)
+
+
+class _QuietIterator(logging.Filter):
+    """pymilvus warns on every query_iterator that Milvus Lite sends no MVCC timestamp; nothing is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_QuietIterator())
+
+
+def _one_line(method: _Call) -> _Call:
+    """Turn a Milvus error inside ``method`` into a one-line DocumentStoreError naming the collection."""
+
+    @functools.wraps(method)
+    def wrapper(self: MilvusDocumentStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (DocumentStoreError, ValueError, TypeError):
+            raise
+        except Exception as error:
+            if type(error).__module__.split(".")[0] != "pymilvus":
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise DocumentStoreError(
+                f"Milvus at {self.uri}, collection {self.collection}: {reason}; check that the server runs"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def milvus_token() -> str:
@@ -176,6 +211,8 @@ class MilvusDocumentStore:
         for name in (self._state_name, self._journal_name):
             if not self._client.has_collection(name):
                 self._create_side_collection(name)
+        for name in (self._state_name, self._journal_name, self.collection):
+            self._ensure_loaded(name)
         self.path = self.folder / f"milvus-{self._collection_id()}"
 
     def _collection_id(self) -> str:
@@ -203,6 +240,16 @@ class MilvusDocumentStore:
             ) from None
 
     # ------------------------------------------------------------------ collections
+
+    def _ensure_loaded(self, name: str) -> None:
+        """Load a collection that exists but is released (as after a server restart)."""
+        from pymilvus.client.types import LoadState
+
+        if (
+            self._client.has_collection(name)
+            and self._client.get_load_state(name).get("state") != LoadState.Loaded
+        ):
+            self._client.load_collection(name)
 
     def _create_side_collection(self, name: str) -> None:
         """A key/value collection (Milvus needs a vector field in every collection: a 2-d dummy)."""
@@ -328,6 +375,7 @@ class MilvusDocumentStore:
         self._view_cache = (key, view)
         return view
 
+    @_one_line
     def recover(self) -> str | None:
         """Finish or undo a commit a killed writer left behind; returns ``rolled back``/``rolled forward``/None.
 
@@ -414,6 +462,7 @@ class MilvusDocumentStore:
     # ------------------------------------------------------------------ reading
 
     @property
+    @_one_line
     def generation(self) -> int:
         """The generation readers see (bumped by every commit)."""
         with self._lock:
@@ -424,6 +473,7 @@ class MilvusDocumentStore:
         value = self._get(self._state_name, ["dim"]).get("dim")
         return int(value) if value is not None else None
 
+    @_one_line
     def state(self, key: str) -> str | None:
         """A value recorded with :meth:`apply` (``set_state``), or None."""
         with self._lock:
@@ -456,6 +506,7 @@ class MilvusDocumentStore:
             documents = [d for d in documents if document_matches_filter(filters=filters, document=d)]
         return documents
 
+    @_one_line
     def count_documents(self) -> int:
         """Number of documents readers see."""
         with self._lock:
@@ -469,11 +520,13 @@ class MilvusDocumentStore:
                 total -= len(present)
             return total
 
+    @_one_line
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
         """Documents matching Haystack ``filters`` (all documents when None), ordered by id."""
         with self._lock:
             return self._matching(filters, with_embedding=self.return_embedding)
 
+    @_one_line
     def get_documents_by_id(self, document_ids: list[str], return_embedding: bool = False) -> list[Document]:
         """Documents with these ids, in the order asked (unknown ids left out)."""
         with self._lock:
@@ -483,6 +536,7 @@ class MilvusDocumentStore:
             }
         return [found[i] for i in document_ids if i in found]
 
+    @_one_line
     def iter_contents(self) -> Iterator[tuple[str, str]]:
         """``(id, content)`` of every document with text, ordered by id (used to build BM25)."""
         with self._lock:
@@ -492,6 +546,7 @@ class MilvusDocumentStore:
             if isinstance(content, str):
                 yield row["id"], content
 
+    @_one_line
     def source_manifest(self) -> dict[str, tuple[str, list[str]]]:
         """The indexing job's manifest: source key -> (content hash, passage ids)."""
         with self._lock:
@@ -507,6 +562,7 @@ class MilvusDocumentStore:
         rows.update(view.set_sources)
         return {key: (digest, _unpack_ids(packed)) for key, (digest, packed) in rows.items()}
 
+    @_one_line
     def check_consistency(self) -> list[str]:
         """Problems found between the manifest and the passages readers see (empty when they agree)."""
         with self._lock:
@@ -524,6 +580,7 @@ class MilvusDocumentStore:
 
     # ------------------------------------------------------------------ the commit
 
+    @_one_line
     def apply(
         self,
         write: Sequence[Document] = (),
@@ -689,6 +746,7 @@ class MilvusDocumentStore:
 
     # ------------------------------------------------------------------ retrieval
 
+    @_one_line
     def embedding_retrieval(
         self,
         query_embedding: list[float],
