@@ -76,6 +76,10 @@ INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
 _MAX_TEXT = 65_535  # bytes in a Milvus VARCHAR
 _PLACEHOLDER_DIM = 2  # the passage collection's dimension until the first embedding arrives
 _BATCH = 500
+# pymilvus pings every 10 s even when idle; a gRPC server with default settings (Milvus Lite's)
+# answers that with GOAWAY "too_many_pings" and the connection is lost. Ping only during calls, at
+# the server's default minimum interval.
+_GRPC_OPTIONS = (("grpc.keepalive_time_ms", 300_000), ("grpc.keepalive_permit_without_calls", False))
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,180}")
 
 
@@ -231,7 +235,7 @@ class MilvusDocumentStore:
                 "index.store milvus needs pymilvus: pip install 'kotae[milvus]'"
             ) from None
         try:
-            return MilvusClient(uri=self.uri, token=milvus_token())
+            return MilvusClient(uri=self.uri, token=milvus_token(), grpc_options=dict(_GRPC_OPTIONS))
         except Exception as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise DocumentStoreError(
