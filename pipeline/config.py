@@ -72,7 +72,7 @@ class IndexConfig(_Section):
     def _no_credentials(cls, value: str | None) -> str | None:
         if value and ("@" in value.split("/")[2 if "://" in value else 0] or "token=" in value):
             raise ValueError(
-                "must not carry credentials; set the token in the environment variable KOTAE_MILVUS_TOKEN"
+                "index.milvus_uri must not carry credentials; set the token in the environment variable KOTAE_MILVUS_TOKEN"
             )
         return value
 
@@ -80,7 +80,9 @@ class IndexConfig(_Section):
     @classmethod
     def _collection_name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,180}", value):
-            raise ValueError("must be letters, digits and underscores, starting with a letter (e.g. kotae)")
+            raise ValueError(
+                f"index.milvus_collection {value!r} must be letters, digits and underscores, starting with a letter (e.g. kotae)"
+            )
         return value
 
 

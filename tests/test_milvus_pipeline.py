@@ -218,3 +218,51 @@ def test_eval_gives_the_same_recall_on_both_stores(
     for key in ("n", "recall@1", "recall@5", "recall@20", "mrr", "f1", "exact_match"):
         assert summaries["kotae"][key] == pytest.approx(summaries["milvus"][key]), key
     assert summaries["milvus"]["n"] == 4 and summaries["milvus"]["recall@20"] == 1.0
+
+
+def test_config_keeps_credentials_out_and_names_bad_keys() -> None:
+    from kotae.errors import KotaeError
+
+    assert load_pipeline_config(None).index.store == "kotae"  # the default is unchanged
+    for bad, key in (
+        ("index.milvus_uri=http://root:secret@db:19530", "milvus_uri"),
+        ("index.milvus_uri=http://db:19530?token=abc", "milvus_uri"),
+        ("index.milvus_collection=my-collection", "milvus_collection"),
+        ("index.store=qdrant", "store"),
+    ):
+        with pytest.raises(KotaeError, match=key) as error:
+            load_pipeline_config(None, [bad])
+        assert "\n" not in str(error.value)
+    with pytest.raises(KotaeError, match="milvus_token"):
+        load_pipeline_config(
+            None, ["index.milvus_token=abc"]
+        )  # no such key: tokens come from the environment
+
+
+def test_milvus_lite_in_process_by_file_path(tmp_path: Path) -> None:
+    """Without index.milvus_uri the collection lives in Milvus Lite's file in the index folder."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("東京は日本の首都です。富士山は日本一高い山である！", encoding="utf-8")
+    config = load_pipeline_config(
+        None, ["index.store=milvus", f"index.dir={json.dumps(str(tmp_path / 'index'))}"]
+    )
+    summary = run_index(config, [corpus], embedder=HashEmbedder())
+    assert summary.added == 1 and (tmp_path / "index" / "milvus.db").exists()
+    store = open_store(config)
+    assert store.count_documents() == summary.passages_total and store.check_consistency() == []
+    store.close()
+
+
+def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    from kotae.errors import KotaeError
+    from pipeline.testing import free_port
+
+    config = load_pipeline_config(
+        None, ["index.store=milvus", f"index.milvus_uri=http://127.0.0.1:{free_port()}"]
+    )
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("東京。", encoding="utf-8")
+    with pytest.raises(KotaeError, match="cannot connect to Milvus at http://127.0.0.1") as error:
+        run_index(config, [tmp_path / "corpus"], tmp_path / "index", embedder=HashEmbedder())
+    assert "\n" not in str(error.value) and "KOTAE_MILVUS_TOKEN" in str(error.value)
