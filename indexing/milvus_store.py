@@ -519,9 +519,8 @@ class MilvusDocumentStore:
                 return 0
             rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
             total = int(rows[0]["count(*)"])
-            if view.hidden:
-                present = self._client.query(self.collection, ids=sorted(view.hidden), output_fields=["id"])
-                total -= len(present)
+            for chunk in _chunks(sorted(view.hidden), _BATCH):
+                total -= len(self._client.query(self.collection, ids=chunk, output_fields=["id"]))
             return total
 
     @_one_line
