@@ -38,3 +38,9 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
 
     with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as server:
         yield server
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI (which installs kotae[milvus] from the project's files) the Milvus tests must run, not skip."""
+    if os.environ.get("CI"):
+        import milvus_lite  # noqa: F401
