@@ -266,3 +266,19 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(KotaeError, match=r"cannot connect to Milvus at http://127\.0\.0\.1") as error:
         run_index(config, [tmp_path / "corpus"], tmp_path / "index", embedder=HashEmbedder())
     assert "\n" not in str(error.value) and "KOTAE_MILVUS_TOKEN" in str(error.value)
+
+
+def test_pipeline_yaml_round_trips_without_the_token(
+    both: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from indexing.milvus_store import MilvusDocumentStore
+    from pipeline.build import build_pipeline, load_pipeline_yaml
+
+    monkeypatch.setenv("KOTAE_MILVUS_TOKEN", "not-in-yaml")
+    config = load_pipeline_config(CONFIGS / "default.yaml", both["milvus"])
+    text = build_pipeline(config).dumps()
+    assert "not-in-yaml" not in text and "indexing.milvus_store.MilvusDocumentStore" in text
+    loaded = load_pipeline_yaml(text)
+    store = loaded.get_component("dense_retriever").document_store
+    assert isinstance(store, MilvusDocumentStore) and store.uri == config.index.milvus_uri
+    assert loaded.get_component("bm25_retriever").document_store.count_documents() > 0
