@@ -33,6 +33,7 @@ import yaml
 from kotae.errors import KotaeError
 from reader_training.config import DevSource, TrainConfig
 from reader_training.data import LoadResult, QAExample, load_examples, subsample
+from reader_training.edges import EdgeRefiner, learn_from_examples
 from reader_training.evaluate import READER_SETTINGS, DecodeSettings, evaluate_examples, resolve_reference
 from reader_training.features import prepare_train_features, require_fast_tokenizer
 from reader_training.report import TrainLog, hardware, model_card, plot_curves
@@ -207,6 +208,8 @@ def run_training(
     columns = cap_windows(features.columns, config.max_train_windows, config.seed)
     stats = features.stats.as_dict() | {"windows_used": len(columns["input_ids"])}
     log(f"{len(examples)} questions -> windows {stats}")
+    edge_table = learn_from_examples(examples, tokenizer)
+    refine = EdgeRefiner(edge_table)
 
     import datasets
 
@@ -226,7 +229,9 @@ def run_training(
         began = time.perf_counter()
         results: dict[str, dict[str, Any]] = {}
         for name, loaded in dev_sets.items():
-            report = evaluate_examples(current, tokenizer, loaded.examples, settings, config.language)
+            report = evaluate_examples(
+                current, tokenizer, loaded.examples, settings, config.language, refine=refine
+            )
             scores = report.summary()
             results[name] = scores
             train_log.write({"step": step, "dev": name, **scores})
@@ -320,6 +325,7 @@ def run_training(
     trainer.save_model(str(output))
     tokenizer.save_pretrained(str(output))
     (output / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
+    edge_table.save(output)
 
     first = max(speed.first_step, 0)
     steps_run = speed.last_step - first
