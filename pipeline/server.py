@@ -73,6 +73,8 @@ def check_filters(filters: Any, depth: int = 0) -> None:
     if not isinstance(filters, dict):
         raise ValueError("a filter must be an object with 'operator' and 'field'/'value' or 'conditions'")
     operator = filters.get("operator")
+    if not isinstance(operator, str):
+        raise ValueError(f"a filter's 'operator' must be a string, but got {type(operator).__name__}")
     if operator in LOGICAL:
         conditions = filters.get("conditions")
         if set(filters) != {"operator", "conditions"} or not isinstance(conditions, list) or not conditions:

@@ -202,6 +202,12 @@ def server(app: FastAPI):
             "cannot be applied",
         ),
         (
+            "a list as operator (found by schemathesis once filters joined the schema: a TypeError, so a 500)",
+            {"json": {"question": "q", "filters": {"operator": [], "": None}}},
+            422,
+            "'operator' must be a string",
+        ),
+        (
             "deep nesting",
             {
                 "content": b'{"question": "q", "filters": ' + b"[" * 5000 + b"]" * 5000 + b"}",
