@@ -38,7 +38,7 @@ while a header exists they read the state it implies (``prepare``: without the n
 either the last committed generation or the next one, never half of one. One writer at a time, as
 with kotae's own store (the job's lock file covers one machine).
 
-Filters are Haystack's own (:func:`~haystack.utils.filters.document_matches_filter`) over the
+Filters are Haystack's own (:func:`~indexing.store.matches_filter`) over the
 documents read back, exactly as in kotae's store; unfiltered dense retrieval is Milvus's search.
 Embeddings come back as float32, as Milvus stores them.
 
@@ -67,9 +67,8 @@ import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
-from haystack.utils.filters import document_matches_filter
 
-from indexing.store import FaissDocumentStore, _validate_filters
+from indexing.store import FaissDocumentStore, _validate_filters, matches_filter
 
 TOKEN_VARIABLE = "KOTAE_MILVUS_TOKEN"
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
@@ -507,7 +506,7 @@ class MilvusDocumentStore:
         documents = [self._decode(row, with_embedding) for row in self._rows(with_embedding)]
         documents.sort(key=lambda d: d.id)
         if filters:
-            documents = [d for d in documents if document_matches_filter(filters=filters, document=d)]
+            documents = [d for d in documents if matches_filter(filters, d)]
         return documents
 
     @_one_line

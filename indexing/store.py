@@ -45,6 +45,7 @@ import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
+from haystack.errors import FilterError
 from haystack.utils.filters import document_matches_filter
 
 SQLITE_NAME = "store.sqlite3"
@@ -186,6 +187,18 @@ def _validate_filters(filters: dict[str, Any] | None) -> None:
         raise ValueError(
             "Invalid filter syntax. See https://docs.haystack.deepset.ai/docs/metadata-filtering for details."
         )
+
+
+def matches_filter(filters: dict[str, Any], document: Document) -> bool:
+    """Haystack's ``document_matches_filter``, with every failure to compare a :class:`FilterError`.
+
+    Haystack raises ``FilterError`` for some mismatched values (a list after ``>``) and lets a plain
+    ``TypeError`` out for others (a number against an object); both are the filter's fault.
+    """
+    try:
+        return document_matches_filter(filters=filters, document=document)
+    except TypeError as error:
+        raise FilterError(f"filter cannot be applied: {error}") from None
 
 
 class FaissDocumentStore:
@@ -437,7 +450,7 @@ class FaissDocumentStore:
         _validate_filters(filters)
         documents = [self._decode(data, blob, with_embedding) for _, _, data, blob in self._iter_rows()]
         if filters:
-            documents = [d for d in documents if document_matches_filter(filters=filters, document=d)]
+            documents = [d for d in documents if matches_filter(filters, d)]
         return documents
 
     # ------------------------------------------------------------------ the commit

@@ -4,7 +4,8 @@
   each answer the same object as ``kotae ask --json`` (offsets in the source document).
 - ``GET /health`` → status, the components in the pipeline and how many passages are indexed.
 - ``POST /feedback`` → a user's verdict on an answer, stored next to the index (pipeline/feedback_api.py).
-- OpenAPI docs at ``/docs`` (schema at ``/openapi.json``).
+- The OpenAPI schema at ``/openapi.json``, rendered for people at ``/docs`` by kotae's own page
+  (pipeline/web.py); FastAPI's Swagger UI and ReDoc, which load scripts from a CDN, are off.
 
 The pipeline is built and its models loaded once, when the app is created. Requests run in
 FastAPI's thread pool, and :class:`~pipeline.qa.QuestionAnswerer` lets one question at a time
@@ -13,7 +14,9 @@ through the pipeline (its components are not assumed to be thread-safe). Bodies 
 index that SQLite can no longer read (``store.sqlite3`` damaged or cut short while serving) gives
 503 with one line naming the file and the command that rebuilds it. Any other unexpected failure
 is logged with its traceback on the server and the client gets a 500 with a plain message, never
-the traceback.
+the traceback. A filter the store cannot apply (comparing ``meta.start`` with ``"abc"``) is the
+client's mistake: 400 with one line. Host names, session cookies and the headers every response
+carries are :mod:`pipeline.guards`' job.
 
 Example::
 
@@ -29,18 +32,18 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kotae.errors import IndexUnavailable, KotaeError
 from pipeline.config import PipelineConfig
-from pipeline.guards import ServerAccess, add_access
+from pipeline.guards import SECURITY_HEADERS, ServerAccess, add_access
 from pipeline.qa import QuestionAnswerer
 
 logger = logging.getLogger("kotae.server")
@@ -70,6 +73,8 @@ def check_filters(filters: Any, depth: int = 0) -> None:
     if not isinstance(filters, dict):
         raise ValueError("a filter must be an object with 'operator' and 'field'/'value' or 'conditions'")
     operator = filters.get("operator")
+    if not isinstance(operator, str):
+        raise ValueError(f"a filter's 'operator' must be a string, but got {type(operator).__name__}")
     if operator in LOGICAL:
         conditions = filters.get("conditions")
         if set(filters) != {"operator", "conditions"} or not isinstance(conditions, list) or not conditions:
@@ -88,6 +93,48 @@ def check_filters(filters: Any, depth: int = 0) -> None:
         raise ValueError(f"the value of an {operator!r} filter must be a list")
 
 
+FILTER_FIELDS = (
+    "meta.source",
+    "meta.title",
+    "meta.document_id",
+    "meta.start",
+    "meta.end",
+    "meta.passage_index",
+    "content",
+    "id",
+)
+"""Fields every indexed passage has; the schema names them so that generated filters hit real data."""
+_COMPARISON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "field": {"anyOf": [{"enum": list(FILTER_FIELDS)}, {"type": "string"}]},
+        "operator": {"enum": sorted(COMPARISONS)},
+        "value": {"description": "any JSON value; 'in' and 'not in' take a list"},
+    },
+    "required": ["field", "operator", "value"],
+    "additionalProperties": False,
+}
+FILTERS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        _COMPARISON_SCHEMA,
+        {
+            "type": "object",
+            "properties": {
+                "operator": {"enum": sorted(LOGICAL)},
+                "conditions": {"type": "array", "minItems": 1, "items": _COMPARISON_SCHEMA},
+            },
+            "required": ["operator", "conditions"],
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ],
+    "description": 'Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}; '
+    f"logical nodes nest up to {MAX_FILTER_DEPTH} levels",
+}
+"""The filters as the OpenAPI schema describes them (one logical level), so schema-driven fuzzing
+generates real filters; :func:`check_filters` accepts the deeper nesting too."""
+
+
 class AskRequest(BaseModel):
     """A question for ``POST /ask``."""
 
@@ -97,10 +144,7 @@ class AskRequest(BaseModel):
     top_k: int | None = Field(
         None, ge=1, le=MAX_TOP_K, description="answers to return (default: the config's)"
     )
-    filters: dict[str, Any] | None = Field(
-        None,
-        description='Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}',
-    )
+    filters: Annotated[dict[str, Any] | None, WithJsonSchema(FILTERS_SCHEMA)] = None
 
     @field_validator("question")
     @classmethod
@@ -157,7 +201,11 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
-        (400, "malformed request: the body is not JSON (UTF-8) or the Content-Length is invalid"),
+        (
+            400,
+            "malformed request: the body is not JSON (UTF-8), the Content-Length is invalid, the Host is "
+            "not one this server was started for, or the filters cannot be applied",
+        ),
         (401, "this server needs an API key (see pipeline/guards.py)"),
         (404, "no such document or page"),
         (408, "the request body arrived too slowly"),
@@ -245,7 +293,8 @@ def create_app(
     :param config_path: Where the config came from (for error messages).
     :param limits: Request limits.
     :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
-    :param access: API key, CORS origins and body deadline (:mod:`pipeline.guards`); none by default.
+    :param access: Host names, API key, CORS origins and client deadlines (:mod:`pipeline.guards`);
+        by default a loopback server with no key.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
     from indexing.store import damaged_store_message
@@ -259,6 +308,8 @@ def create_app(
         summary="Open-domain question answering over your indexed documents (Japanese and English).",
         version="0.1.0",
         responses=ERROR_RESPONSES,
+        docs_url=None,  # kotae's own /docs page (pipeline/web.py); Swagger UI and ReDoc need a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
@@ -312,7 +363,9 @@ def create_app(
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("error while handling %s %s", request.method, request.url.path)
         return JSONResponse(
-            {"error": "internal error while answering; the server log has the details"}, status_code=500
+            {"error": "internal error while answering; the server log has the details"},
+            status_code=500,
+            headers=SECURITY_HEADERS,  # answered outside the middleware that adds them to the rest
         )
 
     @app.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
