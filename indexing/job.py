@@ -5,7 +5,7 @@
    settings) and diff against the store's manifest: new, changed, unchanged, removed.
 3. Removed documents' passages are deleted; new and changed documents are split into passages
    sized by the embedder's tokenizer and embedded in length-sorted batches by an engine
-   (:mod:`indexing.engine`: in this process, or on Ray), then committed here, the single writer, in
+   (:mod:`kotae.indexing.engine`: in this process, or on Ray), then committed here, the single writer, in
    chunks (one SQLite transaction each, with the manifest), so a kill loses at most one chunk and
    the next run picks up where this one stopped.
 4. The BM25 index is rebuilt from the store's passages and saved next to it.
@@ -23,136 +23,24 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from haystack import Document
 
-from indexing.engine import PassageEngine, SplitSettings, make_engine
-from indexing.readers import Problem, SourceDocument, read_corpus
-from indexing.split import Passage
 from kotae.errors import KotaeError
-from pipeline.config import PipelineConfig
+from kotae.indexing.compute import PassageEmbedder, SplitSettings
+from kotae.indexing.embedder import load_embedder
+from kotae.indexing.engine import PassageEngine, make_engine
+from kotae.indexing.readers import Problem, SourceDocument, read_corpus
+from kotae.indexing.settings import IndexJobConfig
+from kotae.indexing.split import Passage
 
 SPLITTER_VERSION = "1"
-
-
-class PassageEmbedder(Protocol):
-    """What the job needs from an embedder: an identity, a token count, a length limit and vectors."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    @property
-    def max_tokens(self) -> int: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-class SentenceTransformerEmbedder:
-    """Passages embedded by a sentence-transformers model folder, with a passage prefix, normalised.
-
-    The model is loaded on first use, so a re-run with nothing to embed never loads it; token counts
-    and the length limit need only the folder's tokenizer and ``sentence_bert_config.json`` (so a
-    Ray driver never loads the weights). A pickled copy carries neither model nor tokenizer.
-    """
-
-    def __init__(
-        self, model_dir: Path, prefix: str = "", batch_size: int = 32, device: str | None = None
-    ) -> None:
-        self.model_dir = Path(model_dir)
-        self.prefix = prefix
-        self.batch_size = batch_size
-        self.device = device
-        self._model: Any = None
-        self._tokenizer: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_tokenizer": None}
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.model_dir.resolve()}|{self.prefix}"
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            from kotae.model_files import load_sentence_transformer
-
-            self._model = load_sentence_transformer(self.model_dir, self.device)  # safetensors only
-        return self._model
-
-    @property
-    def tokenizer(self) -> Any:
-        """The folder's tokenizer (the one the model loads), without the weights when it is at the
-        folder's top level (else the model's own)."""
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-            except (OSError, ValueError):
-                self._tokenizer = self.model.tokenizer
-        return self._tokenizer
-
-    @property
-    def max_tokens(self) -> int:
-        """Longest passage (in tokens, without special tokens and prefix) the model reads whole."""
-        prefix_tokens = self.count_tokens(self.prefix) if self.prefix else 0
-        settings = self.model_dir / "sentence_bert_config.json"
-        length = (
-            json.loads(settings.read_text(encoding="utf-8")).get("max_seq_length")
-            if settings.is_file()
-            else None
-        )
-        if self._model is not None or not length:
-            length = self.model.max_seq_length
-        return int(length or 512) - 2 - prefix_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return len(
-            self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        )
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(
-            [self.prefix + text for text in texts],
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-
-def resolve_embedder_dir(ref: str) -> Path:
-    """A local sentence-transformers folder for ``ref``: a directory, or a kotae model alias."""
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from kotae.models import resolve_model
-    except ImportError:  # pragma: no cover - the model registry ships with kotae
-        raise KotaeError(
-            f"embedder model {ref!r}: not a directory, and kotae.models is unavailable"
-        ) from None
-    return Path(resolve_model(ref))
-
-
-def load_embedder(config: PipelineConfig) -> SentenceTransformerEmbedder:
-    """The embedder described by the config's ``embedder`` section."""
-    section = config.embedder
-    return SentenceTransformerEmbedder(
-        resolve_embedder_dir(section.model), section.passage_prefix, section.batch_size, section.device
-    )
 
 
 @dataclass
@@ -264,8 +152,8 @@ def index_lock(index_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A bar over the documents to embed; ``advance(documents, passages)``."""
+def _progress(enabled: bool, total: int, console: Any = None) -> Iterator[Callable[[int, int], None]]:
+    """A bar over the documents to embed on ``console`` (default: stderr); ``advance(documents, passages)``."""
     if not enabled or total == 0:
         yield lambda documents, passages: None
         return
@@ -278,7 +166,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]
         MofNCompleteColumn(),
         TextColumn("{task.fields[passages]} passages"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console or Console(stderr=True),
         transient=True,
     ) as progress:
         task = progress.add_task("embed", total=total, passages=0)
@@ -292,7 +180,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]
 
 
 def run_index(
-    config: PipelineConfig,
+    config: IndexJobConfig,
     corpus: list[Path],
     index_dir: Path | None = None,
     full: bool = False,
@@ -310,8 +198,8 @@ def run_index(
     from haystack.document_stores.errors import DocumentStoreError
     from haystack.document_stores.types import DuplicatePolicy
 
-    from indexing.bm25 import load_bm25
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.bm25 import load_bm25
+    from kotae.indexing.store import FaissDocumentStore
 
     started = time.perf_counter()
     missing = [str(p) for p in corpus if not Path(p).expanduser().exists()]
@@ -390,7 +278,7 @@ def run_index(
                 summary.passages_removed += len(old)
 
             if todo:
-                engine = engine or make_engine(config, embedder, ray_input=ray_input)
+                engine = engine or make_engine(config.index, embedder, ray_input=ray_input)
                 split = SplitSettings(max_tokens, overlap, config.embedder.batch_size)
                 chunk: list[tuple[SourceDocument, str, list[Document]]] = []
                 with _progress(progress, len(todo)) as advance:
@@ -420,20 +308,3 @@ def run_index(
             store.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def main(argv: list[str] | None = None) -> None:  # pragma: no cover - used by the kill -9 test
-    """``python -m indexing.job CONFIG INDEX_DIR CORPUS...``: run the job, print the JSON summary."""
-    import sys
-
-    from pipeline.config import load_pipeline_config
-
-    args = sys.argv[1:] if argv is None else argv
-    config = load_pipeline_config(args[0])
-    summary = run_index(config, [Path(p) for p in args[2:]], index_dir=Path(args[1]))
-    print(json.dumps(summary.to_json(), ensure_ascii=False))
-    os._exit(0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -237,6 +237,13 @@ class FaissDocumentStore:
         self._generation = -1
         self._pending: tuple[list[int], list[tuple[int, np.ndarray]]] = ([], [])
         try:
+            self._conn = self._connect()
+        except sqlite3.Error as error:  # not a database that is damaged: SQLite cannot open the path
+            raise DocumentStoreError(
+                f"{self.path / SQLITE_NAME} cannot be opened ({error}); it must be a writable file "
+                "(or absent) in a writable folder"
+            ) from None
+        try:
             self._open()
         except sqlite3.DatabaseError as error:
             self._conn.close()
@@ -247,13 +254,16 @@ class FaissDocumentStore:
             for name in (SQLITE_NAME, f"{SQLITE_NAME}-wal", f"{SQLITE_NAME}-shm", FAISS_NAME):
                 if (self.path / name).exists():
                     os.replace(self.path / name, self.path / (name + aside))
+            self._conn = self._connect()
             self._open()
 
-    def _open(self) -> None:
-        """Connect to SQLite and load (or rebuild) the FAISS index; sqlite3.DatabaseError if damaged."""
-        self._conn = sqlite3.connect(
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
             self.path / SQLITE_NAME, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+
+    def _open(self) -> None:
+        """Set up the open connection and load (or rebuild) the FAISS index; sqlite3.DatabaseError if damaged."""
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)

@@ -1,4 +1,4 @@
-"""A Haystack pipeline from a :class:`~pipeline.config.PipelineConfig`, and loading one back safely.
+"""A Haystack pipeline from a :class:`~kotae.pipeline.config.PipelineConfig`, and loading one back safely.
 
 The retriever section decides the front of the pipeline, the reader section its end::
 
@@ -7,7 +7,7 @@ The retriever section decides the front of the pipeline, the reader section its 
     hybrid:  query_embedder ──► dense_retriever ─┐
                                  bm25_retriever ─┴► joiner (RRF) ─────► reader
 
-``reader.type`` picks kotae's :class:`~pipeline.reader.KotaeExtractiveReader` or transformers-haystack's
+``reader.type`` picks kotae's :class:`~kotae.pipeline.reader.KotaeExtractiveReader` or transformers-haystack's
 ``TransformersExtractiveReader`` on the same model.
 
 Pipeline YAML (``Pipeline.dumps``) is loaded back with :func:`load_pipeline_yaml`, which first checks
@@ -32,12 +32,17 @@ import yaml
 
 from kotae.errors import IndexUnavailable, KotaeError
 from kotae.model_files import SAFE_MODEL_KWARGS, require_safetensors
-from pipeline.config import PipelineConfig
+from kotae.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
     from haystack import Pipeline
 
-KOTAE_MODULES: tuple[str, ...] = ("pipeline.reader", "indexing.retriever", "indexing.bm25", "indexing.store")
+KOTAE_MODULES: tuple[str, ...] = (
+    "kotae.pipeline.reader",
+    "kotae.indexing.retriever",
+    "kotae.indexing.bm25",
+    "kotae.indexing.store",
+)
 """kotae modules whose classes a pipeline YAML may name."""
 
 HAYSTACK_MODULES: tuple[str, ...] = (
@@ -74,7 +79,7 @@ def require_index(index_dir: Path, config_path: str | Path | None = None) -> int
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
             count = int(connection.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
     except sqlite3.Error as error:
-        from indexing.store import damaged_store_message
+        from kotae.indexing.store import damaged_store_message
 
         rebuild = f"{index_command(config_path, index_dir)} --full"
         raise IndexUnavailable(damaged_store_message(index_dir, error, rebuild)) from None
@@ -110,9 +115,9 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     ``check_models=False`` keeps the reader model reference as written, without checking it exists
     (for showing a pipeline before its reader is trained).
     """
-    from indexing.bm25 import BM25Retriever
-    from indexing.retriever import FaissEmbeddingRetriever
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.bm25 import BM25Retriever
+    from kotae.indexing.retriever import FaissEmbeddingRetriever
+    from kotae.indexing.store import FaissDocumentStore
 
     retriever, reader = config.retriever, config.reader
     components: dict[str, Any] = {}
@@ -124,7 +129,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             SentenceTransformersTextEmbedder,
         )
 
-        from indexing.job import resolve_embedder_dir
+        from kotae.indexing.embedder import resolve_embedder_dir
 
         embedder_dir = resolve_embedder_dir(config.embedder.model)
         if check_models:
@@ -157,7 +162,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
         check_reader_model(reader.model)
         require_safetensors(reader.model, "reader")  # a folder; an alias is checked once resolved
     if reader.type == "kotae":
-        from pipeline.reader import KotaeExtractiveReader
+        from kotae.pipeline.reader import KotaeExtractiveReader
 
         components["reader"] = KotaeExtractiveReader(
             model=reader.model,
@@ -176,7 +181,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     else:
         from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 
-        from reader_training.evaluate import resolve_reference, saved_settings
+        from kotae.reader_training.evaluate import resolve_reference, saved_settings
 
         model = reader.model
         trained: dict[str, Any] = {}

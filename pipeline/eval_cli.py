@@ -1,6 +1,6 @@
 """``kotae eval``: open-domain evaluation of a pipeline config on a SQuAD-format data set.
 
-The shell around :mod:`pipeline.evaluation`:
+The shell around :mod:`kotae.pipeline.evaluation`:
 
 1. Read the data set's questions (answerable ones; ``--limit`` keeps the first N) and index *every*
    context of the data set with ``kotae index``'s job, incrementally, in its own index folder
@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from kotae.errors import KotaeError
-from pipeline.config import PipelineConfig
-from pipeline.evaluation import (
+from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.evaluation import (
     RECALL_KS,
     EvalQuestion,
     QuestionResult,
@@ -48,12 +48,12 @@ from pipeline.evaluation import (
     squad_questions,
     summarize,
 )
-from reader_training.metrics import resolve_language
+from kotae.reader_training.metrics import resolve_language
 
 if TYPE_CHECKING:
     from haystack import Document
 
-    from pipeline.qa import QuestionAnswerer
+    from kotae.pipeline.qa import QuestionAnswerer
 
 JSON_KEYS = (
     "recall@1",
@@ -295,8 +295,8 @@ def read_gold_contexts(
     """
     import torch
 
-    from reader_training.data import Answer, QAExample
-    from reader_training.evaluate import DecodeSettings, evaluate_examples, load_reader, saved_settings
+    from kotae.reader_training.data import Answer, QAExample
+    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_reader, saved_settings
 
     model, tokenizer, folder = load_reader(config.reader.model)
     device = config.reader.device or ("cuda" if torch.cuda.is_available() else None)
@@ -366,10 +366,10 @@ def run_eval(
     log: Callable[[str], None] = lambda message: None,
 ) -> EvalRun:
     """Index ``data``'s contexts, ask its questions with no context, score, and write the report."""
-    from indexing.job import run_index
-    from pipeline.config import load_pipeline_config
-    from pipeline.eval_report import write_report
-    from pipeline.qa import QuestionAnswerer
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.config import load_pipeline_config
+    from kotae.pipeline.eval_report import write_report
+    from kotae.pipeline.qa import QuestionAnswerer
 
     config = load_pipeline_config(config_path, list(overrides))
     files = squad_files(data)
@@ -473,7 +473,8 @@ def eval_command(
         Path, typer.Option("--data", help="SQuAD-format .json file, or a folder of them (e.g. JaQuAD dev)")
     ],
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="pipeline YAML, e.g. configs/pipeline/default.yaml")
+        Path | None,
+        typer.Option("--config", "-c", help="pipeline YAML path, or a shipped config: default, dense, bm25"),
     ] = None,
     index_dir: Annotated[
         Path | None,
@@ -497,14 +498,14 @@ def eval_command(
     """Open-domain evaluation: index a SQuAD-format set's contexts, ask its questions with no context,
     report retrieval recall@1/5/20 and MRR, reader and end-to-end EM/F1, latency; write report.md,
     report.json and plots."""
-    from pipeline.cli import _quiet
+    from kotae.pipeline.cli import _quiet
 
     _quiet()
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    from pipeline.eval_report import rounded
+    from kotae.pipeline.eval_report import rounded
 
     def log(message: str) -> None:
         typer.echo(message, err=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kotae.errors import IndexUnavailable, KotaeError
-from pipeline.config import PipelineConfig
+from kotae.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
     from haystack import ExtractedAnswer, Pipeline
@@ -39,7 +39,7 @@ class QuestionAnswerer:
         cls, config: PipelineConfig, config_path: str | Path | None = None, warm_up: bool = True
     ) -> QuestionAnswerer:
         """Check the index exists and the reader model is findable, build the pipeline, load the models."""
-        from pipeline.build import build_pipeline, require_index
+        from kotae.pipeline.build import build_pipeline, require_index
 
         require_index(config.index_dir, config_path)
         answerer = cls(build_pipeline(config), config)
@@ -100,7 +100,7 @@ class QuestionAnswerer:
 
     def _damaged(self, component: str | None, error: sqlite3.DatabaseError) -> str:
         """The damaged-store line for the store behind ``component`` (else the config's index)."""
-        from indexing.store import damaged_store_message
+        from kotae.indexing.store import damaged_store_message
 
         instance = (
             self.pipeline.get_component(component) if component and component in self.components else None

@@ -7,7 +7,7 @@
 - OpenAPI docs at ``/docs`` (schema at ``/openapi.json``).
 
 The pipeline is built and its models loaded once, when the app is created. Requests run in
-FastAPI's thread pool, and :class:`~pipeline.qa.QuestionAnswerer` lets one question at a time
+FastAPI's thread pool, and :class:`~kotae.pipeline.qa.QuestionAnswerer` lets one question at a time
 through the pipeline (its components are not assumed to be thread-safe). Bodies larger than
 ``max_body_bytes`` get 413, malformed JSON 400, bad fields 422, each with a one-line ``error``. An
 index that SQLite can no longer read (``store.sqlite3`` damaged or cut short while serving) gives
@@ -34,22 +34,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kotae.errors import IndexUnavailable, KotaeError
-from pipeline.config import PipelineConfig
-from pipeline.guards import ServerAccess, add_access
-from pipeline.qa import QuestionAnswerer
+from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.guards import ServerAccess, add_access
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.schemas import ERROR_RESPONSES, AskRequest, AskResponse, Health
 
 logger = logging.getLogger("kotae.server")
-
-MAX_QUESTION_CHARS = 1000
-MAX_TOP_K = 50
-MAX_FILTER_DEPTH = 8
-COMPARISONS = {"==", "!=", ">", ">=", "<", "<=", "in", "not in"}
-LOGICAL = {"AND", "OR", "NOT"}
 
 
 @dataclass(frozen=True)
@@ -59,119 +53,6 @@ class ServerLimits:
     max_body_bytes: int = 16_384
 
 
-def check_filters(filters: Any, depth: int = 0) -> None:
-    """Raise ValueError (one line) unless ``filters`` is a Haystack metadata filter.
-
-    A comparison is ``{"field": "meta.source", "operator": "==", "value": ...}``; a logical node is
-    ``{"operator": "AND" | "OR" | "NOT", "conditions": [...]}``.
-    """
-    if depth > MAX_FILTER_DEPTH:
-        raise ValueError(f"filters are nested deeper than {MAX_FILTER_DEPTH} levels")
-    if not isinstance(filters, dict):
-        raise ValueError("a filter must be an object with 'operator' and 'field'/'value' or 'conditions'")
-    operator = filters.get("operator")
-    if operator in LOGICAL:
-        conditions = filters.get("conditions")
-        if set(filters) != {"operator", "conditions"} or not isinstance(conditions, list) or not conditions:
-            raise ValueError(
-                f"a {operator} filter needs exactly 'operator' and a non-empty 'conditions' list"
-            )
-        for condition in conditions:
-            check_filters(condition, depth + 1)
-        return
-    if operator not in COMPARISONS:
-        allowed = ", ".join(sorted(COMPARISONS | LOGICAL))
-        raise ValueError(f"filter operator {operator!r} is not one of {allowed}")
-    if set(filters) != {"field", "operator", "value"} or not isinstance(filters["field"], str):
-        raise ValueError("a comparison filter needs exactly 'field' (a string), 'operator' and 'value'")
-    if operator in ("in", "not in") and not isinstance(filters["value"], list):
-        raise ValueError(f"the value of an {operator!r} filter must be a list")
-
-
-class AskRequest(BaseModel):
-    """A question for ``POST /ask``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="the question")
-    top_k: int | None = Field(
-        None, ge=1, le=MAX_TOP_K, description="answers to return (default: the config's)"
-    )
-    filters: dict[str, Any] | None = Field(
-        None,
-        description='Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}',
-    )
-
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the question is blank")
-        return value
-
-    @field_validator("filters")
-    @classmethod
-    def _valid_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            check_filters(value)
-        return value
-
-
-class Answer(BaseModel):
-    """One answer; ``start``/``end`` are character offsets in the source document, null for no answer."""
-
-    answer: str | None
-    score: float
-    document_id: str | None
-    passage_id: str | None
-    source: str | None
-    title: str | None
-    start: int | None
-    end: int | None
-    context: str | None
-    context_start: int | None
-    context_end: int | None
-
-
-class AskResponse(BaseModel):
-    question: str
-    answers: list[Answer]
-    seconds: float
-
-
-class Health(BaseModel):
-    status: str
-    retriever: str
-    reader: str
-    components: list[str]
-    passages: int
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx/5xx: one line for people, and the failing fields for a 422."""
-
-    error: str
-    details: list[str] | None = None
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in (
-        (400, "malformed request: the body is not JSON (UTF-8) or the Content-Length is invalid"),
-        (401, "this server needs an API key (see pipeline/guards.py)"),
-        (404, "no such document or page"),
-        (408, "the request body arrived too slowly"),
-        (413, "the request body is too large"),
-        (415, "the body is not sent as application/json"),
-        (422, "a field is invalid"),
-        (500, "internal error; the server log has the details"),
-        (
-            503,
-            "the index cannot be read (damaged or replaced while serving); the message names the file and the repair",
-        ),
-    )
-}
-"""The error responses every route may give, documented in the OpenAPI schema."""
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
 RESTART = " (then restart kotae serve)"
 """Appended to a damaged-index 503: the running server keeps the file it opened."""
@@ -245,12 +126,12 @@ def create_app(
     :param config_path: Where the config came from (for error messages).
     :param limits: Request limits.
     :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
-    :param access: API key, CORS origins and body deadline (:mod:`pipeline.guards`); none by default.
+    :param access: API key, CORS origins and body deadline (:mod:`kotae.pipeline.guards`); none by default.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
-    from indexing.store import damaged_store_message
-    from pipeline.answers import answer_record
-    from pipeline.build import index_command, require_index
+    from kotae.indexing.store import damaged_store_message
+    from kotae.pipeline.answers import answer_record
+    from kotae.pipeline.build import index_command, require_index
 
     limits = limits or ServerLimits()
     qa = answerer or QuestionAnswerer.from_config(config, config_path)
@@ -335,12 +216,12 @@ def create_app(
             "passages": require_index(config.index_dir, config_path),
         }
 
-    from pipeline.web import web_router
+    from kotae.pipeline.web import web_router
 
     app.include_router(
         web_router(config, qa), responses=ERROR_RESPONSES
     )  # the question page at / (pipeline/web.py)
-    from pipeline.feedback_api import feedback_router
+    from kotae.pipeline.feedback_api import feedback_router
 
     app.include_router(feedback_router(config, qa), responses=ERROR_RESPONSES)  # POST /feedback
     return app

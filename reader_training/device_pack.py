@@ -2,14 +2,14 @@
 
 Reads a training config (``configs/train/*.yaml``, the same file ``kotae train`` takes), loads,
 validates, windows and labels the training data exactly as ``kotae train`` does (the same
-functions of :mod:`reader_training.train` and :mod:`reader_training.features`, with the real
-multilingual-e5-small tokenizer), and writes a bundle (format: :mod:`reader_training.device_bundle`)
-that ``python -m reader_training.device_train`` trains from with nothing but torch, transformers,
+functions of :mod:`kotae.reader_training.train` and :mod:`kotae.reader_training.features`, with the real
+multilingual-e5-small tokenizer), and writes a bundle (format: :mod:`kotae.reader_training.device_bundle`)
+that ``python -m kotae.reader_training.device_train`` trains from with nothing but torch, transformers,
 numpy and safetensors. See ``reader_training/DEVICE.md`` for the whole round trip.
 
 Example::
 
-    python -m reader_training.device_pack --config configs/train/default-reader.yaml \
+    python -m kotae.reader_training.device_pack --config configs/train/default-reader.yaml \
         --variant ja=configs/train/default-reader-ja.yaml
     # -> .device/bundle/: the full JaQuAD + SQuADShifts mix, the Japanese-only comparison as
     #    variant "ja", both dev sets and the tokenizer (see DEVICE.md for the sizes)
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from kotae.errors import KotaeError
-from reader_training.device_bundle import (
+from kotae.reader_training.device_bundle import (
     BASE_FILE,
     FORMAT,
     MANIFEST,
@@ -172,7 +172,7 @@ def dev_token_ids(
 ) -> np.ndarray:
     """Every token id of the dev sets' evaluation windows, for each ``(max_length, stride,
     max_question_length)`` in ``windowing`` (the device scores them with these rows)."""
-    from reader_training.features import prepare_eval_features
+    from kotae.reader_training.features import prepare_eval_features
 
     ids: set[int] = set()
     for loaded in dev_sets.values():
@@ -220,8 +220,8 @@ def _check_config(config: Any, where: str) -> None:
 
 def _training_windows(config: Any, tokenizer: Any, log: Log) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Load, validate, window and label one config's training data exactly as ``kotae train`` does."""
-    from reader_training.features import prepare_train_features
-    from reader_training.train import cap_windows, load_training_examples
+    from kotae.reader_training.features import prepare_train_features
+    from kotae.reader_training.train import cap_windows, load_training_examples
 
     examples, train_reports = load_training_examples(config, log)
     features = prepare_train_features(
@@ -271,9 +271,9 @@ def pack(
 
     from kotae.e5s1 import bert_config, read_e5s1
     from kotae.models import resolve_model
-    from reader_training.config import load_train_config
-    from reader_training.features import require_fast_tokenizer
-    from reader_training.train import load_dev_sets
+    from kotae.reader_training.config import load_train_config
+    from kotae.reader_training.features import require_fast_tokenizer
+    from kotae.reader_training.train import load_dev_sets
 
     started = time.perf_counter()
     config = load_train_config(config_path, list(overrides))
@@ -397,7 +397,7 @@ def pack(
     for name, size in files.items():
         log(f"  {name:28s} {size / 2**20:8.2f} MiB")
     log(
-        "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m reader_training.device_train "
+        "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m kotae.reader_training.device_train "
         f"--bundle {target} --out $OUT --max-seconds {max_seconds}', carry=['{target}'], timeout_s=600)"
     )
     return result
@@ -405,7 +405,7 @@ def pack(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reader_training.device_pack", description=__doc__.split("\n")[0]
+        prog="python -m kotae.reader_training.device_pack", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--config", "-c", required=True, help="training YAML, e.g. configs/train/default-reader.yaml"

@@ -1,10 +1,10 @@
 """Train the reader from a device bundle, on a lent GPU (or, for tests and timing, on this CPU).
 
-    python -m reader_training.device_train --bundle .device/bundle --out $OUT [--max-seconds 480]
+    python -m kotae.reader_training.device_train --bundle .device/bundle --out $OUT [--max-seconds 480]
 
 Standalone on purpose: the device machine has Python with torch, transformers, numpy and
 safetensors and nothing else (no pydantic, yaml, datasets, typer), so this imports only those,
-the standard library, :mod:`reader_training.device_bundle` and :mod:`kotae.e5s1` (numpy-only).
+the standard library, :mod:`kotae.reader_training.device_bundle` and :mod:`kotae.e5s1` (numpy-only).
 That is also why it is a compact hand loop rather than transformers' Trainer: Trainer wants a
 ``datasets``-style dataset and pulls in its own logging/checkpoint machinery, while a time-boxed
 run needs three things Trainer does not give directly — a hard wall-clock stop that leaves time to
@@ -48,10 +48,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from reader_training.device_bundle import (  # noqa: E402
-    HF_WORD_EMBEDDINGS,
+from kotae.reader_training.device_bundle import (  # noqa: E402
     LOG_FILE,
-    MAX_FILE_BYTES,
     RUN_FILE,
     Bundle,
     BundleError,
@@ -61,6 +59,7 @@ from reader_training.device_bundle import (  # noqa: E402
     read_bundle,
     read_dev_sets,
 )
+from kotae.weight_files import HF_WORD_EMBEDDINGS, MAX_FILE_BYTES, shard  # noqa: E402
 
 SAVE_MARGIN_SECONDS = 15.0
 TIMING_FROM, TIMING_AT = 5, (25, 200, 1000)
@@ -226,29 +225,21 @@ def save_weights(tensors: dict[str, Any], out: Path, limit: int = MAX_FILE_BYTES
     temporary name and renamed, so a kill never leaves a half-written shard under the real name."""
     from safetensors.torch import save_file
 
-    shards: list[dict[str, Any]] = [{}]
-    size = 0
-    for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if size + nbytes > limit - 64 * 1024 and shards[-1]:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += nbytes
+    shards = shard(tensors, limit - 64 * 1024, nbytes=lambda tensor: tensor.numel() * tensor.element_size())
     written = []
-    for number, shard in enumerate(shards, start=1):
+    for number, group in enumerate(shards, start=1):
         name = f"weights-{number}.safetensors"
         partial = out / f"{name}.partial"
-        save_file(shard, str(partial), metadata={"format": "pt"})
+        save_file(group, str(partial), metadata={"format": "pt"})
         os.replace(partial, out / name)
-        written.append({"file": name, "bytes": (out / name).stat().st_size, "tensors": len(shard)})
+        written.append({"file": name, "bytes": (out / name).stat().st_size, "tensors": len(group)})
     return written
 
 
 def score_dev(
     model: Any, bundle_dir: Path, manifest: dict[str, Any], config: dict[str, Any], cuda: bool
 ) -> dict[str, dict[str, Any]]:
-    """Score the bundle's dev sets with kotae's evaluation code (:mod:`reader_training.evaluate`,
+    """Score the bundle's dev sets with kotae's evaluation code (:mod:`kotae.reader_training.evaluate`,
     numpy and the standard library only), on the weights as they come back: trained tensors
     rounded to fp16, fp32 arithmetic (TF32 off), as ``kotae evaluate`` runs on a CPU."""
     import tempfile
@@ -256,8 +247,8 @@ def score_dev(
     import torch
     from transformers import AutoTokenizer
 
-    from reader_training.data import example_from_record
-    from reader_training.evaluate import DecodeSettings, evaluate_examples
+    from kotae.reader_training.data import example_from_record
+    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples
 
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = AutoTokenizer.from_pretrained(extract_tokenizer(bundle_dir, Path(folder)))
@@ -578,7 +569,8 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reader_training.device_train", description="Train the reader from a device bundle."
+        prog="python -m kotae.reader_training.device_train",
+        description="Train the reader from a device bundle.",
     )
     parser.add_argument("--bundle", default=".device/bundle", help="bundle folder made by device_pack")
     parser.add_argument("--out", required=True, help="where the fp16 weights, run.json and the log go ($OUT)")

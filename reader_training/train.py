@@ -1,9 +1,9 @@
 """Fine-tune an encoder into an extractive reader: the shell behind ``kotae train``.
 
-Loads and validates the data (:mod:`reader_training.data`), windows and labels it
-(:mod:`reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
+Loads and validates the data (:mod:`kotae.reader_training.data`), windows and labels it
+(:mod:`kotae.reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
 length-grouped batches, bf16/fp16 on a GPU, checkpoints every ``save_steps``), scores the dev sets
-with the evaluation code (:mod:`reader_training.evaluate`) and writes a model folder:
+with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a model folder:
 ``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
 ``model_card.md``, ``train_log.jsonl`` and ``curves.png``.
 
@@ -31,11 +31,16 @@ from typing import Any
 import yaml
 
 from kotae.errors import KotaeError
-from reader_training.config import DevSource, TrainConfig
-from reader_training.data import LoadResult, QAExample, load_examples, subsample
-from reader_training.evaluate import READER_SETTINGS, DecodeSettings, evaluate_examples, resolve_reference
-from reader_training.features import prepare_train_features, require_fast_tokenizer
-from reader_training.report import TrainLog, hardware, model_card, plot_curves
+from kotae.reader_training.config import DevSource, TrainConfig
+from kotae.reader_training.data import LoadResult, QAExample, load_examples, subsample
+from kotae.reader_training.evaluate import (
+    READER_SETTINGS,
+    DecodeSettings,
+    evaluate_examples,
+    resolve_reference,
+)
+from kotae.reader_training.features import prepare_train_features, require_fast_tokenizer
+from kotae.reader_training.report import TrainLog, hardware, model_card, plot_curves
 
 Log = Callable[[str], None]
 

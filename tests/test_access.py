@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from kotae.errors import KotaeError
-from pipeline.guards import ServerAccess, check_bind, is_loopback, key_matches, presented_key
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
+from kotae.pipeline.guards import ServerAccess, check_bind, is_loopback, key_matches, presented_key
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 KEY = "k3y-for-tests"

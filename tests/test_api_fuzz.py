@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis import checks as st_checks
 
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import ServerLimits, create_app
-from pipeline.testing import ServedApp, build_tiny_setup
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import ServerLimits, create_app
+from kotae.pipeline.testing import ServedApp, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 MAX_EXAMPLES = int(os.environ.get("KOTAE_FUZZ_EXAMPLES", "30"))

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from indexing.bm25 import load_bm25
-from indexing.job import index_lock, run_index
-from indexing.store import SQLITE_NAME, FaissDocumentStore
-from indexing.testing import HashEmbedder, build_tiny_model
 from kotae.errors import KotaeError
-from pipeline.config import load_pipeline_config
+from kotae.indexing.bm25 import load_bm25
+from kotae.indexing.job import index_lock, run_index
+from kotae.indexing.store import SQLITE_NAME, FaissDocumentStore
+from kotae.indexing.testing import HashEmbedder, build_tiny_model
+from kotae.pipeline.config import load_pipeline_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -169,7 +169,17 @@ def test_kill_9_at_random_points_leaves_a_consistent_index(tmp_path: Path, tiny_
     }
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    command = [sys.executable, "-m", "indexing.job", str(config_path), str(index), str(corpus)]
+    command = [
+        sys.executable,
+        "-m",
+        "kotae",
+        "index",
+        "--config",
+        str(config_path),
+        "--index-dir",
+        str(index),
+    ]
+    command += ["--json", "--corpus", str(corpus)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     rng = random.Random(4)
     kills = 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexing.readers import read_corpus
+from kotae.indexing.readers import read_corpus
 
 JAQUAD_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "jaquad" / "dev"
 

@@ -1,4 +1,4 @@
-"""``kotae index``: the command-line shell around :func:`indexing.job.run_index` (heavy imports inside)."""
+"""``kotae index``: the command-line shell around :func:`kotae.indexing.job.run_index` (heavy imports inside)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def index(
     ),
     more: list[Path] | None = typer.Argument(None, help="More corpus paths.", show_default=False),
     config: Path | None = typer.Option(
-        None, "--config", help="Pipeline YAML (its embedder and index sections)."
+        None,
+        "--config",
+        help="Pipeline YAML path or shipped config (default, dense, bm25); its embedder and index sections.",
     ),
     index_dir: Path | None = typer.Option(None, "--index-dir", help="Index directory (default: index.dir)."),
     full: bool = typer.Option(False, "--full", help="Rebuild from scratch instead of updating."),
@@ -41,9 +43,9 @@ def index(
     ),
 ) -> None:
     """Index a corpus into passages, embeddings (FAISS) and BM25; re-runs only embed what changed."""
-    from indexing.job import run_index
     from kotae.errors import KotaeError
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.config import load_pipeline_config
 
     corpus = [*corpus, *(more or [])]
     if not corpus:

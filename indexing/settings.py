@@ -1,0 +1,72 @@
+"""Index and embedder settings: the ``embedder`` and ``index`` sections of a pipeline YAML.
+
+They live here, with the job that reads them; :class:`kotae.pipeline.config.PipelineConfig`
+composes them with the retriever and reader sections. :class:`IndexJobConfig` is what the indexing
+job takes (a ``PipelineConfig`` is one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["EmbedderConfig", "IndexConfig", "IndexJobConfig", "Section"]
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class EmbedderConfig(Section):
+    """The sentence embedder used for passages (indexing) and questions (dense retrieval)."""
+
+    model: str = "multilingual-e5-small"
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    batch_size: int = Field(32, gt=0)
+    device: str | None = None
+
+
+class IndexConfig(Section):
+    """Where and how passages are stored, and which engine computes them.
+
+    ``engine: ray`` splits and embeds on Ray actors (``pip install 'kotae[ray]'``): ``ray_address``
+    joins a running cluster (``auto``, ``host:port``, ``ray://host:10001``; empty starts Ray on this
+    machine for the run), ``ray_workers`` actors each take ``ray_batch_size`` documents per call and
+    ask for ``ray_cpus_per_worker`` CPUs (fractional, so a small machine never deadlocks) and
+    ``ray_gpus_per_worker`` GPUs. ``ray_input`` is how documents reach the workers: ``data`` (sent by
+    the driver) or ``paths`` (workers read the files; needs shared storage). See docs/scaling.md.
+    """
+
+    dir: str = "~/.cache/kotae/index/default"
+    faiss_factory: str = "Flat"
+    passage_tokens: int = Field(200, gt=8)
+    overlap_tokens: int = Field(32, ge=0)
+    bm25_tokenizer: Literal["bigram", "fugashi"] = "fugashi"
+    faiss_nprobe: int = Field(16, gt=0)
+    commit_documents: int = Field(256, gt=0)
+    max_document_chars: int = Field(5_000_000, gt=0)
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_workers: int = Field(2, gt=0)
+    ray_batch_size: int = Field(64, gt=0)
+    ray_cpus_per_worker: float = Field(0.5, gt=0)
+    ray_gpus_per_worker: float = Field(0.0, ge=0)
+    ray_input: Literal["data", "paths"] = "data"
+
+
+class IndexJobConfig(Protocol):
+    """What the indexing job reads from a config: the embedder, the index settings, the index folder."""
+
+    @property
+    def embedder(self) -> EmbedderConfig: ...
+
+    @property
+    def index(self) -> IndexConfig: ...
+
+    @property
+    def index_dir(self) -> Path: ...
