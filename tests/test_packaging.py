@@ -135,3 +135,27 @@ def test_config_names_resolve_to_the_shipped_files_from_any_folder(
         load_pipeline_config("hybird")
     with pytest.raises(KotaeError, match=r"config file not found: missing\.yaml"):
         load_pipeline_config("missing.yaml")
+
+
+def test_each_package_names_its_public_api_and_imports_it_lazily() -> None:
+    script = (
+        "import importlib, sys\n"
+        "for name in ('kotae', 'kotae.indexing', 'kotae.pipeline', 'kotae.reader_training'):\n"
+        "    package = importlib.import_module(name)\n"
+        "    assert package.__doc__ and len(package.__doc__) > 200, name\n"
+        "    assert package.__all__ == sorted(package.__all__) and dir(package) == package.__all__, name\n"
+        "heavy = sorted(m for m in ('torch', 'haystack', 'transformers', 'faiss') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "for name in ('kotae', 'kotae.indexing', 'kotae.pipeline', 'kotae.reader_training'):\n"
+        "    package = importlib.import_module(name)\n"
+        "    for public in package.__all__:\n"
+        "        assert getattr(package, public).__name__ == public, (name, public)\n"
+        "    try:\n"
+        "        package.not_public\n"
+        "    except AttributeError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise AssertionError(name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
