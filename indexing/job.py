@@ -179,6 +179,124 @@ def _progress(enabled: bool, total: int, console: Any = None) -> Iterator[Callab
         yield advance
 
 
+Chunk = list[tuple[SourceDocument, str, list[Document]]]
+"""Documents ready to commit: each with its content hash and its passages (with vectors)."""
+
+
+@dataclass
+class Plan:
+    """What a run must do, decided from the corpus and the store's manifest alone (no model, no writes)."""
+
+    removed: list[str]
+    todo: list[tuple[SourceDocument, str]]
+    unchanged: int = 0
+    added: int = 0
+    updated: int = 0
+
+
+def settings_fingerprint(embedder_fingerprint: str, passage_tokens: int, overlap_tokens: int) -> str:
+    """What every stored passage depends on besides its document: the embedder and the split settings."""
+    return f"{embedder_fingerprint}|{passage_tokens}|{overlap_tokens}|split{SPLITTER_VERSION}"
+
+
+def plan_changes(
+    documents: list[SourceDocument], manifest: dict[str, tuple[str, list[str]]], fingerprint: str
+) -> Plan:
+    """Which sources are gone, and which documents are new or changed (by content hash)."""
+    current = {document.id for document in documents}
+    plan = Plan(removed=[key for key in manifest if key not in current], todo=[])
+    for document in documents:
+        digest = document_hash(document, fingerprint)
+        known = manifest.get(document.id)
+        if known is not None and known[0] == digest:
+            plan.unchanged += 1
+            continue
+        plan.todo.append((document, digest))
+        if known is None:
+            plan.added += 1
+        else:
+            plan.updated += 1
+    return plan
+
+
+def split_settings(
+    passage_tokens: int, overlap_tokens: int, embedder_max_tokens: int, batch_size: int
+) -> tuple[SplitSettings, str | None]:
+    """Passage length and overlap within the embedder's limit, and a note when the limit cut them."""
+    note = None
+    max_tokens = passage_tokens
+    if max_tokens > embedder_max_tokens:
+        note = f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder_max_tokens}"
+        max_tokens = embedder_max_tokens
+    return SplitSettings(max_tokens, min(overlap_tokens, max_tokens // 2), batch_size), note
+
+
+def commit_chunk(
+    store: Any,
+    chunk: Chunk,
+    manifest: dict[str, tuple[str, list[str]]],
+    fingerprint: str,
+    summary: IndexSummary,
+) -> None:
+    """One SQLite transaction: the chunk's passages replace its documents' old ones, with the manifest."""
+    from haystack.document_stores.types import DuplicatePolicy
+
+    passages = [p for _, _, ps in chunk for p in ps]
+    old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
+    sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
+    store.apply(
+        write=passages,
+        delete_ids=old,
+        policy=DuplicatePolicy.OVERWRITE,
+        set_sources=sources,
+        set_state={"fingerprint": fingerprint},
+    )
+    summary.passages_added += len(passages)
+    summary.passages_removed += len(old)
+
+
+def compute_and_commit(
+    engine: PassageEngine,
+    todo: list[tuple[SourceDocument, str]],
+    split: SplitSettings,
+    commit_documents: int,
+    commit: Callable[[Chunk], None],
+    progress: bool,
+) -> None:
+    """Run the engine over the documents to do and commit every ``commit_documents`` finished ones."""
+    chunk: Chunk = []
+    with _progress(progress, len(todo)) as advance:
+        for position, pieces, vectors in engine.run([d for d, _ in todo], split):
+            document, digest = todo[position]
+            passages = [
+                replace(passage, embedding=vector.tolist())
+                for passage, vector in zip(passage_documents(document, digest, pieces), vectors, strict=True)
+            ]
+            chunk.append((document, digest, passages))
+            advance(1, len(passages))
+            if len(chunk) >= commit_documents:
+                commit(chunk)
+                chunk = []
+        if chunk:
+            commit(chunk)
+
+
+def _open_store(directory: Path, settings: Any, full: bool) -> Any:
+    from haystack.document_stores.errors import DocumentStoreError
+
+    from kotae.indexing.store import FaissDocumentStore
+
+    try:
+        return FaissDocumentStore(
+            directory,
+            faiss_factory=settings.faiss_factory,
+            nprobe=settings.faiss_nprobe,
+            recreate_damaged=full,  # --full starts over even from a damaged store.sqlite3
+        )
+    except DocumentStoreError as error:
+        raise KotaeError(f"index {directory}: {error}") from None
+
+
 def run_index(
     config: IndexJobConfig,
     corpus: list[Path],
@@ -193,13 +311,12 @@ def run_index(
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
     ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``, default ``index.ray_input``);
-    the store is written here only.
+    the store is written here only. Steps: read, plan (:func:`plan_changes`), remove, compute and
+    commit (:func:`compute_and_commit`), rebuild BM25.
     """
     from haystack.document_stores.errors import DocumentStoreError
-    from haystack.document_stores.types import DuplicatePolicy
 
     from kotae.indexing.bm25 import load_bm25
-    from kotae.indexing.store import FaissDocumentStore
 
     started = time.perf_counter()
     missing = [str(p) for p in corpus if not Path(p).expanduser().exists()]
@@ -214,17 +331,10 @@ def run_index(
         summary.skipped, summary.repaired = report.skipped, report.repaired
         if embedder is None:
             embedder = load_embedder(config)
-        fingerprint = f"{embedder.fingerprint}|{settings.passage_tokens}|{settings.overlap_tokens}|split{SPLITTER_VERSION}"
-
-        try:
-            store = FaissDocumentStore(
-                directory,
-                faiss_factory=settings.faiss_factory,
-                nprobe=settings.faiss_nprobe,
-                recreate_damaged=full,  # --full starts over even from a damaged store.sqlite3
-            )
-        except DocumentStoreError as error:
-            raise KotaeError(f"index {directory}: {error}") from None
+        fingerprint = settings_fingerprint(
+            embedder.fingerprint, settings.passage_tokens, settings.overlap_tokens
+        )
+        store = _open_store(directory, settings, full)
         try:
             previous = store.state("fingerprint")
             if not full and previous is not None and previous != fingerprint and store.count_documents():
@@ -233,71 +343,31 @@ def run_index(
             if full:
                 store.delete_all_documents(recreate_index=True)
             manifest = store.source_manifest()
+            plan = plan_changes(documents, manifest, fingerprint)
+            summary.unchanged, summary.added, summary.updated = plan.unchanged, plan.added, plan.updated
 
-            current = {document.id: document for document in documents}
-            removed = [key for key in manifest if key not in current]
-            if removed:
-                old = [pid for key in removed for pid in manifest[key][1]]
-                store.apply(delete_ids=old, delete_sources=removed)
-                summary.removed, summary.passages_removed = len(removed), len(old)
-
-            todo: list[tuple[SourceDocument, str]] = []
-            for document in documents:
-                digest = document_hash(document, fingerprint)
-                known = manifest.get(document.id)
-                if known is not None and known[0] == digest:
-                    summary.unchanged += 1
-                    continue
-                todo.append((document, digest))
-                if known is None:
-                    summary.added += 1
-                else:
-                    summary.updated += 1
-
-            max_tokens, overlap = settings.passage_tokens, settings.overlap_tokens
-            if todo:
-                if max_tokens > embedder.max_tokens:
-                    summary.notes.append(
-                        f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder.max_tokens}"
-                    )
-                    max_tokens = embedder.max_tokens
-                overlap = min(overlap, max_tokens // 2)
-
-            def commit(chunk: list[tuple[SourceDocument, str, list[Document]]]) -> None:
-                passages = [p for _, _, ps in chunk for p in ps]
-                old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
-                sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
-                store.apply(
-                    write=passages,
-                    delete_ids=old,
-                    policy=DuplicatePolicy.OVERWRITE,
-                    set_sources=sources,
-                    set_state={"fingerprint": fingerprint},
+            if plan.removed:
+                old = [pid for key in plan.removed for pid in manifest[key][1]]
+                store.apply(delete_ids=old, delete_sources=plan.removed)
+                summary.removed, summary.passages_removed = len(plan.removed), len(old)
+            if plan.todo:
+                split, note = split_settings(
+                    settings.passage_tokens,
+                    settings.overlap_tokens,
+                    embedder.max_tokens,
+                    config.embedder.batch_size,
                 )
-                summary.passages_added += len(passages)
-                summary.passages_removed += len(old)
-
-            if todo:
-                engine = engine or make_engine(config.index, embedder, ray_input=ray_input)
-                split = SplitSettings(max_tokens, overlap, config.embedder.batch_size)
-                chunk: list[tuple[SourceDocument, str, list[Document]]] = []
-                with _progress(progress, len(todo)) as advance:
-                    for position, pieces, vectors in engine.run([d for d, _ in todo], split):
-                        document, digest = todo[position]
-                        passages = [
-                            replace(passage, embedding=vector.tolist())
-                            for passage, vector in zip(
-                                passage_documents(document, digest, pieces), vectors, strict=True
-                            )
-                        ]
-                        chunk.append((document, digest, passages))
-                        advance(1, len(passages))
-                        if len(chunk) >= settings.commit_documents:
-                            commit(chunk)
-                            chunk = []
-                    if chunk:
-                        commit(chunk)
-            if previous != fingerprint and not todo and not removed:
+                if note:
+                    summary.notes.append(note)
+                compute_and_commit(
+                    engine or make_engine(settings, embedder, ray_input=ray_input),
+                    plan.todo,
+                    split,
+                    settings.commit_documents,
+                    lambda chunk: commit_chunk(store, chunk, manifest, fingerprint, summary),
+                    progress,
+                )
+            elif previous != fingerprint and not plan.removed:
                 store.apply(set_state={"fingerprint": fingerprint})
 
             load_bm25(store, settings.bm25_tokenizer)  # rebuilt only when the store changed

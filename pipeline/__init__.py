@@ -17,7 +17,8 @@ script (:mod:`kotae.cli`) sits above it.
   v2.0 export; ``feedback_api.py``: ``POST /feedback``; ``feedback_cli.py``: ``kotae feedback list|export``.
 - ``testing.py``: a tiny indexed corpus with tiny models, for tests.
 - ``evaluation.py``: open-domain evaluation's pure core (hit rules, recall@k, MRR, latency percentiles);
-  ``eval_cli.py``: ``kotae eval`` (index a SQuAD set, ask with no context, score); ``eval_report.py``:
+  ``eval_job.py``: the ``kotae eval`` job (index a SQuAD set, ask with no context, score),
+  ``eval_cli.py`` its command; ``eval_report.py``:
   its report.md/report.json and plots.
 
 Public names (imported on first use)::

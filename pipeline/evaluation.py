@@ -1,6 +1,6 @@
 """Open-domain evaluation, the functional core of ``kotae eval``: hit rules, recall@k, MRR, latency.
 
-Pure functions, no model and no I/O; :mod:`kotae.pipeline.eval_cli` runs the pipeline and calls them.
+Pure functions, no model and no I/O; :mod:`kotae.pipeline.eval_job` runs the pipeline and calls them.
 
 The rules:
 

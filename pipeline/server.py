@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -129,10 +129,6 @@ def create_app(
     :param access: API key, CORS origins and body deadline (:mod:`kotae.pipeline.guards`); none by default.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
-    from kotae.indexing.store import damaged_store_message
-    from kotae.pipeline.answers import answer_record
-    from kotae.pipeline.build import index_command, require_index
-
     limits = limits or ServerLimits()
     qa = answerer or QuestionAnswerer.from_config(config, config_path)
     app = FastAPI(
@@ -143,6 +139,25 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
+
+    add_error_handlers(app, config, config_path)
+    app.include_router(api_router(config, config_path, qa), responses=ERROR_RESPONSES)  # /ask, /health
+
+    from kotae.pipeline.web import web_router
+
+    app.include_router(
+        web_router(config, qa), responses=ERROR_RESPONSES
+    )  # the question page at / (pipeline/web.py)
+    from kotae.pipeline.feedback_api import feedback_router
+
+    app.include_router(feedback_router(config, qa), responses=ERROR_RESPONSES)  # POST /feedback
+    return app
+
+
+def add_error_handlers(app: FastAPI, config: PipelineConfig, config_path: str | Path | None) -> None:
+    """Every error becomes one JSON line (:class:`~kotae.pipeline.schemas.ErrorBody`) with its status."""
+    from kotae.indexing.store import damaged_store_message
+    from kotae.pipeline.build import index_command
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -196,7 +211,15 @@ def create_app(
             {"error": "internal error while answering; the server log has the details"}, status_code=500
         )
 
-    @app.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
+
+def api_router(config: PipelineConfig, config_path: str | Path | None, qa: QuestionAnswerer) -> APIRouter:
+    """``POST /ask`` and ``GET /health`` over the warmed-up pipeline ``qa``."""
+    from kotae.pipeline.answers import answer_record
+    from kotae.pipeline.build import require_index
+
+    router = APIRouter()
+
+    @router.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
     def ask(request: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
         answers = qa.ask(request.question, top_k=request.top_k, filters=request.filters)
@@ -206,7 +229,7 @@ def create_app(
             "seconds": round(time.perf_counter() - started, 4),
         }
 
-    @app.get("/health", response_model=Health, summary="Is the service up, and what does it run")
+    @router.get("/health", response_model=Health, summary="Is the service up, and what does it run")
     def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -216,12 +239,4 @@ def create_app(
             "passages": require_index(config.index_dir, config_path),
         }
 
-    from kotae.pipeline.web import web_router
-
-    app.include_router(
-        web_router(config, qa), responses=ERROR_RESPONSES
-    )  # the question page at / (pipeline/web.py)
-    from kotae.pipeline.feedback_api import feedback_router
-
-    app.include_router(feedback_router(config, qa), responses=ERROR_RESPONSES)  # POST /feedback
-    return app
+    return router

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kotae.cli import app
-from kotae.pipeline.eval_cli import JSON_KEYS, load_questions, run_eval, squad_files
+from kotae.pipeline.eval_job import JSON_KEYS, load_questions, run_eval, squad_files
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 

@@ -13,8 +13,9 @@ from haystack import Document, Pipeline
 from haystack.document_stores.errors import DocumentStoreError
 from haystack.document_stores.types import DuplicatePolicy
 
+from kotae.indexing.faiss_index import min_training_vectors
 from kotae.indexing.retriever import FaissEmbeddingRetriever
-from kotae.indexing.store import FAISS_NAME, FaissDocumentStore, min_training_vectors
+from kotae.indexing.store import FAISS_NAME, FaissDocumentStore
 
 DIM = 16
 
