@@ -1,7 +1,7 @@
 """Weight files kotae writes and reads back: size-capped shards, checksums, the tensor names they share.
 
 The one sharding rule (:func:`shard`) serves the shipped reader delta (:mod:`kotae.reader_weights`)
-and the remote-GPU training run's returned weights (:mod:`kotae.reader_training.device_train`), so
+and the remote-GPU training run's returned weights (:mod:`kotae.reader_training.device.train`), so
 every weight file kotae writes stays under :data:`MAX_FILE_BYTES`. Standard library only: the
 device scripts import it on a machine without kotae's dependencies.
 

@@ -19,7 +19,7 @@ One file per concern:
   shells behind ``kotae train`` and ``kotae evaluate``; :mod:`kotae.reader_training.report` writes the
   model card, metrics, log and curves.
 - :mod:`kotae.reader_training.export` — a trained reader as the fp16 delta kotae ships.
-- ``device_*.py`` — training on a lent GPU machine (see ``DEVICE.md``).
+- :mod:`kotae.reader_training.device` — training on a lent GPU machine (see ``device/DEVICE.md``).
 - :mod:`kotae.reader_training.testing` — a tiny tokenizer and BERT for tests.
 
     kotae train --config configs/train/jaquad-small.yaml [--set key=value ...] [--resume]

@@ -85,6 +85,9 @@ def test_the_wheel_holds_one_top_level_package_and_the_shipped_configs(wheel: Pa
         assert f"kotae/configs/pipeline/{config}.yaml" in names
     assert "kotae/pipeline/templates/index.html" in names
     assert "kotae/indexing/store.py" in names and "kotae/reader_training/decode.py" in names
+    assert not [
+        name for name in names if name.startswith("kotae/reader_training/device/")
+    ]  # maintainers' tooling
 
 
 def test_the_installed_wheel_runs_from_a_folder_holding_pipeline_py(wheel: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The device bundle: what travels to a lent GPU machine to train the reader there, and what comes back.
 
-Written by :mod:`kotae.reader_training.device_pack` (here, full kotae environment), read by
-:mod:`kotae.reader_training.device_train` (there: torch, transformers, numpy, safetensors and the standard
+Written by :mod:`kotae.reader_training.device.pack` (here, full kotae environment), read by
+:mod:`kotae.reader_training.device.train` (there: torch, transformers, numpy, safetensors and the standard
 library only — so this module imports numpy and the standard library at the top, safetensors
 inside functions, and nothing from kotae but :mod:`kotae.e5s1`, which is numpy-only too).
 
@@ -126,7 +126,7 @@ def read_bundle(folder: str | Path, verify: bool = True, variant: str | None = N
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(
-            f"{manifest_path} not found; make the bundle with python -m kotae.reader_training.device_pack"
+            f"{manifest_path} not found; make the bundle with python -m kotae.reader_training.device.pack"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:

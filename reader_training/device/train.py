@@ -1,10 +1,10 @@
 """Train the reader from a device bundle, on a lent GPU (or, for tests and timing, on this CPU).
 
-    python -m kotae.reader_training.device_train --bundle .device/bundle --out $OUT [--max-seconds 480]
+    python -m kotae.reader_training.device.train --bundle .device/bundle --out $OUT [--max-seconds 480]
 
 Standalone on purpose: the device machine has Python with torch, transformers, numpy and
 safetensors and nothing else (no pydantic, yaml, datasets, typer), so this imports only those,
-the standard library, :mod:`kotae.reader_training.device_bundle` and :mod:`kotae.e5s1` (numpy-only).
+the standard library, :mod:`kotae.reader_training.device.bundle` and :mod:`kotae.e5s1` (numpy-only).
 That is also why it is a compact hand loop rather than transformers' Trainer: Trainer wants a
 ``datasets``-style dataset and pulls in its own logging/checkpoint machinery, while a time-boxed
 run needs three things Trainer does not give directly — a hard wall-clock stop that leaves time to
@@ -48,7 +48,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from kotae.reader_training.device_bundle import (  # noqa: E402
+from kotae.reader_training.device.bundle import (  # noqa: E402
     LOG_FILE,
     RUN_FILE,
     Bundle,
@@ -289,6 +289,116 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
 # Training
 
 
+def training_deadline(began: float, budget: float, dev_seconds: float) -> float:
+    """When training must stop: the budget less the time to save (15 s, or a tenth of a short
+    budget) and to score the dev sets afterwards (``dev_seconds``, 0 without scoring)."""
+    return began + budget - (min(SAVE_MARGIN_SECONDS, 0.1 * budget) + dev_seconds)
+
+
+def build_optimizer(model: Any, config: dict[str, Any], fused: bool) -> Any:
+    """AdamW over the trainable parameters (the first ``freeze_layers`` encoder layers frozen), with
+    weight decay on all but biases and LayerNorm, as transformers' Trainer sets it up."""
+    import torch
+
+    freeze = int(config.get("freeze_layers", 0))
+    for layer in list(model.bert.encoder.layer)[:freeze]:
+        layer.requires_grad_(False)
+    decay: list[Any] = []
+    no_decay: list[Any] = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": float(config["weight_decay"])},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=float(config["learning_rate"]),
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        fused=fused,
+    )
+
+
+def span_loss(model: Any, batch: dict[str, Any], autocast: Any) -> Any:
+    """The mean of the start and end cross-entropies, padding masked out of both softmaxes."""
+    import torch.nn.functional as F
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    with autocast:
+        output = model(**inputs)
+    masked = batch["attention_mask"] == 0
+    start_logits = output.start_logits.float().masked_fill(masked, -1e4)
+    end_logits = output.end_logits.float().masked_fill(masked, -1e4)
+    return (
+        F.cross_entropy(start_logits, batch["start_positions"])
+        + F.cross_entropy(end_logits, batch["end_positions"])
+    ) / 2
+
+
+def run_record(
+    bundle: Bundle,
+    config: dict[str, Any],
+    variant: str | None,
+    target: Any,
+    bf16: bool,
+    budget: float,
+    planned: int,
+    model: Any,
+    trainable: list[Any],
+) -> dict[str, Any]:
+    """What ``run.json`` says before the first step: the bundle, the config, the machine, the plan."""
+    import torch
+    import transformers
+
+    cuda = target.type == "cuda"
+    return {
+        "complete": False,
+        "bundle": {k: bundle.manifest[k] for k in ("created", "base")}
+        | {k: bundle.section[k] for k in ("config_path", "overrides", "features", "data")}
+        | {
+            "variant": variant,
+            "pack": bundle.manifest.get("pack", {}),
+            "dev": bundle.manifest.get("dev", {}),
+        },
+        "train_config": config,
+        "device": torch.cuda.get_device_name(target) if cuda else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "precision": "bf16" if bf16 else "fp32",
+        "torch_threads": torch.get_num_threads(),
+        "budget_seconds": budget,
+        "planned_steps": planned,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def fit_schedule(
+    step: int,
+    total: int,
+    mark: tuple[int, float],
+    now: float,
+    deadline: float,
+    sequences_per_step: int,
+    run: dict[str, Any],
+) -> int:
+    """Fit the schedule to the budget: steps are timed from ``TIMING_FROM`` to each of ``TIMING_AT``,
+    and when the planned steps cannot finish before the deadline, the decay ends where time runs
+    out. Returns the (possibly cut) total; records the timing in ``run``."""
+    per_step = (now - mark[1]) / (step - mark[0])
+    fitted = fitted_steps(step, total, per_step, deadline - now)
+    run.setdefault("ms_per_step", {})[str(step)] = round(per_step * 1000, 2)
+    if step == TIMING_AT[0]:
+        log(f"timing: {per_step * 1000:.1f} ms/step, {sequences_per_step / per_step:.0f} sequences/s")
+    if fitted >= total:
+        return total
+    log(f"time budget: {per_step * 1000:.0f} ms/step, schedule cut from {total} to {fitted} steps")
+    run["schedule_cut_at_step"] = step
+    return fitted
+
+
 def train(
     bundle_dir: str | Path,
     out_dir: str | Path,
@@ -317,8 +427,6 @@ def train(
     """
     began = time.monotonic() if started is None else started
     import torch
-    import torch.nn.functional as F
-    import transformers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -328,8 +436,7 @@ def train(
     config = apply_overrides(bundle.train_config, overrides)
     budget = float(max_seconds if max_seconds is not None else bundle.manifest["max_seconds"])
     scoring = dev and bool(bundle.manifest.get("dev", {}).get("sets"))
-    reserve = min(SAVE_MARGIN_SECONDS, 0.1 * budget) + (dev_seconds if scoring else 0.0)
-    deadline = began + budget - reserve
+    deadline = training_deadline(began, budget, dev_seconds if scoring else 0.0)
     seed = int(config["seed"])
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = target.type == "cuda"
@@ -345,25 +452,8 @@ def train(
 
     model = build_model(bundle, seed).to(target)
     model.train()
-    freeze = int(config.get("freeze_layers", 0))
-    for layer in list(model.bert.encoder.layer)[:freeze]:
-        layer.requires_grad_(False)
-    decay: list[Any] = []
-    no_decay: list[Any] = []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
     peak = float(config["learning_rate"])
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": float(config["weight_decay"])},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=peak,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        fused=cuda,
-    )
+    optimizer = build_optimizer(model, config, fused=cuda)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
 
     features = bundle.features
@@ -387,34 +477,14 @@ def train(
 
     log_path = out / LOG_FILE
     log_path.unlink(missing_ok=True)
-    run: dict[str, Any] = {
-        "complete": False,
-        "bundle": {k: bundle.manifest[k] for k in ("created", "base")}
-        | {k: bundle.section[k] for k in ("config_path", "overrides", "features", "data")}
-        | {
-            "variant": variant,
-            "pack": bundle.manifest.get("pack", {}),
-            "dev": bundle.manifest.get("dev", {}),
-        },
-        "train_config": config,
-        "device": torch.cuda.get_device_name(target) if cuda else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "precision": "bf16" if bf16 else "fp32",
-        "torch_threads": torch.get_num_threads(),
-        "budget_seconds": budget,
-        "arguments": {
-            "max_seconds": max_seconds,
-            "max_steps": max_steps,
-            "overrides": list(overrides),
-            "no_dev": not dev,
-            "no_weights": not weights,
-            "variant": variant,
-        },
-        "planned_steps": planned,
-        "trainable_parameters": sum(p.numel() for p in trainable),
-        "total_parameters": sum(p.numel() for p in model.parameters()),
+    run = run_record(bundle, config, variant, target, bf16, budget, planned, model, trainable)
+    run["arguments"] = {
+        "max_seconds": max_seconds,
+        "max_steps": max_steps,
+        "overrides": list(overrides),
+        "no_dev": not dev,
+        "no_weights": not weights,
+        "variant": variant,
     }
 
     step, micro, epoch_index, sequences, tokens = 0, 0, 0, 0, 0
@@ -462,17 +532,7 @@ def train(
         for rows in length_grouped_batches(features.lengths, batch_size, rng, group):
             arrays = collate(features, offsets, used_ids, rows, pad_id)
             batch = {k: torch.from_numpy(v).to(target, non_blocking=True) for k, v in arrays.items()}
-            mask = batch["attention_mask"]
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-            with autocast:
-                output = model(**inputs)
-            masked = mask == 0
-            start_logits = output.start_logits.float().masked_fill(masked, -1e4)
-            end_logits = output.end_logits.float().masked_fill(masked, -1e4)
-            loss = (
-                F.cross_entropy(start_logits, batch["start_positions"])
-                + F.cross_entropy(end_logits, batch["end_positions"])
-            ) / 2
+            loss = span_loss(model, batch, autocast)
             (loss / accumulation).backward()
             loss_sum += loss.detach()
             loss_count += 1
@@ -513,28 +573,17 @@ def train(
                         f"step {step}/{total} loss {mean:.4f} lr {rate:.2e} "
                         f"{sequences / max(seconds, 1e-9):.1f} seq/s"
                     )
-            # Fit the schedule to the budget: time steps 5..25 (and again at 200 and 1000), and if
-            # the planned steps cannot finish before the deadline, end the decay where time runs out.
-            if step == TIMING_FROM:
-                if cuda:
-                    torch.cuda.synchronize()
-                timing_mark = (step, time.monotonic())
-            elif timing_mark is not None and step in TIMING_AT:
+            if step == TIMING_FROM or (timing_mark is not None and step in TIMING_AT):
                 if cuda:
                     torch.cuda.synchronize()
                 now = time.monotonic()
-                per_step = (now - timing_mark[1]) / (step - timing_mark[0])
-                fitted = fitted_steps(step, total, per_step, deadline - now)
-                run.setdefault("ms_per_step", {})[str(step)] = round(per_step * 1000, 2)
-                if step == TIMING_AT[0]:
-                    rate_now = batch_size * accumulation / per_step
-                    log(f"timing: {per_step * 1000:.1f} ms/step, {rate_now:.0f} sequences/s")
-                if fitted < total:
-                    log(
-                        f"time budget: {per_step * 1000:.0f} ms/step, schedule cut from {total} to {fitted} steps"
+                if step == TIMING_FROM:
+                    timing_mark = (step, now)
+                else:
+                    assert timing_mark is not None
+                    total = fit_schedule(
+                        step, total, timing_mark, now, deadline, batch_size * accumulation, run
                     )
-                    total = fitted
-                    run["schedule_cut_at_step"] = step
             if step >= total:
                 done = True
                 break
@@ -569,7 +618,7 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kotae.reader_training.device_train",
+        prog="python -m kotae.reader_training.device.train",
         description="Train the reader from a device bundle.",
     )
     parser.add_argument("--bundle", default=".device/bundle", help="bundle folder made by device_pack")
