@@ -9,8 +9,10 @@ readers (the pipeline above it does); it uses only the core (:mod:`kotae.models`
 - ``embedder.py``: the sentence-transformers passage embedder; ``compute.py``: split and embed,
   the one function every engine runs; ``engine.py`` / ``ray_engine.py``: where it runs.
 - ``job.py``: :func:`run_index`, the incremental job (plan what changed, compute, commit).
-- ``store.py``: :class:`FaissDocumentStore` (SQLite + FAISS); ``retriever.py`` and ``bm25.py``: the
-  dense and BM25 retrievers over it, Haystack components.
+- ``store.py``: :class:`FaissDocumentStore` (SQLite + FAISS), with ``faiss_index.py`` (FAISS
+  indexes from a factory string) and ``vector_file.py`` (the checksummed vector file, atomic
+  writes); ``retriever.py`` and ``bm25.py``: the dense and BM25 retrievers over it, Haystack
+  components.
 - ``testing.py``: a tiny embedder for tests.
 
 Public names (imported on first use)::
