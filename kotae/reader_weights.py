@@ -31,7 +31,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DELTA_FILE = "delta.json"
 BASE_WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-CARRIED_FILES = ("config.json", "reader_config.json", "model_card.md")
+SPAN_EDGES_FILE = "span_edges.json"  # kotae.reader_training.edges: where edges may move inside edge tokens
+CARRIED_FILES = ("config.json", "reader_config.json", SPAN_EDGES_FILE, "model_card.md")
 
 
 def base_source(base_folder: Path) -> str | None:

@@ -112,6 +112,7 @@ class KotaeExtractiveReader:
         self.relative_scores = relative_scores
         self._model: Any = None
         self._tokenizer: Any = None
+        self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
         self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +144,7 @@ class KotaeExtractiveReader:
             return
         import torch
 
+        from kotae.reader_training.edges import edge_refiner_from_folder
         from kotae.reader_training.evaluate import DecodeSettings, load_reader, saved_settings
 
         model, tokenizer, folder = load_reader(self.model)
@@ -161,6 +163,7 @@ class KotaeExtractiveReader:
         }
         values.update({k: v for k, v in explicit.items() if v is not None})
         self.settings = DecodeSettings(**values)
+        self._refine = edge_refiner_from_folder(folder)
         self._model, self._tokenizer = model, tokenizer
 
     @component.output_types(answers=list[ExtractedAnswer])
@@ -219,6 +222,7 @@ class KotaeExtractiveReader:
             max_answer_length=settings.max_answer_length,
             top_k=max(top_k, settings.n_best),
             relative_to_null=self.relative_scores,
+            refine=self._refine,
         )
         raw = [span.score for span in decoded.answers]
         has_null = decoded.null_score is not None

@@ -27,12 +27,16 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 OUTSIDE = -1
+
+EdgeRefine = Callable[[str, int, int, tuple[int, int], tuple[int, int]], tuple[int, int]]
+"""``refine(context, start, end, start_token, end_token) -> (start, end)``: moves a span's edges inside
+its first and last token's character ranges (:class:`kotae.reader_training.edges.EdgeRefiner`)."""
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,17 @@ def decode(
     max_answer_length: int = 30,
     top_k: int | None = None,
     relative_to_null: bool = False,
+    refine: EdgeRefine | None = None,
 ) -> Decoded:
     """Merge the candidates of all ``windows`` into one ranked list of distinct character spans.
 
     ``contexts[w.context_index]`` is the text window ``w`` reads. ``top_k`` (default ``n_best``)
     bounds the returned list. ``relative_to_null`` scores spans by their margin over their window's
-    CLS score (see the module docstring).
+    CLS score (see the module docstring). ``refine`` moves the edges of the ranked spans inside their
+    edge tokens (scores unchanged); spans that become the same span keep the best one's place.
     """
     best: dict[tuple[int, int, int], Span] = {}
+    edge_tokens: dict[tuple[int, int, int], tuple[tuple[int, int], tuple[int, int]]] = {}
     null_score: float | None = None
     for window in windows:
         context = contexts[window.context_index]
@@ -127,6 +134,10 @@ def decode(
             key = (window.context_index, char_start, char_end)
             score = start_logit + end_logit - offset
             if key not in best or best[key].score < score:
+                edge_tokens[key] = (
+                    (int(window.offsets[start_token, 0]), int(window.offsets[start_token, 1])),
+                    (int(window.offsets[end_token, 0]), int(window.offsets[end_token, 1])),
+                )
                 best[key] = Span(
                     text=context[char_start:char_end],
                     start=char_start,
@@ -137,7 +148,39 @@ def decode(
                     context_index=window.context_index,
                 )
     ranked = sorted(best.values(), key=lambda span: (-span.score, span.context_index, span.start, span.end))
-    return Decoded(ranked[: top_k if top_k is not None else n_best], null_score)
+    limit = top_k if top_k is not None else n_best
+    if refine is not None:
+        ranked = refined(ranked, contexts, edge_tokens, refine, limit)
+    return Decoded(ranked[:limit], null_score)
+
+
+def refined(
+    ranked: Sequence[Span],
+    contexts: Sequence[str],
+    edge_tokens: dict[tuple[int, int, int], tuple[tuple[int, int], tuple[int, int]]],
+    refine: EdgeRefine,
+    limit: int,
+) -> list[Span]:
+    """The first ``limit`` distinct spans of ``ranked`` after ``refine`` moved their edges (refining
+    in rank order is what refining every candidate and then merging would give, for less work)."""
+    seen: set[tuple[int, int, int]] = set()
+    kept: list[Span] = []
+    for span in ranked:
+        context = contexts[span.context_index]
+        start_token, end_token = edge_tokens[(span.context_index, span.start, span.end)]
+        start, end = refine(context, span.start, span.end, start_token, end_token)
+        key = (span.context_index, start, end)
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(
+            span
+            if (start, end) == (span.start, span.end)
+            else replace(span, text=context[start:end], start=start, end=end)
+        )
+        if len(kept) == limit:
+            break
+    return kept
 
 
 def trim_span(context: str, start: int, end: int) -> tuple[int, int]:

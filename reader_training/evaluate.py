@@ -23,7 +23,8 @@ import numpy as np
 
 from kotae.errors import KotaeError
 from kotae.reader_training.data import LoadReport, QAExample, load_examples
-from kotae.reader_training.decode import WindowLogits, choose_answer, decode
+from kotae.reader_training.decode import EdgeRefine, WindowLogits, choose_answer, decode
+from kotae.reader_training.edges import edge_refiner_from_folder
 from kotae.reader_training.features import Window, prepare_eval_features, require_fast_tokenizer
 from kotae.reader_training.metrics import LanguageChoice, evaluate_predictions
 
@@ -128,8 +129,10 @@ def predict(
     settings: DecodeSettings,
     allow_null: bool = False,
     progress: bool = False,
+    refine: EdgeRefine | None = None,
 ) -> list[Prediction]:
-    """The best answer for every example (or no answer, when ``allow_null`` and the null score wins)."""
+    """The best answer for every example (or no answer, when ``allow_null`` and the null score wins);
+    ``refine`` moves span edges inside edge tokens (:mod:`kotae.reader_training.edges`)."""
     windows = prepare_eval_features(
         tokenizer, examples, settings.max_length, settings.stride, settings.max_question_length
     )
@@ -141,7 +144,9 @@ def predict(
         )
     predictions: list[Prediction] = []
     for example, example_windows in zip(examples, per_example, strict=True):
-        decoded = decode(example_windows, [example.context], settings.n_best, settings.max_answer_length)
+        decoded = decode(
+            example_windows, [example.context], settings.n_best, settings.max_answer_length, refine=refine
+        )
         best = choose_answer(decoded, allow_null, settings.null_score_threshold)
         if best is None:
             predictions.append(Prediction(example.id, "", -1, -1, 0.0, decoded.null_score))
@@ -160,12 +165,13 @@ def evaluate_examples(
     language: LanguageChoice = "auto",
     allow_null: bool | None = None,
     progress: bool = False,
+    refine: EdgeRefine | None = None,
 ) -> EvalReport:
     """Predict and score; ``allow_null`` defaults to whether the set has unanswerable questions."""
     version_2 = any(not e.answers for e in examples)
     allow = version_2 if allow_null is None else allow_null
     started = time.perf_counter()
-    predictions = predict(model, tokenizer, examples, settings, allow, progress)
+    predictions = predict(model, tokenizer, examples, settings, allow, progress, refine)
     seconds = time.perf_counter() - started
     scores = evaluate_predictions(
         {p.id: p.text for p in predictions},
@@ -243,6 +249,9 @@ def evaluate_folder(
     values = saved_settings(folder)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     settings = DecodeSettings(**values)
-    report = evaluate_examples(model, tokenizer, loaded.examples, settings, language, progress=progress)
+    refine = edge_refiner_from_folder(folder)
+    report = evaluate_examples(
+        model, tokenizer, loaded.examples, settings, language, progress=progress, refine=refine
+    )
     report.load_report = loaded.report
     return report

@@ -33,6 +33,7 @@ import yaml
 from kotae.errors import KotaeError
 from kotae.reader_training.config import DevSource, TrainConfig
 from kotae.reader_training.data import LoadResult, QAExample, load_examples, subsample
+from kotae.reader_training.edges import EdgeRefiner, learn_from_examples
 from kotae.reader_training.evaluate import (
     READER_SETTINGS,
     DecodeSettings,
@@ -274,6 +275,8 @@ def run_training(
     examples, train_reports = load_training_examples(config, log)
     dev_sets, dev_reports = load_dev_sets(config.dev_data, log)
     columns, stats = training_windows(config, tokenizer, examples, log)
+    edge_table = learn_from_examples(examples, tokenizer)
+    refine = EdgeRefiner(edge_table)
 
     import datasets
 
@@ -293,7 +296,9 @@ def run_training(
         began = time.perf_counter()
         results: dict[str, dict[str, Any]] = {}
         for name, loaded in dev_sets.items():
-            report = evaluate_examples(current, tokenizer, loaded.examples, settings, config.language)
+            report = evaluate_examples(
+                current, tokenizer, loaded.examples, settings, config.language, refine=refine
+            )
             scores = report.summary()
             results[name] = scores
             train_log.write({"step": step, "dev": name, **scores})
@@ -359,6 +364,7 @@ def run_training(
     trainer.save_model(str(output))
     tokenizer.save_pretrained(str(output))
     (output / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
+    edge_table.save(output)
 
     first = max(speed.first_step, 0)
     steps_run = speed.last_step - first
