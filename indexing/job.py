@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import json
@@ -113,11 +114,14 @@ def document_hash(document: SourceDocument, fingerprint: str) -> str:
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     digest.update(json.dumps(document.meta, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+    if document.page_starts:  # only paged documents: every other hash stays as it was
+        digest.update(json.dumps(document.page_starts).encode("utf-8"))
     return digest.hexdigest()
 
 
 def passage_documents(document: SourceDocument, digest: str, passages: list[Passage]) -> list[Document]:
-    """Haystack Documents for the passages of one source document."""
+    """Haystack Documents for the passages of one source document (``meta.page``: the 1-based page where a
+    passage of a paged document starts)."""
     stem = hashlib.sha256(document.id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     documents = []
     for passage in passages:
@@ -130,6 +134,8 @@ def passage_documents(document: SourceDocument, digest: str, passages: list[Pass
             start=passage.start,
             end=passage.end,
         )
+        if document.page_starts:
+            meta["page"] = bisect.bisect_right(document.page_starts, passage.start)
         documents.append(Document(id=f"{stem}-{digest[:8]}-{passage.index}", content=passage.text, meta=meta))
     return documents
 
@@ -297,6 +303,16 @@ def _open_store(directory: Path, settings: Any, full: bool) -> Any:
         raise KotaeError(f"index {directory}: {error}") from None
 
 
+def empty_corpus_message(corpus: list[Path], skipped: list[Problem]) -> str:
+    """One line for a corpus that holds no document to index, with the first reason something was skipped."""
+    paths = ", ".join(str(p) for p in corpus[:3]) + (" ..." if len(corpus) > 3 else "")
+    why = f"{len(skipped)} skipped, first {skipped[0].source}: {skipped[0].reason}" if skipped else "no files"
+    return (
+        f"no documents to index in {paths} ({why}); nothing was changed. Point --corpus at .txt, .md, "
+        ".html, .pdf, .docx, .jsonl or SQuAD .json files, or pass --allow-empty to index an empty corpus"
+    )
+
+
 def run_index(
     config: IndexJobConfig,
     corpus: list[Path],
@@ -306,12 +322,14 @@ def run_index(
     progress: bool = False,
     engine: PassageEngine | None = None,
     ray_input: str | None = None,
+    allow_empty: bool = False,
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
     ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``, default ``index.ray_input``);
-    the store is written here only. Steps: read, plan (:func:`plan_changes`), remove, compute and
+    the store is written here only. A corpus with no document is an error (nothing is changed)
+    unless ``allow_empty`` (then the index is emptied to match). Steps: read, plan (:func:`plan_changes`), remove, compute and
     commit (:func:`compute_and_commit`), rebuild BM25.
     """
     from haystack.document_stores.errors import DocumentStoreError
@@ -326,9 +344,11 @@ def run_index(
     settings = config.index
     summary = IndexSummary(index_dir=str(directory), full=full)
 
+    documents, report = read_corpus(list(corpus), max_chars=settings.max_document_chars)
+    summary.skipped, summary.repaired = report.skipped, report.repaired
+    if not documents and not allow_empty:
+        raise KotaeError(empty_corpus_message(corpus, report.skipped))
     with index_lock(directory):
-        documents, report = read_corpus(list(corpus), max_chars=settings.max_document_chars)
-        summary.skipped, summary.repaired = report.skipped, report.repaired
         if embedder is None:
             embedder = load_embedder(config)
         fingerprint = settings_fingerprint(

@@ -34,6 +34,9 @@ class EmbedderConfig(Section):
 class IndexConfig(Section):
     """Where and how passages are stored, and which engine computes them.
 
+    ``dir`` may start with ``$KOTAE_HOME`` (the default, ``$KOTAE_HOME/index/default``), which follows
+    the environment variable like the models do (``~/.cache/kotae`` when it is unset).
+
     ``engine: ray`` splits and embeds on Ray actors (``pip install 'kotae[ray]'``): ``ray_address``
     joins a running cluster (``auto``, ``host:port``, ``ray://host:10001``; empty starts Ray on this
     machine for the run), ``ray_workers`` actors each take ``ray_batch_size`` documents per call and
@@ -42,7 +45,7 @@ class IndexConfig(Section):
     the driver) or ``paths`` (workers read the files; needs shared storage). See docs/scaling.md.
     """
 
-    dir: str = "~/.cache/kotae/index/default"
+    dir: str = "$KOTAE_HOME/index/default"  # $KOTAE_HOME: ~/.cache/kotae unless set
     faiss_factory: str = "Flat"
     passage_tokens: int = Field(200, gt=8)
     overlap_tokens: int = Field(32, ge=0)

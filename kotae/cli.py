@@ -21,6 +21,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``kotae --version``: the installed package's version, then exit."""
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"kotae {version('kotae')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print kotae's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """kotae (答え): offline-first, Japanese-first open-domain question answering."""
+
+
 def disk_full_message(error: BaseException) -> str | None:
     """One line for a full disk (ENOSPC, or SQLite's "database or disk is full"), else None."""
     import errno

@@ -66,6 +66,7 @@ def answer_record(answer: ExtractedAnswer) -> dict[str, Any]:
             "context": None,
             "context_start": None,
             "context_end": None,
+            "page": None,
         }
     passage_start, passage_end = answer.document_offset.start, answer.document_offset.end
     if answer.context is not None and answer.context_offset is not None:
@@ -92,4 +93,5 @@ def answer_record(answer: ExtractedAnswer) -> dict[str, Any]:
         "context": context,
         "context_start": context_start,
         "context_end": context_end,
+        "page": meta.get("page"),
     }

@@ -90,6 +90,50 @@ def require_index(index_dir: Path, config_path: str | Path | None = None) -> int
     return count
 
 
+def index_state(index_dir: Path, key: str) -> str | None:
+    """A value the index job recorded in ``index_dir``'s store (``set_state``), read read-only; None if absent."""
+    import sqlite3
+
+    path = index_dir / STORE_FILE
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            row = connection.execute("SELECT value FROM state WHERE key = ?", (f"user.{key}",)).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def require_same_embedder(config: PipelineConfig, config_path: str | Path | None = None) -> None:
+    """Refuse, in one line naming both, to retrieve densely with another embedder than the index's.
+
+    The index job records its embedder's fingerprint (model folder and passage prefix); questions
+    embedded by another model would be compared with meaningless vectors. BM25-only retrieval and
+    indexes without a record pass.
+    """
+    if config.retriever.type == "bm25":
+        return
+    from kotae.indexing.embedder import SentenceTransformerEmbedder, resolve_embedder_dir
+
+    recorded = index_state(config.index_dir, "fingerprint")
+    if recorded is None:
+        return
+    wanted = SentenceTransformerEmbedder(
+        resolve_embedder_dir(config.embedder.model), config.embedder.passage_prefix
+    ).fingerprint
+    if recorded.startswith(wanted + "|"):
+        return
+    built_with = recorded.split("|", 1)[0]
+    asked_with = wanted.split("|", 1)[0]
+    if built_with == asked_with:
+        built_with += f" (passage prefix {recorded.split('|')[1]!r})"
+        asked_with += f" (passage prefix {config.embedder.passage_prefix!r})"
+    raise KotaeError(
+        f"the index at {config.index_dir} was built with embedder {built_with}, but this run embeds "
+        f"questions with {config.embedder.model} ({asked_with}); set embedder.model to the index's "
+        f"(--set embedder.model=...) or rebuild the index: {index_command(config_path, config.index_dir)} --full"
+    )
+
+
 def check_reader_model(ref: str) -> None:
     """Fail in one line, before any loading, when the reader model cannot be found locally."""
     from kotae.models import ALIASES

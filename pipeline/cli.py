@@ -109,7 +109,8 @@ def _print_answers(question: str, records: list[dict[str, Any]]) -> None:
         console.print(head)
         where = record["source"] or record["document_id"]
         title = f" ({record['title']})" if record["title"] else ""
-        console.print(Text(f"   {where}{title}  chars {record['start']}-{record['end']}", style="dim"))
+        page = f"  page {record['page']}" if record.get("page") else ""
+        console.print(Text(f"   {where}{title}{page}  chars {record['start']}-{record['end']}", style="dim"))
         context = Text("   ")
         context.append(record["context"][: record["context_start"]])
         context.append(

@@ -72,7 +72,10 @@ class PipelineConfig(_Section):
 
     @property
     def index_dir(self) -> Path:
-        return Path(self.index.dir).expanduser()
+        """``index.dir`` with ``$KOTAE_HOME`` and ``~`` expanded."""
+        from kotae.models import expand_home
+
+        return expand_home(self.index.dir)
 
 
 def load_pipeline_config(

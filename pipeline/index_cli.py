@@ -25,6 +25,9 @@ def index(
     set_overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set index.passage_tokens=150."
     ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="Accept a corpus with no documents (the index is emptied to match)."
+    ),
     engine: str | None = typer.Option(
         None, "--engine", help="Where passages are split and embedded: local (default) or ray."
     ),
@@ -67,6 +70,7 @@ def index(
         full=full,
         progress=sys.stderr.isatty(),
         ray_input=ray_input,
+        allow_empty=allow_empty,
     )
     if json:
         typer.echo(json_module.dumps(summary.to_json(), ensure_ascii=False))

@@ -38,10 +38,12 @@ class QuestionAnswerer:
     def from_config(
         cls, config: PipelineConfig, config_path: str | Path | None = None, warm_up: bool = True
     ) -> QuestionAnswerer:
-        """Check the index exists and the reader model is findable, build the pipeline, load the models."""
-        from kotae.pipeline.build import build_pipeline, require_index
+        """Check the index exists and was built with this embedder and the reader model is findable;
+        build the pipeline, load the models."""
+        from kotae.pipeline.build import build_pipeline, require_index, require_same_embedder
 
         require_index(config.index_dir, config_path)
+        require_same_embedder(config, config_path)
         answerer = cls(build_pipeline(config), config)
         if warm_up:
             answerer.warm_up()

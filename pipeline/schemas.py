@@ -101,6 +101,7 @@ class Answer(BaseModel):
     context: str | None
     context_start: int | None
     context_end: int | None
+    page: int | None = None  # the page of a PDF where the answer's passage starts
 
 
 class AskResponse(BaseModel):

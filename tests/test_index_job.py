@@ -61,13 +61,13 @@ def store_state(index: Path) -> tuple[int, list[str], dict[str, tuple[str, list[
 def test_incremental_runs(tmp_path: Path) -> None:
     corpus, index = tmp_path / "corpus", tmp_path / "index"
     write_corpus(corpus, 12)
-    (corpus / "skip.pdf").write_bytes(b"%PDF")
+    (corpus / "skip.xls").write_bytes(b"\xd0\xcf\x11\xe0")  # a format kotae does not read
     embedder = HashEmbedder()
 
     first = run_index(config(), [corpus], index, embedder=embedder)
     assert (first.added, first.updated, first.removed, first.unchanged) == (12, 0, 0, 0)
     assert first.passages_added == len(embedder.embedded) == first.passages_total > 12
-    assert [p.reason for p in first.skipped] == ["unsupported extension '.pdf'"]
+    assert [p.reason for p in first.skipped] == ["unsupported extension '.xls'"]
     out = first.to_json()
     assert {"added", "updated", "removed", "unchanged", "passages", "skipped", "seconds"} <= out.keys()
     json.dumps(out)
