@@ -306,13 +306,15 @@ def run_index(
     progress: bool = False,
     engine: PassageEngine | None = None,
     ray_input: str | None = None,
+    follow_symlinks: bool = False,
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
     ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``, default ``index.ray_input``);
-    the store is written here only. Steps: read, plan (:func:`plan_changes`), remove, compute and
-    commit (:func:`compute_and_commit`), rebuild BM25.
+    the store is written here only. Symbolic links leaving a corpus folder are skipped (and
+    listed in the summary) unless ``follow_symlinks``. Steps: read, plan (:func:`plan_changes`),
+    remove, compute and commit (:func:`compute_and_commit`), rebuild BM25.
     """
     from haystack.document_stores.errors import DocumentStoreError
 
@@ -327,8 +329,15 @@ def run_index(
     summary = IndexSummary(index_dir=str(directory), full=full)
 
     with index_lock(directory):
-        documents, report = read_corpus(list(corpus), max_chars=settings.max_document_chars)
+        documents, report = read_corpus(
+            list(corpus), max_chars=settings.max_document_chars, follow_symlinks=follow_symlinks
+        )
         summary.skipped, summary.repaired = report.skipped, report.repaired
+        if report.links_skipped:
+            summary.notes.append(
+                f"{report.links_skipped} symbolic link(s) leading out of the corpus folder skipped "
+                "(listed below); --follow-symlinks reads them"
+            )
         if embedder is None:
             embedder = load_embedder(config)
         fingerprint = settings_fingerprint(
