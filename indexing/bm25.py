@@ -33,9 +33,8 @@ from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
-from haystack.utils.filters import document_matches_filter
 
-from kotae.indexing.store import FaissDocumentStore
+from kotae.indexing.store import FaissDocumentStore, matches_filter
 
 Tokenizer = Callable[[str], list[str]]
 TOKENIZERS = ("bigram", "fugashi")
@@ -284,9 +283,7 @@ class BM25Retriever:
         documents: list[Document] = []
         for doc_id, score in hits:
             document = found.get(doc_id)
-            if document is None or (
-                filters and not document_matches_filter(filters=filters, document=document)
-            ):
+            if document is None or (filters and not matches_filter(filters, document)):
                 continue
             documents.append(replace(document, score=score))
             if len(documents) >= top_k:

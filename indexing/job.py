@@ -323,14 +323,16 @@ def run_index(
     engine: PassageEngine | None = None,
     ray_input: str | None = None,
     allow_empty: bool = False,
+    follow_symlinks: bool = False,
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
     ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``, default ``index.ray_input``);
     the store is written here only. A corpus with no document is an error (nothing is changed)
-    unless ``allow_empty`` (then the index is emptied to match). Steps: read, plan (:func:`plan_changes`), remove, compute and
-    commit (:func:`compute_and_commit`), rebuild BM25.
+    unless ``allow_empty`` (then the index is emptied to match). Symbolic links leaving a corpus
+    folder are skipped (and listed in the summary) unless ``follow_symlinks``. Steps: read, plan
+    (:func:`plan_changes`), remove, compute and commit (:func:`compute_and_commit`), rebuild BM25.
     """
     from haystack.document_stores.errors import DocumentStoreError
 
@@ -344,8 +346,15 @@ def run_index(
     settings = config.index
     summary = IndexSummary(index_dir=str(directory), full=full)
 
-    documents, report = read_corpus(list(corpus), max_chars=settings.max_document_chars)
+    documents, report = read_corpus(
+        list(corpus), max_chars=settings.max_document_chars, follow_symlinks=follow_symlinks
+    )
     summary.skipped, summary.repaired = report.skipped, report.repaired
+    if report.links_skipped:
+        summary.notes.append(
+            f"{report.links_skipped} symbolic link(s) leading out of the corpus folder skipped "
+            "(listed below); --follow-symlinks reads them"
+        )
     if not documents and not allow_empty:
         raise KotaeError(empty_corpus_message(corpus, report.skipped))
     with index_lock(directory):

@@ -11,7 +11,9 @@ and DOCX). A binary file with a text extension (a NUL byte in its first 8 KiB) i
 Bad input is skipped or repaired, and every case is recorded in a :class:`ReadReport`:
 undecodable bytes are replaced (repaired), empty files and malformed JSON lines are skipped, text
 longer than ``max_chars`` is truncated (repaired) and a JSONL line longer than ``max_chars`` is
-skipped without being parsed. Unknown extensions are skipped and counted.
+skipped without being parsed. Unknown extensions are skipped and counted, and so are symbolic
+links that lead out of a corpus folder (unless ``follow_symlinks``: a link in the corpus must not
+put a file from elsewhere, say ``~/.ssh``, into the index and the page's document view).
 
 Usage::
 
@@ -23,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,6 +78,8 @@ class ReadReport:
 
     skipped: list[Problem] = field(default_factory=list)
     repaired: list[Problem] = field(default_factory=list)
+    links_skipped: int = 0
+    """Symbolic links not followed because they lead out of the corpus folder (also in ``skipped``)."""
 
     def skip(self, source: str | Path, reason: str) -> None:
         self.skipped.append(Problem(str(source), reason))
@@ -95,16 +100,19 @@ class ReadReport:
         return lines
 
 
-def iter_files(paths: list[Path], report: ReadReport) -> Iterator[Path]:
+def iter_files(paths: list[Path], report: ReadReport, follow_symlinks: bool = False) -> Iterator[Path]:
     """Absolute paths of the files under ``paths`` (folders walked recursively, sorted); missing ones reported.
 
-    Absolute paths make document ids independent of the working directory the job runs from.
+    Absolute paths make document ids independent of the working directory the job runs from. A
+    symbolic link inside a folder is followed only while it stays inside that folder (the corpus
+    root): a link to a file or folder elsewhere is skipped and reported, unless ``follow_symlinks``.
+    A path given by name is read even when it is a link.
     """
     seen: set[Path] = set()
     for path in paths:
         path = Path(path).expanduser()
         if path.is_dir():
-            candidates = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            candidates = _walk(path, report, follow_symlinks)
         elif path.is_file():
             candidates = [path]
         else:
@@ -115,6 +123,46 @@ def iter_files(paths: list[Path], report: ReadReport) -> Iterator[Path]:
             if resolved not in seen:
                 seen.add(resolved)
                 yield resolved
+
+
+def _walk(folder: Path, report: ReadReport, follow_symlinks: bool) -> list[Path]:
+    """The visible files under ``folder``, sorted; links leaving it are reported unless followed."""
+    root = folder.resolve()
+    files: list[Path] = []
+    visited: set[Path] = set()
+    for current, directories, names in os.walk(folder, followlinks=True):
+        here = Path(current)
+        if here.resolve() in visited:  # a link cycle, or a folder reached twice through links
+            directories.clear()
+            continue
+        visited.add(here.resolve())
+        directories[:] = [
+            name for name in sorted(directories) if _stays(here / name, root, report, follow_symlinks)
+        ]
+        for name in sorted(names):
+            candidate = here / name
+            if (
+                not name.startswith(".")
+                and candidate.is_file()
+                and _stays(candidate, root, report, follow_symlinks)
+            ):
+                files.append(candidate)
+    return sorted(files)
+
+
+def _stays(path: Path, root: Path, report: ReadReport, follow_symlinks: bool) -> bool:
+    """Whether ``path`` may be read: not a link, a link into ``root``, or any link when following them."""
+    if follow_symlinks or not path.is_symlink():
+        return True
+    target = path.resolve()
+    if target == root or root in target.parents:
+        return True
+    report.skip(
+        path,
+        f"symbolic link to {target}, outside the corpus folder {root}; pass --follow-symlinks to read it",
+    )
+    report.links_skipped += 1
+    return False
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -403,13 +451,16 @@ def read_file(path: Path, report: ReadReport, max_chars: int = DEFAULT_MAX_CHARS
 
 
 def read_corpus(
-    paths: list[Path], max_chars: int = DEFAULT_MAX_CHARS
+    paths: list[Path], max_chars: int = DEFAULT_MAX_CHARS, follow_symlinks: bool = False
 ) -> tuple[list[SourceDocument], ReadReport]:
-    """All documents under ``paths``, with the report of what was skipped or repaired."""
+    """All documents under ``paths``, with the report of what was skipped or repaired.
+
+    Links that leave a corpus folder are skipped (and reported) unless ``follow_symlinks``.
+    """
     report = ReadReport()
     documents: list[SourceDocument] = []
     ids: set[str] = set()
-    for path in iter_files(paths, report):
+    for path in iter_files(paths, report, follow_symlinks):
         for document in read_file(path, report, max_chars):
             if document.id in ids:
                 report.skip(document.id, "duplicate document id")

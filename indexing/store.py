@@ -42,6 +42,7 @@ import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
+from haystack.errors import FilterError
 from haystack.utils.filters import document_matches_filter
 
 from kotae.indexing.faiss_index import (
@@ -93,6 +94,18 @@ def _validate_filters(filters: dict[str, Any] | None) -> None:
         raise ValueError(
             "Invalid filter syntax. See https://docs.haystack.deepset.ai/docs/metadata-filtering for details."
         )
+
+
+def matches_filter(filters: dict[str, Any], document: Document) -> bool:
+    """Haystack's ``document_matches_filter``, with every failure to compare a :class:`FilterError`.
+
+    Haystack raises ``FilterError`` for some mismatched values (a list after ``>``) and lets a plain
+    ``TypeError`` out for others (a number against an object); both are the filter's fault.
+    """
+    try:
+        return document_matches_filter(filters=filters, document=document)
+    except TypeError as error:
+        raise FilterError(f"filter cannot be applied: {error}") from None
 
 
 class FaissDocumentStore:
@@ -320,7 +333,7 @@ class FaissDocumentStore:
         _validate_filters(filters)
         documents = [self._decode(data, blob, with_embedding) for _, _, data, blob in self._iter_rows()]
         if filters:
-            documents = [d for d in documents if document_matches_filter(filters=filters, document=d)]
+            documents = [d for d in documents if matches_filter(filters, d)]
         return documents
 
     # ------------------------------------------------------------------ the commit

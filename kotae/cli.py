@@ -11,6 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer
 
 from kotae.errors import KotaeError
+from kotae.terminal import printable
 
 app = typer.Typer(
     name="kotae",
@@ -61,7 +62,7 @@ def main() -> None:
     try:
         app()
     except KotaeError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {printable(str(error))}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except Exception as error:
         cause: BaseException | None = error

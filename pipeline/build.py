@@ -14,6 +14,10 @@ Pipeline YAML (``Pipeline.dumps``) is loaded back with :func:`load_pipeline_yaml
 every class the YAML names against :data:`ALLOWED_MODULES` (kotae's component modules and the
 Haystack modules used here) and only then lets Haystack deserialise it, with its own allow-list
 extended by kotae's modules alone. A YAML naming anything else is refused before anything is imported.
+An allowed class cannot be told to run code or unpickle weights either (:func:`safe_parameters`):
+``trust_remote_code: true`` or ``use_safetensors: false`` anywhere in a component's parameters is
+refused in one line, and a component that takes ``model_kwargs`` loads with
+``use_safetensors: true, trust_remote_code: false`` whatever the YAML leaves out.
 
 Example::
 
@@ -302,8 +306,47 @@ def check_allowed(data: Any) -> None:
             )
 
 
+UNSAFE_PARAMETERS: dict[str, bool] = {"trust_remote_code": False, "use_safetensors": True}
+"""Loading parameters a pipeline YAML may only give their safe value (code from a model folder, pickles)."""
+
+
+def safe_parameters(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a checked pipeline mapping) with loading forced safe; a one-line KotaeError for an unsafe value.
+
+    Every :data:`UNSAFE_PARAMETERS` key, at any depth of a component's ``init_parameters``, must hold
+    its safe value (or null); a component with a ``model_kwargs`` parameter gets
+    ``use_safetensors: true`` in it, and ``trust_remote_code: false`` where it has that parameter.
+    """
+
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                safe = UNSAFE_PARAMETERS.get(key) if isinstance(key, str) else None
+                if safe is not None and item is not None and item is not safe:
+                    raise KotaeError(
+                        f"pipeline YAML: {where}.{key} is {item!r}; kotae loads models only with "
+                        f"{key}: {str(safe).lower()} (no code from model folders, no pickled weights)"
+                    )
+                check(item, f"{where}.{key}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                check(item, f"{where}[{index}]")
+
+    components = {}
+    for name, spec in data.get("components", {}).items():
+        parameters = dict(spec.get("init_parameters") or {})
+        check(parameters, f"components.{name}.init_parameters")
+        if "model_kwargs" in parameters:
+            parameters["model_kwargs"] = {**(parameters["model_kwargs"] or {}), "use_safetensors": True}
+        if "trust_remote_code" in parameters:
+            parameters["trust_remote_code"] = False
+        components[name] = {**spec, "init_parameters": parameters}
+    return {**data, "components": components}
+
+
 def load_pipeline_yaml(text: str) -> Pipeline:
-    """A pipeline from ``Pipeline.dumps`` YAML; only classes from :data:`ALLOWED_MODULES` are imported."""
+    """A pipeline from ``Pipeline.dumps`` YAML; only classes from :data:`ALLOWED_MODULES` are imported,
+    and only with safe loading parameters (:func:`safe_parameters`)."""
     from haystack import Pipeline
     from haystack.core.errors import DeserializationError
     from haystack.marshal.yaml import YamlMarshaller
@@ -313,7 +356,8 @@ def load_pipeline_yaml(text: str) -> Pipeline:
     except (yaml.YAMLError, TypeError) as error:
         raise KotaeError(f"pipeline YAML is not valid ({error})".replace("\n", " ")) from None
     check_allowed(data)
+    data = safe_parameters(data)
     try:
-        return Pipeline.loads(text, allowed_modules=list(KOTAE_MODULES))
+        return Pipeline.from_dict(data, allowed_modules=list(KOTAE_MODULES))
     except DeserializationError as error:
         raise KotaeError(f"pipeline YAML refused: {str(error).splitlines()[0]}") from None

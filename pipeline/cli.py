@@ -91,11 +91,14 @@ def ask(
 
 
 def _print_answers(question: str, records: list[dict[str, Any]]) -> None:
+    """The answers for people; every piece of question or corpus text goes through :func:`printable`."""
     from rich.console import Console
     from rich.text import Text
 
+    from kotae.terminal import printable
+
     console = Console(highlight=False)
-    console.print(Text(f"Q: {question}", style="bold"))
+    console.print(Text(f"Q: {printable(question)}", style="bold"))
     if not records:
         console.print("no answer found in the index")
         return
@@ -104,19 +107,18 @@ def _print_answers(question: str, records: list[dict[str, Any]]) -> None:
             console.print(Text(f"{rank}. (no answer)  score {record['score']:.3f}", style="dim"))
             continue
         head = Text(f"{rank}. ")
-        head.append(record["answer"], style="bold green")
+        head.append(printable(record["answer"]), style="bold green")
         head.append(f"  score {record['score']:.3f}", style="cyan")
         console.print(head)
-        where = record["source"] or record["document_id"]
-        title = f" ({record['title']})" if record["title"] else ""
+        where = printable(record["source"] or record["document_id"])
+        title = f" ({printable(record['title'])})" if record["title"] else ""
         page = f"  page {record['page']}" if record.get("page") else ""
         console.print(Text(f"   {where}{title}{page}  chars {record['start']}-{record['end']}", style="dim"))
+        text, start, end = record["context"], record["context_start"], record["context_end"]
         context = Text("   ")
-        context.append(record["context"][: record["context_start"]])
-        context.append(
-            record["context"][record["context_start"] : record["context_end"]], style="bold reverse"
-        )
-        context.append(record["context"][record["context_end"] :])
+        context.append(printable(text[:start]))
+        context.append(printable(text[start:end]), style="bold reverse")
+        context.append(printable(text[end:]))
         console.print(context)
 
 
@@ -144,6 +146,14 @@ def serve(
         list[str] | None,
         typer.Option("--cors-origin", help="origin allowed to call the API from a browser; repeatable"),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="another Host name (or address) to answer, e.g. the name a proxy or DNS gives this "
+            "server; repeatable; '*' answers any (not recommended: DNS rebinding)",
+        ),
+    ] = None,
     client_timeout: Annotated[
         float,
         typer.Option(
@@ -153,7 +163,11 @@ def serve(
         ),
     ] = 10.0,
 ) -> None:
-    """Serve the pipeline over HTTP: POST /ask, GET /health, OpenAPI docs at /docs (loads the models once)."""
+    """Serve the pipeline over HTTP: the page at /, POST /ask, GET /health, /openapi.json (loads the models once).
+
+    Only requests for the bound address's names (localhost, 127.0.0.1 and ::1 on loopback; any IP
+    address and this machine's name on 0.0.0.0) and --allowed-host names are answered; others get 400.
+    """
     _quiet()
     import uvicorn
 
@@ -169,15 +183,21 @@ def serve(
             cors_origins=tuple(cors_origin or ()),
             body_seconds=client_timeout,
             header_seconds=client_timeout,
+            bind_host=host,
+            allowed_hosts=tuple(allowed_host or ()),
         )
     except ValueError as error:
         raise KotaeError(str(error)) from None
     settings = _load_config(config, set_, index_dir)
     app = create_app(
-        settings, config_path=config, limits=ServerLimits(max_body_bytes=max_body_bytes), access=access
+        settings,
+        config_path=config,
+        limits=ServerLimits(max_body_bytes=max_body_bytes),
+        access=access,
     )
     keyed = "API key required" if api_key else "no API key"
-    typer.echo(f"kotae: serving on http://{host}:{port} (docs at /docs; {keyed})", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"kotae: serving on http://{shown}:{port} (docs at /docs; {keyed})", err=True)
     uvicorn.Server(uvicorn_config(app, host, port, access)).run()
 
 

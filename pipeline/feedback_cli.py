@@ -62,8 +62,12 @@ def list_labels(
     since: SinceOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
-    """Show every label: when, verdict, question, the answer shown and the correction; then counts."""
+    """Show every label: when, verdict, question, the answer shown and the correction; then counts.
+
+    Control characters in the posted text are shown as escapes (``\\x1b``, ``\\n``); ``--json`` is unchanged.
+    """
     from kotae.pipeline.feedback import squad_export
+    from kotae.terminal import printable
 
     labels, stale = _labels(config, set_, index_dir, since)
     for label in labels:
@@ -72,9 +76,10 @@ def list_labels(
             continue
         flag = " STALE" if label.id in stale else ""
         shown = label.answer_text if label.answer_text is not None else "-"
-        line = f"{label.id}\t{label.created}\t{label.verdict}{flag}\t{label.question}\tshown: {shown}"
+        question = printable(label.question)  # posted by anyone who reaches the page: no escapes, no rows
+        line = f"{label.id}\t{label.created}\t{label.verdict}{flag}\t{question}\tshown: {printable(shown)}"
         if label.corrected_text is not None:
-            line += f"\tcorrected: {label.corrected_text}"
+            line += f"\tcorrected: {printable(label.corrected_text)}"
         typer.echo(line)
     typer.echo(squad_export(labels, stale)[2].summary(), err=as_json)
 

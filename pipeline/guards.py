@@ -1,10 +1,24 @@
-"""Who and what ``kotae serve`` lets in: the API key, CORS, slow request bodies, the bind address.
+"""Who and what ``kotae serve`` lets in: host names, the API key, CORS, slow clients, the bind address.
 
+- **Host names (DNS rebinding).** :class:`HostGuard` answers 400 to a request whose ``Host``
+  header is not a name the server was started for (:func:`served_names`): the bind address; for a
+  loopback bind also ``localhost``, ``127.0.0.1`` and ``::1``; for a wildcard bind (``0.0.0.0``,
+  ``::``) any IP address literal, ``localhost`` and this machine's host name; plus every
+  ``--allowed-host`` entry (``*`` turns the check off). A page on another site that rebinds its
+  own name to 127.0.0.1 still sends its own name as ``Host``, so it reads nothing.
+- **Headers on every response.** :class:`SecurityHeaders` adds ``X-Content-Type-Options:
+  nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer`` and, unless the response
+  brings its own (the page's is stricter), ``Content-Security-Policy: frame-ancestors 'none'``.
 - **API key.** With a key set, every request except the public ones below must carry it, as
-  ``Authorization: Bearer <key>``, ``X-API-Key: <key>`` or the page's ``kotae_api_key`` cookie
-  (``SameSite=Strict``, set by the page's script from the key it keeps in ``sessionStorage``);
-  otherwise 401 with one line saying how to send it. Keys are compared with
+  ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, or the session cookie the server
+  issued; otherwise 401 with one line saying how to send it. Keys are compared with
   :func:`hmac.compare_digest` (constant time).
+- **Session cookie.** ``POST /api/session`` with the key in a header (the page does this once,
+  after asking for the key) answers 204 with ``kotae_session``: ``HttpOnly``,
+  ``SameSite=Strict``, ``Secure`` when the request came over TLS, and worth an HMAC of the key
+  under a secret drawn when the server started (so it never holds the key, and a restart ends
+  every session). No script writes the key into a cookie; a ``kotae_api_key`` cookie left by
+  older pages is not accepted, and is cleared.
 - **Public with a key:** ``GET /health`` (what a load balancer probes), the page shell ``GET /``
   (a form; it holds no indexed text, and its script asks for the key once per tab) and
   ``/static/*`` (the page's own CSS and JS). Everything else — ``/ask``, ``/api/*``,
@@ -24,21 +38,24 @@
 
 Example::
 
-    app = create_app(config, access=ServerAccess(api_key="s3cret", cors_origins=("https://intra.example",)))
+    access = ServerAccess(api_key="s3cret", cors_origins=("https://intra.example",), allowed_hosts=("qa.intra",))
+    app = create_app(config, access=access)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import ipaddress
 import json
 import logging
+import secrets
+import socket
 import time
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import unquote
 
 import h11
 import uvicorn
@@ -49,7 +66,20 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from kotae.errors import KotaeError
 
 API_KEY_ENV = "KOTAE_API_KEY"
-COOKIE_NAME = "kotae_api_key"
+SESSION_COOKIE = "kotae_session"
+LEGACY_COOKIE = "kotae_api_key"
+"""The raw-key cookie older pages set from JavaScript; never accepted, cleared when a session starts."""
+SESSION_PATH = "/api/session"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+FRAME_POLICY = "frame-ancestors 'none'"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": FRAME_POLICY,
+}
+"""Sent with every response (:class:`SecurityHeaders`); a page replaces the CSP with its own stricter one."""
 PUBLIC_PATHS = frozenset({"/health", "/"})
 PUBLIC_PREFIXES = ("/static/",)
 KEY_HEADERS = ("Authorization", "X-API-Key", "Content-Type")
@@ -66,12 +96,16 @@ class ServerAccess:
     :param body_seconds: How long a client may take to send its request body.
     :param header_seconds: How long a client may take to send a request's headers (counted from
         the connection or the previous response); used by :func:`uvicorn_config`.
+    :param bind_host: The address the server listens on; decides the host names served.
+    :param allowed_hosts: More host names (or addresses) served; ``*`` serves any.
     """
 
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     body_seconds: float = CLIENT_SECONDS
     header_seconds: float = CLIENT_SECONDS
+    bind_host: str = "127.0.0.1"
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
@@ -84,6 +118,11 @@ class ServerAccess:
         for origin in self.cors_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"a CORS origin looks like https://host[:port], but got {origin!r}")
+        for name in self.allowed_hosts:
+            if name != "*" and host_name(f"[{name.strip('[]')}]" if ":" in name else name) is None:
+                raise ValueError(
+                    f"an allowed host is a name or address such as qa.intra or 10.0.0.5, but got {name!r}"
+                )
 
 
 def is_loopback(host: str) -> bool:
@@ -106,12 +145,78 @@ def check_bind(host: str, api_key: str | None, insecure: bool) -> None:
     )
 
 
+def normal_name(name: str) -> str:
+    """A host name or address as compared: lower case, no brackets or trailing dot, IPs in short form."""
+    name = name.strip().strip("[]").lower().rstrip(".")
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def host_name(value: str) -> str | None:
+    """The name in a ``Host`` header (port, brackets and a trailing dot dropped, lower case), or None if malformed.
+
+    >>> host_name("[::1]:8000"), host_name("LocalHost.:80"), host_name("a b:80")
+    ('::1', 'localhost', None)
+    """
+    value = value.strip()
+    if value.startswith("["):
+        name, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, colon, port = value.partition(":")
+        if colon and not port.isdigit():
+            return None
+    name = normal_name(name)
+    if not name or any(c.isspace() or c in "/\\@?#[]" for c in name):
+        return None
+    return name
+
+
+def is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def served_names(
+    bind_host: str, allowed: tuple[str, ...] = (), machine: tuple[str, ...] = ()
+) -> frozenset[str]:
+    """The host names a server bound to ``bind_host`` answers (besides any IP literal for a wildcard bind).
+
+    ``machine`` is this machine's own names, served on a wildcard bind.
+
+    >>> sorted(served_names("127.0.0.1", ("qa.intra",)))
+    ['127.0.0.1', '::1', 'localhost', 'qa.intra']
+    >>> sorted(served_names("0.0.0.0", machine=("box",)))
+    ['127.0.0.1', '::1', 'box', 'localhost']
+    """
+    bind = normal_name(bind_host)
+    names = {bind} if bind not in WILDCARD_BINDS else set(machine)
+    if bind in WILDCARD_BINDS or is_loopback(bind):
+        names.update(LOOPBACK_NAMES)
+    names.update(normal_name(name) for name in allowed)
+    return frozenset(normal_name(name) for name in names if name)
+
+
+def host_allowed(host_header: str | None, names: frozenset[str], any_ip: bool) -> bool:
+    """Whether a request with this ``Host`` header is for this server."""
+    name = host_name(host_header) if host_header else None
+    if name is None:
+        return False
+    return name in names or (any_ip and is_ip_address(name))
+
+
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
-    """The key a request carries (Bearer token, X-API-Key or the page's cookie), or None."""
+    """The key a request carries in a header (Bearer token or X-API-Key), or None. Cookies never carry it."""
     authorization = headers.get(b"authorization", b"").decode("latin-1").strip()
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -119,16 +224,34 @@ def presented_key(headers: dict[bytes, bytes]) -> str | None:
     header = headers.get(b"x-api-key")
     if header:
         return header.decode("latin-1").strip()
-    cookie = headers.get(b"cookie")
-    if cookie:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(cookie.decode("latin-1"))
-        except Exception:  # a malformed cookie header is simply no key
-            return None
-        if COOKIE_NAME in jar:
-            return unquote(jar[COOKIE_NAME].value)  # the page URI-encodes it
     return None
+
+
+def request_cookie(headers: dict[bytes, bytes], name: str) -> str | None:
+    """The value of cookie ``name`` in a request, or None (also for a malformed Cookie header)."""
+    cookie = headers.get(b"cookie")
+    if not cookie:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(cookie.decode("latin-1"))
+    except Exception:  # a malformed cookie header is simply no cookie
+        return None
+    return jar[name].value if name in jar else None
+
+
+def session_token(secret: bytes, api_key: str) -> str:
+    """The session cookie's value: an HMAC-SHA256 of the key under the server's secret (never the key)."""
+    return hmac.new(secret, api_key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def session_cookies(token: str, secure: bool) -> list[tuple[bytes, bytes]]:
+    """``Set-Cookie`` headers that start a session and clear the raw-key cookie of older pages."""
+    flags = "; Path=/; HttpOnly; SameSite=Strict" + ("; Secure" if secure else "")
+    return [
+        (b"set-cookie", f"{SESSION_COOKIE}={token}{flags}".encode()),
+        (b"set-cookie", f"{LEGACY_COOKIE}=; Max-Age=0{flags}".encode()),
+    ]
 
 
 def key_matches(presented: str | None, expected: str) -> bool:
@@ -150,18 +273,28 @@ async def _send_json(send: Send, status: int, content: dict[str, Any], extra: li
 
 
 class ApiKeyGuard:
-    """ASGI middleware: 401 for a non-public request without the right key."""
+    """ASGI middleware: 401 for a non-public request without the right key or session; issues sessions.
+
+    ``POST /api/session`` with the key in a header answers 204 and sets the session cookie.
+    """
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self.api_key = api_key
+        self.session = session_token(secrets.token_bytes(32), api_key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_public(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        if key_matches(presented_key(headers), self.api_key):
+        by_header = key_matches(presented_key(headers), self.api_key)
+        if by_header and scope.get("path") == SESSION_PATH and scope.get("method") == "POST":
+            cookies = session_cookies(self.session, secure=scope.get("scheme") == "https")
+            await send({"type": "http.response.start", "status": 204, "headers": cookies})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if by_header or key_matches(request_cookie(headers, SESSION_COOKIE), self.session):
             await self.app(scope, receive, send)
             return
         await _send_json(
@@ -205,8 +338,61 @@ class BodyDeadline:
         await self.app(scope, bounded, send)
 
 
+class HostGuard:
+    """ASGI middleware: 400 for a request whose ``Host`` is not one this server was started for."""
+
+    def __init__(self, app: ASGIApp, bind_host: str, allowed_hosts: tuple[str, ...]) -> None:
+        self.app = app
+        wildcard = normal_name(bind_host) in WILDCARD_BINDS
+        self.any_host = "*" in allowed_hosts
+        self.any_ip = wildcard
+        self.names = served_names(bind_host, allowed_hosts, (socket.gethostname(),) if wildcard else ())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.any_host:
+            await self.app(scope, receive, send)
+            return
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if host_allowed(host, self.names, self.any_ip):
+            await self.app(scope, receive, send)
+            return
+        served = ", ".join(sorted(self.names)) + (", any IP address" if self.any_ip else "")
+        message = (
+            f"Host {host[:100]!r} is not a name this server was started for ({served}); "
+            "to serve it, restart kotae serve with --allowed-host NAME"
+        )
+        await _send_json(send, 400, {"error": message}, [])
+
+
+class SecurityHeaders:
+    """ASGI middleware: :data:`SECURITY_HEADERS` on every response (those it does not set itself)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = with_security_headers(list(message.get("headers") or []))
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def with_security_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus whichever of :data:`SECURITY_HEADERS` they lack."""
+    present = {name.lower() for name, _ in headers}
+    extra = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+    return headers + [(name, value) for name, value in extra if name not in present]
+
+
 def add_access(app: Any, access: ServerAccess) -> None:
-    """Add the key guard, the body deadline and CORS (outermost, so preflights need no key) to ``app``."""
+    """Add the body deadline, the key guard, CORS (so preflights need no key), the host check and
+    the security headers (outermost, so every answer, a 400 or 401 too, carries them) to ``app``."""
     app.add_middleware(BodyDeadline, seconds=access.body_seconds)
     if access.api_key:
         app.add_middleware(ApiKeyGuard, api_key=access.api_key)
@@ -221,6 +407,8 @@ def add_access(app: Any, access: ServerAccess) -> None:
             allow_credentials=False,
             max_age=600,
         )
+    app.add_middleware(HostGuard, bind_host=access.bind_host, allowed_hosts=access.allowed_hosts)
+    app.add_middleware(SecurityHeaders)
 
 
 class SlowClientProtocol(H11Protocol):

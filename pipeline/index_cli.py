@@ -37,6 +37,11 @@ def index(
         envvar="RAY_ADDRESS",
         help="Join this Ray cluster (auto, host:port, ray://host:10001); default: start Ray here.",
     ),
+    follow_symlinks: bool = typer.Option(
+        False,
+        "--follow-symlinks",
+        help="Also read symbolic links that lead out of a corpus folder (skipped and listed by default).",
+    ),
     ray_input: str | None = typer.Option(
         None,
         "--ray-input",
@@ -71,9 +76,12 @@ def index(
         progress=sys.stderr.isatty(),
         ray_input=ray_input,
         allow_empty=allow_empty,
+        follow_symlinks=follow_symlinks,
     )
     if json:
         typer.echo(json_module.dumps(summary.to_json(), ensure_ascii=False))
         return
-    for line in summary.lines():
-        typer.secho(line, fg=typer.colors.YELLOW if line.startswith(("warning", "  ")) else None)
+    from kotae.terminal import printable
+
+    for line in summary.lines():  # file names and reasons come from the corpus
+        typer.secho(printable(line), fg=typer.colors.YELLOW if line.startswith(("warning", "  ")) else None)

@@ -84,6 +84,7 @@ class QuestionAnswerer:
         """
         from haystack.core.errors import PipelineRuntimeError
         from haystack.document_stores.errors import DocumentStoreError
+        from haystack.errors import FilterError
 
         data = self.inputs(question, top_k, filters)
         with self._lock:
@@ -95,7 +96,7 @@ class QuestionAnswerer:
                     raise cause from None
                 if isinstance(cause, sqlite3.DatabaseError):
                     raise IndexUnavailable(self._damaged(error.component_name, cause)) from None
-                if isinstance(cause, (ValueError, DocumentStoreError)):
+                if isinstance(cause, (ValueError, DocumentStoreError, FilterError)):
                     raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
                 raise
         return result

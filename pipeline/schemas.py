@@ -6,12 +6,16 @@ Shared by the JSON API (:mod:`kotae.pipeline.server`) and the question page
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 __all__ = [
+    "COMPARISONS",
     "ERROR_RESPONSES",
+    "FILTERS_SCHEMA",
+    "FILTER_FIELDS",
+    "LOGICAL",
     "MAX_QUESTION_CHARS",
     "MAX_TOP_K",
     "Answer",
@@ -40,6 +44,8 @@ def check_filters(filters: Any, depth: int = 0) -> None:
     if not isinstance(filters, dict):
         raise ValueError("a filter must be an object with 'operator' and 'field'/'value' or 'conditions'")
     operator = filters.get("operator")
+    if not isinstance(operator, str):
+        raise ValueError(f"a filter's 'operator' must be a string, but got {type(operator).__name__}")
     if operator in LOGICAL:
         conditions = filters.get("conditions")
         if set(filters) != {"operator", "conditions"} or not isinstance(conditions, list) or not conditions:
@@ -58,6 +64,48 @@ def check_filters(filters: Any, depth: int = 0) -> None:
         raise ValueError(f"the value of an {operator!r} filter must be a list")
 
 
+FILTER_FIELDS = (
+    "meta.source",
+    "meta.title",
+    "meta.document_id",
+    "meta.start",
+    "meta.end",
+    "meta.passage_index",
+    "content",
+    "id",
+)
+"""Fields every indexed passage has; the schema names them so that generated filters hit real data."""
+_COMPARISON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "field": {"anyOf": [{"enum": list(FILTER_FIELDS)}, {"type": "string"}]},
+        "operator": {"enum": sorted(COMPARISONS)},
+        "value": {"description": "any JSON value; 'in' and 'not in' take a list"},
+    },
+    "required": ["field", "operator", "value"],
+    "additionalProperties": False,
+}
+FILTERS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        _COMPARISON_SCHEMA,
+        {
+            "type": "object",
+            "properties": {
+                "operator": {"enum": sorted(LOGICAL)},
+                "conditions": {"type": "array", "minItems": 1, "items": _COMPARISON_SCHEMA},
+            },
+            "required": ["operator", "conditions"],
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ],
+    "description": 'Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}; '
+    f"logical nodes nest up to {MAX_FILTER_DEPTH} levels",
+}
+"""The filters as the OpenAPI schema describes them (one logical level), so schema-driven fuzzing
+generates real filters; :func:`check_filters` accepts the deeper nesting too."""
+
+
 class AskRequest(BaseModel):
     """A question for ``POST /ask``."""
 
@@ -67,10 +115,7 @@ class AskRequest(BaseModel):
     top_k: int | None = Field(
         None, ge=1, le=MAX_TOP_K, description="answers to return (default: the config's)"
     )
-    filters: dict[str, Any] | None = Field(
-        None,
-        description='Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}',
-    )
+    filters: Annotated[dict[str, Any] | None, WithJsonSchema(FILTERS_SCHEMA)] = None
 
     @field_validator("question")
     @classmethod
@@ -128,7 +173,11 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
-        (400, "malformed request: the body is not JSON (UTF-8) or the Content-Length is invalid"),
+        (
+            400,
+            "malformed request: the body is not JSON (UTF-8), the Content-Length is invalid, the Host is "
+            "not one this server was started for, or the filters cannot be applied",
+        ),
         (401, "this server needs an API key (see pipeline/guards.py)"),
         (404, "no such document or page"),
         (408, "the request body arrived too slowly"),

@@ -4,7 +4,8 @@
   each answer the same object as ``kotae ask --json`` (offsets in the source document).
 - ``GET /health`` → status, the components in the pipeline and how many passages are indexed.
 - ``POST /feedback`` → a user's verdict on an answer, stored next to the index (pipeline/feedback_api.py).
-- OpenAPI docs at ``/docs`` (schema at ``/openapi.json``).
+- The OpenAPI schema at ``/openapi.json``, rendered for people at ``/docs`` by kotae's own page
+  (pipeline/web.py); FastAPI's Swagger UI and ReDoc, which load scripts from a CDN, are off.
 
 The pipeline is built and its models loaded once, when the app is created. Requests run in
 FastAPI's thread pool, and :class:`~kotae.pipeline.qa.QuestionAnswerer` lets one question at a time
@@ -13,7 +14,9 @@ through the pipeline (its components are not assumed to be thread-safe). Bodies 
 index that SQLite can no longer read (``store.sqlite3`` damaged or cut short while serving) gives
 503 with one line naming the file and the command that rebuilds it. Any other unexpected failure
 is logged with its traceback on the server and the client gets a 500 with a plain message, never
-the traceback.
+the traceback. A filter the store cannot apply (comparing ``meta.start`` with ``"abc"``) is the
+client's mistake: 400 with one line. Host names, session cookies and the headers every response
+carries are :mod:`kotae.pipeline.guards`' job.
 
 Example::
 
@@ -39,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kotae.errors import IndexUnavailable, KotaeError
 from kotae.pipeline.config import PipelineConfig
-from kotae.pipeline.guards import ServerAccess, add_access
+from kotae.pipeline.guards import SECURITY_HEADERS, ServerAccess, add_access
 from kotae.pipeline.qa import QuestionAnswerer
 from kotae.pipeline.schemas import ERROR_RESPONSES, AskRequest, AskResponse, Health
 
@@ -126,7 +129,8 @@ def create_app(
     :param config_path: Where the config came from (for error messages).
     :param limits: Request limits.
     :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
-    :param access: API key, CORS origins and body deadline (:mod:`kotae.pipeline.guards`); none by default.
+    :param access: Host names, API key, CORS origins and client deadlines (:mod:`kotae.pipeline.guards`);
+        by default a loopback server with no key.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
     limits = limits or ServerLimits()
@@ -136,6 +140,8 @@ def create_app(
         summary="Open-domain question answering over your indexed documents (Japanese and English).",
         version="0.1.0",
         responses=ERROR_RESPONSES,
+        docs_url=None,  # kotae's own /docs page (pipeline/web.py); Swagger UI and ReDoc need a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
@@ -208,7 +214,9 @@ def add_error_handlers(app: FastAPI, config: PipelineConfig, config_path: str | 
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("error while handling %s %s", request.method, request.url.path)
         return JSONResponse(
-            {"error": "internal error while answering; the server log has the details"}, status_code=500
+            {"error": "internal error while answering; the server log has the details"},
+            status_code=500,
+            headers=SECURITY_HEADERS,  # answered outside the middleware that adds them to the rest
         )
 
 

@@ -9,6 +9,8 @@ Routes (all added to the app by :func:`web_router`):
   handed to the reader.
 - ``GET /api/collection`` — the collection view as JSON.
 - ``GET /api/document?id=...`` — one whole source document (see below) and its passages' offsets.
+- ``GET /docs`` — the HTTP API, rendered here from the app's own OpenAPI schema (no Swagger UI
+  or ReDoc: they load unpinned scripts from a CDN, which an offline machine cannot reach).
 - ``GET /static/{name}`` — the page's own CSS and JS (nothing comes from a CDN).
 
 The whole source document is read again from its file by the same reader the indexing job used
@@ -33,12 +35,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from kotae.pipeline.answers import answer_record
 from kotae.pipeline.build import COMPONENTS
 from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.guards import SECURITY_HEADERS
 from kotae.pipeline.qa import QuestionAnswerer
 from kotae.pipeline.schemas import MAX_TOP_K, AskRequest
 
@@ -58,12 +61,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
+PAGE_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
 TOP_K_CHOICES = (1, 3, 5, 10, 20)
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """Larger source files are not re-read for the document view (it is rebuilt from the passages)."""
@@ -302,7 +300,7 @@ def _templates() -> Environment:
 
 def _page(name: str, **context: Any) -> HTMLResponse:
     html = _templates().get_template(name).render(**context)
-    return HTMLResponse(html, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+    return HTMLResponse(html, headers={**PAGE_HEADERS, "Cache-Control": "no-store"})
 
 
 def _static_version() -> str:
@@ -337,6 +335,10 @@ def web_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
             "collection.html", active="collection", info=collection.summary(), version=_static_version()
         )
 
+    @router.api_route("/docs", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        return _page("docs.html", active="docs", schema=request.app.openapi(), version=_static_version())
+
     @router.post("/api/ask", summary="Answer a question, with passages and offsets for the page")
     def api_ask(request: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -367,7 +369,7 @@ def web_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
         return FileResponse(
             path,
             media_type=STATIC_TYPES[path.suffix],
-            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
+            headers={**SECURITY_HEADERS, "Cache-Control": "public, max-age=3600"},
         )
 
     return router

@@ -13,6 +13,8 @@ One file per concern:
   offsets; answer characters to start/end token labels (CLS when the window lacks the answer).
 - :mod:`kotae.reader_training.decode` — start/end logits to ranked answer spans (the one decoder, shared
   with the pipeline's reader).
+- :mod:`kotae.reader_training.edges` — where Japanese answer edges may move inside edge tokens,
+  learnt from the training labels; the decoder refines spans with it.
 - :mod:`kotae.reader_training.metrics` — official SQuAD EM/F1 and Japanese character-level EM/F1.
 - :mod:`kotae.reader_training.config` — the validated training YAML (``configs/train/*.yaml``).
 - :mod:`kotae.reader_training.train` / :mod:`kotae.reader_training.evaluate` / :mod:`kotae.reader_training.cli` — the

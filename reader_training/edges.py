@@ -327,8 +327,8 @@ def learn_from_examples(examples: Iterable[QAExample], tokenizer: Any, min_suppo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kotae.reader_training.edges FOLDER DATA...``: learn the edge table from DATA's labels with
-    FOLDER's tokenizer and write it into FOLDER (:data:`EDGE_TABLE`)."""
+    """``python -m kotae.reader_training.edges FOLDER DATA... [--out DIR]``: learn the edge table from DATA's
+    labels with FOLDER's tokenizer and write it into DIR (default FOLDER) as :data:`EDGE_TABLE`."""
     import argparse
 
     from transformers import AutoTokenizer
@@ -337,11 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="reader folder (its tokenizer; the table is written there)")
     parser.add_argument("data", nargs="+", help="SQuAD-format training data (Japanese questions are used)")
     parser.add_argument("--min-support", type=int, default=20)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder to write the table to (default: FOLDER)"
+    )
     args = parser.parse_args(argv)
     tokenizer = AutoTokenizer.from_pretrained(args.folder)
     examples = [e for source in args.data for e in load_examples(source).examples]
     table = learn_from_examples(examples, tokenizer, args.min_support)
-    path = table.save(args.folder)
+    path = table.save(args.out or args.folder)
     kept = sum(
         1
         for side in (table.end, table.start)

@@ -17,7 +17,15 @@ import httpx
 import pytest
 
 from kotae.errors import KotaeError
-from kotae.pipeline.guards import ServerAccess, check_bind, is_loopback, key_matches, presented_key
+from kotae.pipeline.guards import (
+    SESSION_COOKIE,
+    ServerAccess,
+    check_bind,
+    is_loopback,
+    key_matches,
+    presented_key,
+    request_cookie,
+)
 from kotae.pipeline.qa import QuestionAnswerer
 from kotae.pipeline.server import create_app
 from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
@@ -76,8 +84,13 @@ def test_every_other_route_needs_the_key(keyed: ServedApp, method: str, path: st
         allowed = _request(keyed, method, path, headers=headers)
         assert allowed.status_code != 401, (headers, allowed.text)
         assert allowed.status_code < 500
-    cookie = _request(keyed, method, path, headers={"Cookie": f"kotae_api_key={KEY}"})
-    assert cookie.status_code != 401  # the page's session cookie (SameSite=Strict) opens /collection
+    raw_key_cookie = _request(keyed, method, path, headers={"Cookie": f"kotae_api_key={KEY}"})
+    assert raw_key_cookie.status_code == 401  # issue 23: a cookie never carries the key itself
+    session = httpx.post(keyed.url + "/api/session", headers={"X-API-Key": KEY}).cookies[SESSION_COOKIE]
+    cookie = _request(keyed, method, path, headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+    assert (
+        cookie.status_code != 401
+    )  # the server-issued session cookie (HttpOnly, SameSite=Strict) opens /collection
 
 
 def test_health_page_shell_and_static_stay_public(keyed: ServedApp) -> None:
@@ -118,7 +131,7 @@ def test_cors_is_off_by_default_and_limited_to_listed_origins(
 def test_a_slow_body_gets_408(keyed: ServedApp) -> None:
     with socket.create_connection(("127.0.0.1", keyed.port), timeout=10) as conn:
         conn.sendall(
-            b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + f"X-API-Key: {KEY}\r\nContent-Length: 40\r\n\r\n".encode()
             + b'{"question": '
         )
@@ -157,8 +170,9 @@ def test_presented_key_and_constant_time_match() -> None:
     assert presented_key({b"authorization": b"bearer  abc "}) == "abc"
     assert presented_key({b"authorization": b"Basic abc"}) is None
     assert presented_key({b"x-api-key": b"abc"}) == "abc"
-    assert presented_key({b"cookie": b"a=1; kotae_api_key=a%20b"}) == "a b"
-    assert presented_key({b"cookie": b'bad"cookie;;=='}) is None
+    assert presented_key({b"cookie": b"a=1; kotae_api_key=abc"}) is None  # issue 23: never from a cookie
+    assert request_cookie({b"cookie": b"a=1; kotae_session=abc"}, SESSION_COOKIE) == "abc"
+    assert request_cookie({b"cookie": b'bad"cookie;;=='}, SESSION_COOKIE) is None
     assert key_matches("abc", "abc") and not key_matches("abd", "abc") and not key_matches(None, "abc")
     assert not key_matches("ab", "abc") and not key_matches("ü", "abc")
 
@@ -207,6 +221,12 @@ def test_the_page_asks_for_the_key_once_per_tab(keyed: ServedApp) -> None:
             assert page.evaluate("sessionStorage.getItem('kotae.apiKey')") == KEY
             page.goto("/collection")  # a navigation: the session cookie carries the key
             assert page.locator("main").count() == 1 and "API key" not in page.content()
+            cookies = {
+                cookie["name"]: cookie for cookie in context.cookies()
+            }  # issue 23: issued by the server
+            assert KEY not in page.evaluate("document.cookie") and "kotae_api_key" not in cookies
+            session = cookies[SESSION_COOKIE]
+            assert session["httpOnly"] and session["sameSite"] == "Strict" and KEY not in session["value"]
             other_tab = browser.new_context(base_url=keyed.url).new_page()
             other_tab.goto("/")
             assert other_tab.evaluate("sessionStorage.getItem('kotae.apiKey')") is None

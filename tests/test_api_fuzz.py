@@ -2,8 +2,11 @@
 
 Every operation in ``/openapi.json`` gets ``MAX_EXAMPLES`` generated requests, valid and invalid,
 through the app in process (ASGI): no 5xx, no traceback in any body, every response matches the
-schema (status codes, content types, bodies). Hostile requests that a generator does not make —
-huge bodies, very long questions, huge ``top_k``, wrong content types — go over real HTTP.
+schema (status codes, content types, bodies). The schema describes ``filters`` (fields, operators,
+any value), so generated questions carry real filters too, and ``test_generated_filters`` sends
+``MAX_EXAMPLES`` × 10 filters built from every field, operator and kind of value. Hostile requests
+that a generator does not make — huge bodies, very long questions, huge ``top_k``, wrong content
+types, a filter comparing a number with text — go over real HTTP.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis import checks as st_checks
 
+from kotae.pipeline.guards import ServerAccess
 from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.schemas import COMPARISONS, FILTER_FIELDS, LOGICAL
 from kotae.pipeline.server import ServerLimits, create_app
 from kotae.pipeline.testing import ServedApp, build_tiny_setup
 
@@ -52,7 +58,10 @@ EXAMPLES_RUN: dict[str, int] = {}
 def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     setup = build_tiny_setup(tmp_path_factory.mktemp("fuzz"))
     config = setup.config(CONFIGS / "default.yaml")
-    return create_app(config, answerer=QuestionAnswerer.from_config(config), limits=ServerLimits())
+    access = ServerAccess(allowed_hosts=("testserver",))  # the host name schemathesis's ASGI client sends
+    return create_app(
+        config, answerer=QuestionAnswerer.from_config(config), limits=ServerLimits(), access=access
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +108,56 @@ def test_api_from_its_own_schema(api_schema: Any, label: str, mode: GenerationMo
     print(f"fuzz: {counted}: {EXAMPLES_RUN[counted]} examples")
 
 
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+    st.sampled_from(["abc", "2024-01-01", "2024-01-01T00:00:00+09:00", "fuji.txt", "", "NaN"]),
+    st.lists(st.one_of(st.integers(), st.text(max_size=5), st.none()), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+COMPARISON = st.fixed_dictionaries(
+    {
+        "field": st.one_of(st.sampled_from(FILTER_FIELDS), st.text(max_size=10)),
+        "operator": st.sampled_from(sorted(COMPARISONS)),
+        "value": VALUES,
+    }
+)
+FILTERS = st.one_of(
+    COMPARISON,
+    st.fixed_dictionaries(
+        {
+            "operator": st.sampled_from(sorted(LOGICAL)),
+            "conditions": st.lists(COMPARISON, min_size=1, max_size=3),
+        }
+    ),
+)
+
+
+def test_generated_filters(app: FastAPI) -> None:
+    """Any filter of the documented shape gets 200, or a 4xx with one line: never a 5xx."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app, base_url="http://127.0.0.1")
+    statuses: dict[int, int] = {}
+
+    @settings(max_examples=MAX_EXAMPLES * 10, deadline=None, derandomize=True, database=None)
+    @given(filters=FILTERS, path=st.sampled_from(["/ask", "/api/ask"]))
+    def fuzz(filters: dict[str, Any], path: str) -> None:
+        response = client.post(path, json={"question": "富士山の高さは？", "top_k": 1, "filters": filters})
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (filters, response.text[:300])
+        _no_traceback(response.text)
+        if response.status_code >= 400:
+            assert "\n" not in response.json()["error"], response.text
+
+    fuzz()
+    print(f"fuzz: filters: {sum(statuses.values())} requests, statuses {sorted(statuses.items())}")
+    assert statuses.get(200) and any(400 <= status < 500 for status in statuses)
+
+
 # ------------------------------------------------------------------------------ hostile, over HTTP
 
 
@@ -125,6 +184,29 @@ def server(app: FastAPI):
             {"content": b'{"question": "\\ud800"}', "headers": {"content-type": "application/json"}},
             422,
             "question",
+        ),
+        (
+            "text compared with a number (issue 23: was a 500 and a 130-line traceback in the log)",
+            {"json": {"question": "q", "filters": {"field": "meta.start", "operator": ">", "value": "abc"}}},
+            400,
+            "Can't compare strings",
+        ),
+        (
+            "an object after >= (found by the filter fuzzing: a TypeError, so a 500)",
+            {
+                "json": {
+                    "question": "q",
+                    "filters": {"field": "meta.start", "operator": ">=", "value": {"a": 1}},
+                }
+            },
+            400,
+            "cannot be applied",
+        ),
+        (
+            "a list as operator (found by schemathesis once filters joined the schema: a TypeError, so a 500)",
+            {"json": {"question": "q", "filters": {"operator": [], "": None}}},
+            422,
+            "'operator' must be a string",
         ),
         (
             "deep nesting",
@@ -162,7 +244,7 @@ def test_huge_query_strings_and_unknown_paths(server) -> None:
     ):
         reply = _raw(
             server,
-            b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             + b"Content-Length: "
             + length
             + b"\r\n\r\n{}",

@@ -189,7 +189,7 @@ def test_post_feedback_validates_stores_and_flags_stale_after_reindexing(
     from kotae.indexing.store import FaissDocumentStore
 
     config = setup.config(CONFIGS / "bm25.yaml")
-    client = TestClient(create_app(config, answerer=qa))
+    client = TestClient(create_app(config, answerer=qa), base_url="http://127.0.0.1")
     answer = _first_answer(client, "富士山の高さは？")
     passage = answer["passage"]
     body = {
@@ -247,7 +247,7 @@ def test_post_feedback_validates_stores_and_flags_stale_after_reindexing(
 
 def test_feedback_needs_the_api_key_when_one_is_set(setup: TinySetup, qa: QuestionAnswerer) -> None:
     app = create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa, access=ServerAccess(api_key="k3y"))
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://127.0.0.1")
     body = {"question": "q", "verdict": "no_answer", "passage_id": "nope"}
     assert client.post("/feedback", json=body).status_code == 401
     assert client.post("/feedback", json=body, headers={"X-API-Key": "k3y"}).status_code == 404
@@ -273,7 +273,9 @@ def test_an_unwritable_label_file_is_a_clear_503(
         )
 
     monkeypatch.setattr(feedback_api, "open_feedback", refuse)
-    client = TestClient(create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa))
+    client = TestClient(
+        create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa), base_url="http://127.0.0.1"
+    )
     answer = _first_answer(client, "富士山の高さは？")
     body = {"question": "q", "verdict": "no_answer", "passage_id": answer["passage_id"]}
     response = client.post("/feedback", json=body)

@@ -82,7 +82,7 @@ def test_slowloris_headers_get_408_and_are_disconnected_while_others_are_served(
 
     other = threading.Thread(target=ask_meanwhile)
     other.start()
-    reply, seconds = _trickle(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a")
+    reply, seconds = _trickle(server.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", b"a")
     other.join()
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert b"connection: close" in reply.lower()
@@ -98,13 +98,13 @@ def test_a_silent_connection_is_closed_without_a_reply(server: ServedApp) -> Non
 
 def test_a_trickled_body_is_bounded_whether_the_app_reads_it_or_not(server: ServedApp) -> None:
     # the app reads it: BodyDeadline answers 408, then the connection is closed
-    head = b"POST /ask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
+    head = b"POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n"
     reply, seconds = _trickle(server.port, head + b'{"question": "', b"a")
     assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in reply, reply[:200]
     assert seconds < 2 * TIMEOUT + SLACK
     # answered without reading it (405, 413): uvicorn alone would wait for the rest forever
     for length, status in ((10_000, b"405"), (100_000, b"413")):
-        head = f"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+        head = f"POST /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n".encode()
         reply, seconds = _trickle(server.port, head, b"a")
         assert reply.startswith(b"HTTP/1.1 " + status), reply[:200]
         assert seconds < TIMEOUT + SLACK
@@ -112,7 +112,11 @@ def test_a_trickled_body_is_bounded_whether_the_app_reads_it_or_not(server: Serv
 
 def test_patient_enough_clients_and_keep_alive_are_unaffected(server: ServedApp) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-        for piece in (b"GET /health HT", b"TP/1.1\r\nHost: x\r\n", b"\r\n"):  # in 0.6 s, under the 1 s
+        for piece in (
+            b"GET /health HT",
+            b"TP/1.1\r\nHost: 127.0.0.1\r\n",
+            b"\r\n",
+        ):  # in 0.6 s, under the 1 s
             conn.sendall(piece)
             time.sleep(0.3)
         first = conn.recv(65536)
@@ -155,7 +159,7 @@ def test_kotae_serve_cuts_off_a_slowloris_client(setup: TinySetup) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.5)
-        reply, seconds = _trickle(port, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a")
+        reply, seconds = _trickle(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", b"a")
         assert reply.startswith(b"HTTP/1.1 408") and seconds < TIMEOUT + SLACK, reply[:200]
     finally:
         process.terminate()

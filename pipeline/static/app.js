@@ -77,7 +77,9 @@
 
   // Every request of the page goes through here (one place for headers such as credentials).
   // A server started with an API key answers 401: ask for the key once, keep it for this tab
-  // (sessionStorage; also a same-site session cookie so the collection page opens) and retry.
+  // (sessionStorage), and have the server start a session (POST /api/session): it answers with
+  // its own HttpOnly, SameSite=Strict cookie, so that /collection opens. No script ever writes
+  // the key into a cookie (cookies are shared by every port of a host name).
   const KEY_STORE = "kotae.apiKey";
 
   function storedKey() {
@@ -88,13 +90,13 @@
     }
   }
 
-  function keepKey(key) {
+  async function keepKey(key) {
     try {
       sessionStorage.setItem(KEY_STORE, key);
     } catch (error) {
-      /* storage disabled: the key lives only for this request */
+      /* storage disabled: the session cookie alone carries on */
     }
-    document.cookie = "kotae_api_key=" + encodeURIComponent(key) + "; path=/; SameSite=Strict";
+    await fetch("/api/session", { method: "POST", headers: { "X-API-Key": key }, credentials: "same-origin" });
   }
 
   async function api(url, options, retried) {
@@ -107,7 +109,7 @@
     if (response.status !== 401 || retried) return response;
     const entered = window.prompt("APIキーを入力してください / This server needs an API key:", "");
     if (!entered) return response;
-    keepKey(entered.trim());
+    await keepKey(entered.trim());
     return api(url, options, true);
   }
 

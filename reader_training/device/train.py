@@ -43,6 +43,7 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -399,22 +400,9 @@ def fit_schedule(
     return fitted
 
 
-def train(
-    bundle_dir: str | Path,
-    out_dir: str | Path,
-    max_seconds: float | None = None,
-    max_steps: int | None = None,
-    device: str | None = None,
-    save_every: float = 120.0,
-    threads: int | None = None,
-    overrides: Sequence[str] = (),
-    dev: bool = True,
-    dev_seconds: float = 45.0,
-    weights: bool = True,
-    variant: str | None = None,
-    started: float | None = None,
-) -> dict[str, Any]:
-    """Train from the bundle into ``out_dir``; returns what ``run.json`` holds.
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a device run trains (the command line's flags).
 
     ``overrides`` (``KEY=VALUE``, JSON values) change the optimisation hyperparameters of the packed
     config (:data:`TUNABLE`) without packing again; windowing is fixed by the bundle. With ``dev``
@@ -422,23 +410,47 @@ def train(
     scored on them (``run.json`` → ``dev``). ``weights=False`` saves no weights (a comparison run
     whose dev scores are all that is needed, leaving the 8 returned files to another run).
     ``variant`` trains on the windows and with the config of a variant packed in the bundle.
+    """
+
+    max_seconds: float | None = None
+    max_steps: int | None = None
+    device: str | None = None
+    save_every: float = 120.0
+    threads: int | None = None
+    overrides: Sequence[str] = ()
+    dev: bool = True
+    dev_seconds: float = 45.0
+    weights: bool = True
+    variant: str | None = None
+
+
+def train(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    options: TrainOptions = TrainOptions(),
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Train from the bundle into ``out_dir`` as ``options`` say; returns what ``run.json`` holds.
+
     The budget counts from ``started`` (``time.monotonic()``; the command line passes the moment
-    this module was imported), else from the call.
+    this module was imported), else from the call. Steps: read the bundle, build the model and
+    optimiser (:func:`build_optimizer`), train in length-grouped batches (:func:`span_loss`) while
+    fitting the schedule to the budget (:func:`fit_schedule`), save fp16 shards, score the dev sets.
     """
     began = time.monotonic() if started is None else started
     import torch
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
-    bundle = read_bundle(bundle_dir, variant=variant)
-    config = apply_overrides(bundle.train_config, overrides)
-    budget = float(max_seconds if max_seconds is not None else bundle.manifest["max_seconds"])
-    scoring = dev and bool(bundle.manifest.get("dev", {}).get("sets"))
-    deadline = training_deadline(began, budget, dev_seconds if scoring else 0.0)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    bundle = read_bundle(bundle_dir, variant=options.variant)
+    config = apply_overrides(bundle.train_config, options.overrides)
+    budget = float(options.max_seconds if options.max_seconds is not None else bundle.manifest["max_seconds"])
+    scoring = options.dev and bool(bundle.manifest.get("dev", {}).get("sets"))
+    deadline = training_deadline(began, budget, options.dev_seconds if scoring else 0.0)
     seed = int(config["seed"])
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    target = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = target.type == "cuda"
     precision = str(config.get("precision", "auto"))
     bf16 = (cuda and precision != "fp32") or (not cuda and precision == "bf16")
@@ -466,8 +478,8 @@ def train(
     rng = np.random.default_rng(seed)
     per_epoch = len(length_grouped_batches(features.lengths, batch_size, np.random.default_rng(0), group))
     planned = planned_steps(config, per_epoch)
-    if max_steps is not None:
-        planned = max_steps
+    if options.max_steps is not None:
+        planned = options.max_steps
     total = planned
     warmup_ratio = float(config["warmup_ratio"])
     logging_steps = int(config.get("logging_steps", 10))
@@ -477,14 +489,14 @@ def train(
 
     log_path = out / LOG_FILE
     log_path.unlink(missing_ok=True)
-    run = run_record(bundle, config, variant, target, bf16, budget, planned, model, trainable)
+    run = run_record(bundle, config, options.variant, target, bf16, budget, planned, model, trainable)
     run["arguments"] = {
-        "max_seconds": max_seconds,
-        "max_steps": max_steps,
-        "overrides": list(overrides),
-        "no_dev": not dev,
-        "no_weights": not weights,
-        "variant": variant,
+        "max_seconds": options.max_seconds,
+        "max_steps": options.max_steps,
+        "overrides": list(options.overrides),
+        "no_dev": not options.dev,
+        "no_weights": not options.weights,
+        "variant": options.variant,
     }
 
     step, micro, epoch_index, sequences, tokens = 0, 0, 0, 0, 0
@@ -518,7 +530,7 @@ def train(
             final_loss=losses[-1] if losses else None,
             peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if cuda else None,
         )
-        run["weights"] = save_weights(trained_tensors(model), out) if weights else []
+        run["weights"] = save_weights(trained_tensors(model), out) if options.weights else []
         write_json(out / RUN_FILE, run)
 
     def emit(record: dict[str, Any]) -> None:
@@ -593,7 +605,7 @@ def train(
                 stop_reason = "time budget"
                 done = True
                 break
-            if save_every and now - last_save >= save_every:
+            if options.save_every and now - last_save >= options.save_every:
                 checkpoint(complete=False)
                 last_save = time.monotonic()
         epoch_index += 1
@@ -608,7 +620,7 @@ def train(
     if scoring:
         try:
             run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
-        except Exception as error:  # the weights are saved: report, and let a chained run go on
+        except Exception as error:  # the options.weights are saved: report, and let a chained run go on
             run["dev_error"] = f"{type(error).__name__}: {error}"
             log(f"dev scoring failed ({run['dev_error']}); score the unpacked reader with kotae evaluate")
         run["wall_seconds"] = time.monotonic() - began
@@ -663,21 +675,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --steps-like {args.steps_like}: no global_step to copy ({error})", file=sys.stderr)
             return 2
     try:
-        train(
-            args.bundle,
-            args.out,
-            args.max_seconds,
-            args.max_steps,
-            args.device,
-            args.save_every,
-            args.threads,
-            args.overrides,
+        options = TrainOptions(
+            max_seconds=args.max_seconds,
+            max_steps=args.max_steps,
+            device=args.device,
+            save_every=args.save_every,
+            threads=args.threads,
+            overrides=args.overrides,
             dev=not args.no_dev,
             dev_seconds=args.dev_seconds,
             weights=not args.no_weights,
             variant=args.variant,
-            started=STARTED,
         )
+        train(args.bundle, args.out, options, started=STARTED)
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
