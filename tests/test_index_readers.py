@@ -226,3 +226,31 @@ def test_pdf_passages_keep_offsets_and_pages(tmp_path: Path) -> None:
     assert [page for text, page in pages.items() if "3776" in text] == [1]
     assert [page for text, page in pages.items() if "794" in text] == [2]
     assert [page for text, page in pages.items() if "1868" in text] == [3]
+
+
+def test_answers_from_a_pdf_carry_their_page(tmp_path: Path) -> None:
+    """`kotae ask` over an indexed PDF: every answer's `page` is the page its passage lies on."""
+    from typer.testing import CliRunner
+
+    from kotae.cli import app
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.testing import build_tiny_setup
+
+    setup = build_tiny_setup(tmp_path, index=False)
+    for name in list(setup.texts):
+        (setup.corpus / name).unlink()
+    pdf = write_pdf(setup.corpus / "guide.pdf", PDF_PAGES)
+    run_index(setup.config(), [setup.corpus])
+    (document,), _ = read_corpus([pdf])
+    configs = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+    args = ["ask", "When did Kyoto become the capital?", "--config", str(configs / "bm25.yaml"), "-k", "3"]
+    args += [f"--set={override}" for override in setup.overrides]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)["answers"]
+    assert answers
+    for answer in answers:
+        page = sum(1 for start in document.page_starts if start <= answer["start"])
+        assert answer["page"] == page and document.text[answer["start"] : answer["end"]] == answer["answer"]
+    shown = CliRunner().invoke(app, args)
+    assert f"page {answers[0]['page']}" in shown.stdout
