@@ -107,12 +107,37 @@ def index_state(index_dir: Path, key: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _folder_digest(folder: Path) -> str:
+    """A digest of a model folder's weights (the ``.safetensors`` files kotae loads): names, sizes and
+    their first and last MiB, so copies agree whatever else lies beside them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder)}|{size}|".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), 2)
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def same_model(recorded: Path, wanted: Path) -> bool:
+    """Whether the folder an index was built with and the one asked with hold the same model: a copy
+    counts; when the recorded folder is gone (``$KOTAE_HOME`` moved), the same folder name does."""
+    if not recorded.is_dir():
+        return recorded.name == wanted.name
+    return _folder_digest(recorded) == _folder_digest(wanted)
+
+
 def require_same_embedder(config: PipelineConfig, config_path: str | Path | None = None) -> None:
     """Refuse, in one line naming both, to retrieve densely with another embedder than the index's.
 
     The index job records its embedder's fingerprint (model folder and passage prefix); questions
-    embedded by another model would be compared with meaningless vectors. BM25-only retrieval and
-    indexes without a record pass.
+    embedded by another model would be compared with meaningless vectors. Another folder holding
+    the same model (:func:`same_model`), BM25-only retrieval and indexes without a record pass.
     """
     if config.retriever.type == "bm25":
         return
@@ -128,6 +153,9 @@ def require_same_embedder(config: PipelineConfig, config_path: str | Path | None
         return
     built_with = recorded.split("|", 1)[0]
     asked_with = wanted.split("|", 1)[0]
+    same_prefix = recorded.startswith(f"{built_with}|{config.embedder.passage_prefix}|")
+    if same_prefix and same_model(Path(built_with), Path(asked_with)):
+        return
     if built_with == asked_with:
         built_with += f" (passage prefix {recorded.split('|')[1]!r})"
         asked_with += f" (passage prefix {config.embedder.passage_prefix!r})"

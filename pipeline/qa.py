@@ -43,8 +43,9 @@ class QuestionAnswerer:
         from kotae.pipeline.build import build_pipeline, require_index, require_same_embedder
 
         require_index(config.index_dir, config_path)
+        pipeline = build_pipeline(config)  # refuses unsafe model files first
         require_same_embedder(config, config_path)
-        answerer = cls(build_pipeline(config), config)
+        answerer = cls(pipeline, config)
         if warm_up:
             answerer.warm_up()
         return answerer

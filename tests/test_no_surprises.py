@@ -12,6 +12,7 @@ Everything runs the real CLI over a real index built with tiny models.
 from __future__ import annotations
 
 import json
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def test_ask_with_another_embedder_is_refused_naming_both(setup: TinySetup, tmp_
     assert "--full" in message
     same = CliRunner().invoke(app, [*args, "--json", *_overrides(setup)])
     assert same.exit_code == 0, same.output
+    copy = tmp_path / "copy"  # the same model in another folder is the same embedder
+    shutil.copytree(setup.embedder, copy)
+    copied = CliRunner().invoke(app, [*args, "--json", *_overrides(setup, copy)])
+    assert copied.exit_code == 0, copied.output
     # BM25 alone never uses the embedder: nothing to refuse.
     bm25 = ["ask", "富士山の高さは？", "--config", str(CONFIGS / "bm25.yaml"), *_overrides(setup, other)]
     assert CliRunner().invoke(app, bm25).exit_code == 0
