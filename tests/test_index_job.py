@@ -169,17 +169,8 @@ def test_kill_9_at_random_points_leaves_a_consistent_index(tmp_path: Path, tiny_
     }
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "kotae",
-        "index",
-        "--config",
-        str(config_path),
-        "--index-dir",
-        str(index),
-    ]
-    command += ["--json", "--corpus", str(corpus)]
+    command = [sys.executable, "-m", "kotae", "index", "--json", "--corpus", str(corpus)]
+    command += ["--config", str(config_path), "--index-dir", str(index)]  # the real CLI, killed at random
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     rng = random.Random(4)
     kills = 0

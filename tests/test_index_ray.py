@@ -448,17 +448,8 @@ def test_kill_9_of_the_driver_during_a_ray_run(tmp_path: Path, tiny_model: Path,
     }
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    command = [
-        sys.executable,
-        "-m",
-        "kotae",
-        "index",
-        "--config",
-        str(config_path),
-        "--index-dir",
-        str(index),
-    ]
-    command += ["--json", "--corpus", str(corpus)]
+    command = [sys.executable, "-m", "kotae", "index", "--json", "--corpus", str(corpus)]
+    command += ["--config", str(config_path), "--index-dir", str(index)]  # the real CLI, killed at random
     driver = subprocess.Popen(
         command,
         cwd=ROOT,
