@@ -30,7 +30,7 @@ def main() -> None:
     import torch
     from transformers import AutoModelForQuestionAnswering
 
-    from reader_training.evaluate import resolve_reference
+    from kotae.reader_training.evaluate import resolve_reference
 
     torch.set_num_threads(args.threads)
     model = AutoModelForQuestionAnswering.from_pretrained(resolve_reference(args.model), use_safetensors=True)

@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_faiss.py --n 1000000 --factories Flat IVF4096,PQ48
 
 Vectors and queries are random normal 384-d vectors, L2-normalised (inner product = cosine), built
-with the same code the store uses (indexing.store.build_faiss_index: IDMap2, training, nprobe and
+with the same code the store uses (kotae.indexing.faiss_index.build_faiss_index: IDMap2, training, nprobe and
 efSearch). ``IVF,PQ`` without a list count picks about 4*sqrt(n) lists. Random high-dimensional data
 has no cluster structure, so approximate indexes score lower here than on real embeddings.
 """
@@ -22,7 +22,7 @@ import numpy as np
 def main() -> None:
     import faiss
 
-    from indexing.store import build_faiss_index, set_search_parameters
+    from kotae.indexing.faiss_index import build_faiss_index, set_search_parameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)

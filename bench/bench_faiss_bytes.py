@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_faiss_bytes.py --n 100000
 
-Builds each factory with the store's own code (indexing.store.build_faiss_index: IDMap2 around
+Builds each factory with the store's own code (kotae.indexing.faiss_index.build_faiss_index: IDMap2 around
 non-IVF indexes, inner product) on ``n`` and ``n/2`` random normalised 384-d vectors, serialises it,
 and reports bytes/vector as the slope between the two sizes (the fixed part, e.g. IVF centroids and
 PQ codebooks, as the intercept). IVF indexes are trained on ``--train`` vectors only: the size does
@@ -21,7 +21,7 @@ import numpy as np
 def serialized_bytes(factory: str, vectors: np.ndarray, train: int) -> tuple[int, float]:
     import faiss
 
-    from indexing.store import build_faiss_index
+    from kotae.indexing.faiss_index import build_faiss_index
 
     started = time.perf_counter()
     dim = vectors.shape[1]

@@ -24,8 +24,9 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "jaquad" / "dev"
 
 
 def main() -> None:
-    from indexing.job import load_embedder, run_index
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing.embedder import load_embedder
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.config import load_pipeline_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_DATA)

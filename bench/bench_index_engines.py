@@ -12,7 +12,7 @@ as Ray's object store are not counted twice) of the child's whole process tree, 
 - ``steady_passages_per_second``: passages after the first result / time from first to last result.
 - ``overhead_seconds``: the same engine on one document (start-up cost alone).
 
-``--model tiny`` uses indexing.testing's 16-d one-layer model: it measures the engine, not the model.
+``--model tiny`` uses kotae.indexing.testing's 16-d one-layer model: it measures the engine, not the model.
 Prints one JSON object per engine and writes them to ``--out``. ``--compare`` runs nothing: it
 compares the stores the engines left in ``--work`` (same passage ids, texts, metadata and manifest;
 the largest vector difference), e.g. after separate runs per engine::
@@ -63,9 +63,9 @@ def write_subset(source: Path, documents: int, target: Path) -> Path:
 
 
 def child(args: argparse.Namespace) -> None:
-    from indexing import engine as engines
-    from indexing.job import run_index
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing import engine as engines
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.config import load_pipeline_config
 
     marks: list[tuple[float, int]] = []
     original = engines.make_engine
@@ -81,9 +81,9 @@ def child(args: argparse.Namespace) -> None:
 
         return Timed()
 
-    import indexing.job
+    import kotae.indexing.job
 
-    indexing.job.make_engine = timed_engine  # type: ignore[assignment]
+    kotae.indexing.job.make_engine = timed_engine  # type: ignore[assignment]
     config = load_pipeline_config(None, [f"embedder.model={args.model}", *args.overrides])
     shutil.rmtree(args.index_dir, ignore_errors=True)
     started = time.perf_counter()
@@ -163,14 +163,14 @@ def main() -> None:
         return
     if args.compare:
         first, *others = args.engines
-        from indexing.testing import store_differences
+        from kotae.indexing.testing import store_differences
 
         for other in others:
             result = store_differences(args.work / f"index-{first}", args.work / f"index-{other}")
             print(json.dumps({"engines": [first, other], **result}), flush=True)
         return
     if args.model == "tiny":
-        from indexing.testing import build_tiny_model
+        from kotae.indexing.testing import build_tiny_model
 
         folder = args.work / "tiny"
         args.model = str(folder / "model") if (folder / "model").exists() else str(build_tiny_model(folder))

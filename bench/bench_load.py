@@ -65,7 +65,7 @@ def prepare(args: argparse.Namespace, work: Path) -> list[str]:
         options += ["--config", str(args.config)]
     overrides = list(args.set or [])
     if args.tiny:
-        from pipeline.testing import build_tiny_setup
+        from kotae.pipeline.testing import build_tiny_setup
 
         setup = build_tiny_setup(work / "tiny", index=False)
         overrides += setup.overrides

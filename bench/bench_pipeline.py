@@ -5,7 +5,7 @@ seeded sample of dev questions is asked through each config with the same reader
 readers — kotae's ``KotaeExtractiveReader`` and transformers-haystack's ``TransformersExtractiveReader`` —
 are compared on the same model and the same questions, twice: inside the default (hybrid) pipeline,
 and alone on each question's gold context. F1/EM are JaQuAD's character-level scores from
-``reader_training.metrics`` (the ``kotae evaluate`` implementation), for the top answer.
+``kotae.reader_training.metrics`` (the ``kotae evaluate`` implementation), for the top answer.
 
     .venv/bin/python bench/bench_pipeline.py                         # trained reader if prepared
     .venv/bin/python bench/bench_pipeline.py --reader runs/jaquad-small --questions 100
@@ -72,7 +72,7 @@ def latency_summary(timer: Timer) -> dict[str, float]:
 
 
 def scores(predictions: dict[str, str], examples: list[Any]) -> dict[str, float]:
-    from reader_training.metrics import evaluate_predictions
+    from kotae.reader_training.metrics import evaluate_predictions
 
     result = evaluate_predictions(
         predictions,
@@ -128,7 +128,7 @@ def read_gold(reader: Any, examples: list[Any]) -> tuple[dict[str, str], Timer]:
 
 def evaluate_agreement(reader: Any, examples: list[Any], predictions: dict[str, str]) -> dict[str, Any]:
     """``kotae evaluate``'s predictions with the settings the pipeline reader resolved, and how many agree."""
-    from reader_training.evaluate import predict
+    from kotae.reader_training.evaluate import predict
 
     started = time.perf_counter()
     evaluated = predict(reader._model, reader._tokenizer, examples, reader.settings)
@@ -144,11 +144,11 @@ def evaluate_agreement(reader: Any, examples: list[Any], predictions: dict[str, 
 def main() -> None:
     import torch
 
-    from indexing.job import run_index
-    from pipeline.build import build_components
-    from pipeline.config import load_pipeline_config
-    from pipeline.qa import QuestionAnswerer
-    from reader_training.data import load_examples
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.build import build_components
+    from kotae.pipeline.config import load_pipeline_config
+    from kotae.pipeline.qa import QuestionAnswerer
+    from kotae.reader_training.data import load_examples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

@@ -36,8 +36,8 @@ class Question:
 
 
 def load_questions(data: Path) -> list[Question]:
-    """Questions with their context's document id, as indexing.readers names SQuAD paragraphs."""
-    from indexing.readers import ReadReport, iter_files
+    """Questions with their context's document id, as kotae.indexing.readers names SQuAD paragraphs."""
+    from kotae.indexing.readers import ReadReport, iter_files
 
     questions = []
     for path in iter_files([data], ReadReport()):
@@ -78,9 +78,9 @@ def main() -> None:
     import numpy as np
     from haystack.components.joiners import DocumentJoiner
 
-    from indexing.bm25 import BM25Index
-    from indexing.job import resolve_embedder_dir
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.bm25 import BM25Index
+    from kotae.indexing.embedder import resolve_embedder_dir
+    from kotae.indexing.store import FaissDocumentStore
     from kotae.model_files import load_sentence_transformer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -24,7 +24,7 @@ def main() -> None:
     from haystack import Document
     from haystack.document_stores.types import DuplicatePolicy
 
-    from indexing.store import FAISS_NAME, FaissDocumentStore
+    from kotae.indexing.store import FAISS_NAME, FaissDocumentStore
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=50_000)

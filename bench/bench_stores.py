@@ -88,11 +88,12 @@ def main() -> None:
     import psutil
     from bench_retrieval import load_questions
 
-    from indexing.job import load_embedder, run_index
-    from indexing.milvus_testing import milvus_lite_server
-    from indexing.stores import open_store
-    from pipeline.build import build_components
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing.embedder import load_embedder
+    from kotae.indexing.job import run_index
+    from kotae.indexing.milvus_testing import milvus_lite_server
+    from kotae.indexing.stores import open_store
+    from kotae.pipeline.build import build_components
+    from kotae.pipeline.config import load_pipeline_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

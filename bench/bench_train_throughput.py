@@ -48,10 +48,10 @@ def main() -> None:
         TrainingArguments,
     )
 
-    from reader_training.data import load_examples
-    from reader_training.evaluate import resolve_reference
-    from reader_training.features import prepare_train_features
-    from reader_training.train import freeze
+    from kotae.reader_training.data import load_examples
+    from kotae.reader_training.evaluate import resolve_reference
+    from kotae.reader_training.features import prepare_train_features
+    from kotae.reader_training.train import freeze
 
     if args.threads:
         torch.set_num_threads(args.threads)

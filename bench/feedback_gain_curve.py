@@ -46,9 +46,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.feedback import FeedbackStore, Label  # noqa: E402
-from reader_training.data import QAExample, examples_from_squad  # noqa: E402
-from reader_training.metrics import exact_match_score  # noqa: E402
+from kotae.pipeline.feedback import FeedbackStore, Label  # noqa: E402
+from kotae.reader_training.data import QAExample, examples_from_squad  # noqa: E402
+from kotae.reader_training.metrics import exact_match_score  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 AMAZON = DATA / "squadshifts" / "amazon.json"
@@ -170,7 +170,7 @@ def shown_answers(base: str, pool: list[QAExample], cache: Path) -> list[tuple[i
         spans = [tuple(span) for span in json.loads(cache.read_text())]
         if len(spans) >= len(pool):  # a later run may ask more questions (a larger --sizes)
             return spans[: len(pool)]  # type: ignore[return-value]
-    from reader_training.evaluate import DecodeSettings, load_reader, predict, saved_settings
+    from kotae.reader_training.evaluate import DecodeSettings, load_reader, predict, saved_settings
 
     model, tokenizer, folder = load_reader(base)
     predictions = predict(model, tokenizer, pool, DecodeSettings(**saved_settings(folder)), progress=True)

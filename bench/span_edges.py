@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from reader_training.data import QAExample, load_examples
-from reader_training.decode import WindowLogits, choose_answer, decode
-from reader_training.edges import (
+from kotae.reader_training.data import QAExample, load_examples
+from kotae.reader_training.decode import WindowLogits, choose_answer, decode
+from kotae.reader_training.edges import (
     EdgeRefiner,
     classify_miss,
     edge_refiner_from_folder,
     has_japanese,
     load_edge_table,
 )
-from reader_training.evaluate import DecodeSettings, load_reader, saved_settings, window_logits
-from reader_training.features import prepare_eval_features
-from reader_training.metrics import evaluate_predictions, resolve_language
+from kotae.reader_training.evaluate import DecodeSettings, load_reader, saved_settings, window_logits
+from kotae.reader_training.features import prepare_eval_features
+from kotae.reader_training.metrics import evaluate_predictions, resolve_language
 
 
 def compute_logits(
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_reader_folder(model_ref: str) -> Path:
-    from reader_training.evaluate import resolve_reference
+    from kotae.reader_training.evaluate import resolve_reference
 
     return resolve_reference(model_ref)
 

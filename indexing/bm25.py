@@ -34,8 +34,8 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
 
-from indexing.store import matches_filter
-from indexing.stores import STORE_TYPES, IndexStore, store_from_dict
+from kotae.indexing.store import matches_filter
+from kotae.indexing.stores import STORE_TYPES, IndexStore, store_from_dict
 
 Tokenizer = Callable[[str], list[str]]
 TOKENIZERS = ("bigram", "fugashi")
@@ -196,8 +196,8 @@ class BM25Retriever:
 
     ### Usage example
     ```python
-    from indexing.bm25 import BM25Retriever
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.bm25 import BM25Retriever
+    from kotae.indexing.store import FaissDocumentStore
 
     retriever = BM25Retriever(FaissDocumentStore("~/.cache/kotae/index/default"), top_k=5)
     documents = retriever.run(query="富士山の高さは？")["documents"]

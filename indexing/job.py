@@ -5,7 +5,7 @@
    settings) and diff against the store's manifest: new, changed, unchanged, removed.
 3. Removed documents' passages are deleted; new and changed documents are split into passages
    sized by the embedder's tokenizer and embedded in length-sorted batches by an engine
-   (:mod:`indexing.engine`: in this process, or on Ray), then committed here, the single writer, in
+   (:mod:`kotae.indexing.engine`: in this process, or on Ray), then committed here, the single writer, in
    chunks (one SQLite transaction each, with the manifest), so a kill loses at most one chunk and
    the next run picks up where this one stopped.
 4. The BM25 index is rebuilt from the store's passages and saved next to it.
@@ -20,139 +20,31 @@ Usage::
 
 from __future__ import annotations
 
+import bisect
 import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from haystack import Document
 
-from indexing.engine import PassageEngine, SplitSettings, make_engine
-from indexing.readers import Problem, SourceDocument, read_corpus
-from indexing.split import Passage
 from kotae.errors import KotaeError
-from pipeline.config import PipelineConfig
+from kotae.indexing.compute import PassageEmbedder, SplitSettings
+from kotae.indexing.embedder import load_embedder
+from kotae.indexing.engine import PassageEngine, make_engine
+from kotae.indexing.readers import Problem, SourceDocument, read_corpus
+from kotae.indexing.settings import IndexJobConfig
+from kotae.indexing.split import Passage
+
+if TYPE_CHECKING:
+    from kotae.indexing.stores import IndexStore
 
 SPLITTER_VERSION = "1"
-
-
-class PassageEmbedder(Protocol):
-    """What the job needs from an embedder: an identity, a token count, a length limit and vectors."""
-
-    @property
-    def fingerprint(self) -> str: ...
-
-    @property
-    def max_tokens(self) -> int: ...
-
-    def count_tokens(self, text: str) -> int: ...
-
-    def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-class SentenceTransformerEmbedder:
-    """Passages embedded by a sentence-transformers model folder, with a passage prefix, normalised.
-
-    The model is loaded on first use, so a re-run with nothing to embed never loads it; token counts
-    and the length limit need only the folder's tokenizer and ``sentence_bert_config.json`` (so a
-    Ray driver never loads the weights). A pickled copy carries neither model nor tokenizer.
-    """
-
-    def __init__(
-        self, model_dir: Path, prefix: str = "", batch_size: int = 32, device: str | None = None
-    ) -> None:
-        self.model_dir = Path(model_dir)
-        self.prefix = prefix
-        self.batch_size = batch_size
-        self.device = device
-        self._model: Any = None
-        self._tokenizer: Any = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_model": None, "_tokenizer": None}
-
-    @property
-    def fingerprint(self) -> str:
-        return f"{self.model_dir.resolve()}|{self.prefix}"
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            from kotae.model_files import load_sentence_transformer
-
-            self._model = load_sentence_transformer(self.model_dir, self.device)  # safetensors only
-        return self._model
-
-    @property
-    def tokenizer(self) -> Any:
-        """The folder's tokenizer (the one the model loads), without the weights when it is at the
-        folder's top level (else the model's own)."""
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            try:
-                self._tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-            except (OSError, ValueError):
-                self._tokenizer = self.model.tokenizer
-        return self._tokenizer
-
-    @property
-    def max_tokens(self) -> int:
-        """Longest passage (in tokens, without special tokens and prefix) the model reads whole."""
-        prefix_tokens = self.count_tokens(self.prefix) if self.prefix else 0
-        settings = self.model_dir / "sentence_bert_config.json"
-        length = (
-            json.loads(settings.read_text(encoding="utf-8")).get("max_seq_length")
-            if settings.is_file()
-            else None
-        )
-        if self._model is not None or not length:
-            length = self.model.max_seq_length
-        return int(length or 512) - 2 - prefix_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return len(
-            self.tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        )
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        vectors = self.model.encode(
-            [self.prefix + text for text in texts],
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-
-def resolve_embedder_dir(ref: str) -> Path:
-    """A local sentence-transformers folder for ``ref``: a directory, or a kotae model alias."""
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from kotae.models import resolve_model
-    except ImportError:  # pragma: no cover - the model registry ships with kotae
-        raise KotaeError(
-            f"embedder model {ref!r}: not a directory, and kotae.models is unavailable"
-        ) from None
-    return Path(resolve_model(ref))
-
-
-def load_embedder(config: PipelineConfig) -> SentenceTransformerEmbedder:
-    """The embedder described by the config's ``embedder`` section."""
-    section = config.embedder
-    return SentenceTransformerEmbedder(
-        resolve_embedder_dir(section.model), section.passage_prefix, section.batch_size, section.device
-    )
 
 
 @dataclass
@@ -225,11 +117,14 @@ def document_hash(document: SourceDocument, fingerprint: str) -> str:
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     digest.update(json.dumps(document.meta, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+    if document.page_starts:  # only paged documents: every other hash stays as it was
+        digest.update(json.dumps(document.page_starts).encode("utf-8"))
     return digest.hexdigest()
 
 
 def passage_documents(document: SourceDocument, digest: str, passages: list[Passage]) -> list[Document]:
-    """Haystack Documents for the passages of one source document."""
+    """Haystack Documents for the passages of one source document (``meta.page``: the 1-based page where a
+    passage of a paged document starts)."""
     stem = hashlib.sha256(document.id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     documents = []
     for passage in passages:
@@ -242,6 +137,8 @@ def passage_documents(document: SourceDocument, digest: str, passages: list[Pass
             start=passage.start,
             end=passage.end,
         )
+        if document.page_starts:
+            meta["page"] = bisect.bisect_right(document.page_starts, passage.start)
         documents.append(Document(id=f"{stem}-{digest[:8]}-{passage.index}", content=passage.text, meta=meta))
     return documents
 
@@ -264,8 +161,8 @@ def index_lock(index_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A bar over the documents to embed; ``advance(documents, passages)``."""
+def _progress(enabled: bool, total: int, console: Any = None) -> Iterator[Callable[[int, int], None]]:
+    """A bar over the documents to embed on ``console`` (default: stderr); ``advance(documents, passages)``."""
     if not enabled or total == 0:
         yield lambda documents, passages: None
         return
@@ -278,7 +175,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]
         MofNCompleteColumn(),
         TextColumn("{task.fields[passages]} passages"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console or Console(stderr=True),
         transient=True,
     ) as progress:
         task = progress.add_task("embed", total=total, passages=0)
@@ -291,8 +188,133 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int, int], None]]
         yield advance
 
 
+Chunk = list[tuple[SourceDocument, str, list[Document]]]
+"""Documents ready to commit: each with its content hash and its passages (with vectors)."""
+
+
+@dataclass
+class Plan:
+    """What a run must do, decided from the corpus and the store's manifest alone (no model, no writes)."""
+
+    removed: list[str]
+    todo: list[tuple[SourceDocument, str]]
+    unchanged: int = 0
+    added: int = 0
+    updated: int = 0
+
+
+def settings_fingerprint(embedder_fingerprint: str, passage_tokens: int, overlap_tokens: int) -> str:
+    """What every stored passage depends on besides its document: the embedder and the split settings."""
+    return f"{embedder_fingerprint}|{passage_tokens}|{overlap_tokens}|split{SPLITTER_VERSION}"
+
+
+def plan_changes(
+    documents: list[SourceDocument], manifest: dict[str, tuple[str, list[str]]], fingerprint: str
+) -> Plan:
+    """Which sources are gone, and which documents are new or changed (by content hash)."""
+    current = {document.id for document in documents}
+    plan = Plan(removed=[key for key in manifest if key not in current], todo=[])
+    for document in documents:
+        digest = document_hash(document, fingerprint)
+        known = manifest.get(document.id)
+        if known is not None and known[0] == digest:
+            plan.unchanged += 1
+            continue
+        plan.todo.append((document, digest))
+        if known is None:
+            plan.added += 1
+        else:
+            plan.updated += 1
+    return plan
+
+
+def split_settings(
+    passage_tokens: int, overlap_tokens: int, embedder_max_tokens: int, batch_size: int
+) -> tuple[SplitSettings, str | None]:
+    """Passage length and overlap within the embedder's limit, and a note when the limit cut them."""
+    note = None
+    max_tokens = passage_tokens
+    if max_tokens > embedder_max_tokens:
+        note = f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder_max_tokens}"
+        max_tokens = embedder_max_tokens
+    return SplitSettings(max_tokens, min(overlap_tokens, max_tokens // 2), batch_size), note
+
+
+def commit_chunk(
+    store: Any,
+    chunk: Chunk,
+    manifest: dict[str, tuple[str, list[str]]],
+    fingerprint: str,
+    summary: IndexSummary,
+) -> None:
+    """One SQLite transaction: the chunk's passages replace its documents' old ones, with the manifest."""
+    from haystack.document_stores.types import DuplicatePolicy
+
+    passages = [p for _, _, ps in chunk for p in ps]
+    old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
+    sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
+    store.apply(
+        write=passages,
+        delete_ids=old,
+        policy=DuplicatePolicy.OVERWRITE,
+        set_sources=sources,
+        set_state={"fingerprint": fingerprint},
+    )
+    summary.passages_added += len(passages)
+    summary.passages_removed += len(old)
+
+
+def compute_and_commit(
+    engine: PassageEngine,
+    todo: list[tuple[SourceDocument, str]],
+    split: SplitSettings,
+    commit_documents: int,
+    commit: Callable[[Chunk], None],
+    progress: bool,
+) -> None:
+    """Run the engine over the documents to do and commit every ``commit_documents`` finished ones."""
+    chunk: Chunk = []
+    with _progress(progress, len(todo)) as advance:
+        for position, pieces, vectors in engine.run([d for d, _ in todo], split):
+            document, digest = todo[position]
+            passages = [
+                replace(passage, embedding=vector.tolist())
+                for passage, vector in zip(passage_documents(document, digest, pieces), vectors, strict=True)
+            ]
+            chunk.append((document, digest, passages))
+            advance(1, len(passages))
+            if len(chunk) >= commit_documents:
+                commit(chunk)
+                chunk = []
+        if chunk:
+            commit(chunk)
+
+
+def _open_store(config: IndexJobConfig, directory: Path, full: bool) -> IndexStore:
+    """The store ``index.store`` names for ``directory``; --full starts over even from a damaged
+    store.sqlite3 (kotae's store)."""
+    from haystack.document_stores.errors import DocumentStoreError
+
+    from kotae.indexing.stores import open_store
+
+    try:
+        return open_store(config, directory, recreate_damaged=full)
+    except DocumentStoreError as error:
+        raise KotaeError(f"index {directory}: {error}") from None
+
+
+def empty_corpus_message(corpus: list[Path], skipped: list[Problem]) -> str:
+    """One line for a corpus that holds no document to index, with the first reason something was skipped."""
+    paths = ", ".join(str(p) for p in corpus[:3]) + (" ..." if len(corpus) > 3 else "")
+    why = f"{len(skipped)} skipped, first {skipped[0].source}: {skipped[0].reason}" if skipped else "no files"
+    return (
+        f"no documents to index in {paths} ({why}); nothing was changed. Point --corpus at .txt, .md, "
+        ".html, .pdf, .docx, .jsonl or SQuAD .json files, or pass --allow-empty to index an empty corpus"
+    )
+
+
 def run_index(
-    config: PipelineConfig,
+    config: IndexJobConfig,
     corpus: list[Path],
     index_dir: Path | None = None,
     full: bool = False,
@@ -300,20 +322,21 @@ def run_index(
     progress: bool = False,
     engine: PassageEngine | None = None,
     ray_input: str | None = None,
+    allow_empty: bool = False,
     follow_symlinks: bool = False,
 ) -> IndexSummary:
     """Bring the index in ``index_dir`` (default: the config's) up to date with ``corpus``.
 
     ``engine`` computes passages and vectors (default: the one ``index.engine`` names, using
     ``embedder``; with Ray, documents reach the workers as ``ray_input``: ``data`` or ``paths``, default ``index.ray_input``);
-    the store is written here only. Symbolic links leaving a corpus folder are skipped (and
-    listed in the summary) unless ``follow_symlinks``.
+    the store is written here only. A corpus with no document is an error (nothing is changed)
+    unless ``allow_empty`` (then the index is emptied to match). Symbolic links leaving a corpus
+    folder are skipped (and listed in the summary) unless ``follow_symlinks``. Steps: read, plan
+    (:func:`plan_changes`), remove, compute and commit (:func:`compute_and_commit`), rebuild BM25.
     """
     from haystack.document_stores.errors import DocumentStoreError
-    from haystack.document_stores.types import DuplicatePolicy
 
-    from indexing.bm25 import load_bm25
-    from indexing.stores import open_store
+    from kotae.indexing.bm25 import load_bm25
 
     started = time.perf_counter()
     missing = [str(p) for p in corpus if not Path(p).expanduser().exists()]
@@ -323,25 +346,24 @@ def run_index(
     settings = config.index
     summary = IndexSummary(index_dir=str(directory), full=full)
 
-    with index_lock(directory):
-        documents, report = read_corpus(
-            list(corpus), max_chars=settings.max_document_chars, follow_symlinks=follow_symlinks
+    documents, report = read_corpus(
+        list(corpus), max_chars=settings.max_document_chars, follow_symlinks=follow_symlinks
+    )
+    summary.skipped, summary.repaired = report.skipped, report.repaired
+    if report.links_skipped:
+        summary.notes.append(
+            f"{report.links_skipped} symbolic link(s) leading out of the corpus folder skipped "
+            "(listed below); --follow-symlinks reads them"
         )
-        summary.skipped, summary.repaired = report.skipped, report.repaired
-        if report.links_skipped:
-            summary.notes.append(
-                f"{report.links_skipped} symbolic link(s) leading out of the corpus folder skipped "
-                "(listed below); --follow-symlinks reads them"
-            )
+    if not documents and not allow_empty:
+        raise KotaeError(empty_corpus_message(corpus, report.skipped))
+    with index_lock(directory):
         if embedder is None:
             embedder = load_embedder(config)
-        fingerprint = f"{embedder.fingerprint}|{settings.passage_tokens}|{settings.overlap_tokens}|split{SPLITTER_VERSION}"
-
-        try:
-            # --full starts over even from a damaged store.sqlite3 (kotae's store)
-            store = open_store(config, directory, recreate_damaged=full)
-        except DocumentStoreError as error:
-            raise KotaeError(f"index {directory}: {error}") from None
+        fingerprint = settings_fingerprint(
+            embedder.fingerprint, settings.passage_tokens, settings.overlap_tokens
+        )
+        store = _open_store(config, directory, full)
         try:
             previous = store.state("fingerprint")
             if not full and previous is not None and previous != fingerprint and store.count_documents():
@@ -350,71 +372,31 @@ def run_index(
             if full:
                 store.delete_all_documents(recreate_index=True)
             manifest = store.source_manifest()
+            plan = plan_changes(documents, manifest, fingerprint)
+            summary.unchanged, summary.added, summary.updated = plan.unchanged, plan.added, plan.updated
 
-            current = {document.id: document for document in documents}
-            removed = [key for key in manifest if key not in current]
-            if removed:
-                old = [pid for key in removed for pid in manifest[key][1]]
-                store.apply(delete_ids=old, delete_sources=removed)
-                summary.removed, summary.passages_removed = len(removed), len(old)
-
-            todo: list[tuple[SourceDocument, str]] = []
-            for document in documents:
-                digest = document_hash(document, fingerprint)
-                known = manifest.get(document.id)
-                if known is not None and known[0] == digest:
-                    summary.unchanged += 1
-                    continue
-                todo.append((document, digest))
-                if known is None:
-                    summary.added += 1
-                else:
-                    summary.updated += 1
-
-            max_tokens, overlap = settings.passage_tokens, settings.overlap_tokens
-            if todo:
-                if max_tokens > embedder.max_tokens:
-                    summary.notes.append(
-                        f"index.passage_tokens {max_tokens} exceeds the embedder's limit; using {embedder.max_tokens}"
-                    )
-                    max_tokens = embedder.max_tokens
-                overlap = min(overlap, max_tokens // 2)
-
-            def commit(chunk: list[tuple[SourceDocument, str, list[Document]]]) -> None:
-                passages = [p for _, _, ps in chunk for p in ps]
-                old = [pid for document, _, _ in chunk for pid in manifest.get(document.id, ("", []))[1]]
-                sources = {document.id: (digest, [p.id for p in ps]) for document, digest, ps in chunk}
-                store.apply(
-                    write=passages,
-                    delete_ids=old,
-                    policy=DuplicatePolicy.OVERWRITE,
-                    set_sources=sources,
-                    set_state={"fingerprint": fingerprint},
+            if plan.removed:
+                old = [pid for key in plan.removed for pid in manifest[key][1]]
+                store.apply(delete_ids=old, delete_sources=plan.removed)
+                summary.removed, summary.passages_removed = len(plan.removed), len(old)
+            if plan.todo:
+                split, note = split_settings(
+                    settings.passage_tokens,
+                    settings.overlap_tokens,
+                    embedder.max_tokens,
+                    config.embedder.batch_size,
                 )
-                summary.passages_added += len(passages)
-                summary.passages_removed += len(old)
-
-            if todo:
-                engine = engine or make_engine(config, embedder, ray_input=ray_input)
-                split = SplitSettings(max_tokens, overlap, config.embedder.batch_size)
-                chunk: list[tuple[SourceDocument, str, list[Document]]] = []
-                with _progress(progress, len(todo)) as advance:
-                    for position, pieces, vectors in engine.run([d for d, _ in todo], split):
-                        document, digest = todo[position]
-                        passages = [
-                            replace(passage, embedding=vector.tolist())
-                            for passage, vector in zip(
-                                passage_documents(document, digest, pieces), vectors, strict=True
-                            )
-                        ]
-                        chunk.append((document, digest, passages))
-                        advance(1, len(passages))
-                        if len(chunk) >= settings.commit_documents:
-                            commit(chunk)
-                            chunk = []
-                    if chunk:
-                        commit(chunk)
-            if previous != fingerprint and not todo and not removed:
+                if note:
+                    summary.notes.append(note)
+                compute_and_commit(
+                    engine or make_engine(settings, embedder, ray_input=ray_input),
+                    plan.todo,
+                    split,
+                    settings.commit_documents,
+                    lambda chunk: commit_chunk(store, chunk, manifest, fingerprint, summary),
+                    progress,
+                )
+            elif previous != fingerprint and not plan.removed:
                 store.apply(set_state={"fingerprint": fingerprint})
 
             load_bm25(store, settings.bm25_tokenizer)  # rebuilt only when the store changed
@@ -425,20 +407,3 @@ def run_index(
             store.close()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def main(argv: list[str] | None = None) -> None:  # pragma: no cover - used by the kill -9 test
-    """``python -m indexing.job CONFIG INDEX_DIR CORPUS...``: run the job, print the JSON summary."""
-    import sys
-
-    from pipeline.config import load_pipeline_config
-
-    args = sys.argv[1:] if argv is None else argv
-    config = load_pipeline_config(args[0])
-    summary = run_index(config, [Path(p) for p in args[2:]], index_dir=Path(args[1]))
-    print(json.dumps(summary.to_json(), ensure_ascii=False))
-    os._exit(0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -38,7 +38,7 @@ while a header exists they read the state it implies (``prepare``: without the n
 either the last committed generation or the next one, never half of one. One writer at a time, as
 with kotae's own store (the job's lock file covers one machine).
 
-Filters are Haystack's own (:func:`~indexing.store.matches_filter`) over the
+Filters are Haystack's own (:func:`~kotae.indexing.store.matches_filter`) over the
 documents read back, exactly as in kotae's store; unfiltered dense retrieval is Milvus's search.
 Embeddings come back as float32, as Milvus stores them.
 
@@ -68,7 +68,7 @@ from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 
-from indexing.store import FaissDocumentStore, _validate_filters, matches_filter
+from kotae.indexing.store import FaissDocumentStore, _validate_filters, matches_filter
 
 TOKEN_VARIABLE = "KOTAE_MILVUS_TOKEN"
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
@@ -167,7 +167,7 @@ class _View:
 class MilvusDocumentStore:
     """Passages in a Milvus collection; kotae's manifest, state and commit journal beside it.
 
-    The same protocol as :class:`~indexing.store.FaissDocumentStore` (Haystack's DocumentStore
+    The same protocol as :class:`~kotae.indexing.store.FaissDocumentStore` (Haystack's DocumentStore
     methods, the extended ones, ``embedding_retrieval``, ``apply``, ``source_manifest``,
     ``generation``), so the indexing job, BM25 and the retrievers use either. Safe to use from several
     threads of one process and from several reading processes; one writing process at a time.

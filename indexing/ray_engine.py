@@ -7,14 +7,14 @@ engine only receives the changed documents. They reach the workers in one of two
 - ``data`` (default): the driver sends their texts (``ray.data.from_items``), longest first so a
   batch holds texts of similar length. Workers need no access to the corpus files.
 - ``paths``: for a cluster with shared storage, the driver sends only file paths and document ids,
-  grouped by file; each worker reads its files itself with :func:`indexing.readers.read_file` (the
+  grouped by file; each worker reads its files itself with :func:`kotae.indexing.readers.read_file` (the
   driver's reader, same cleaning, same ids) and keeps the documents it was asked for. A worker that
   cannot read a file, or reads a text whose hash differs from the driver's (the file changed during
   the run), fails the run in one line; what was committed before stays.
 
 Either way the rows go through ``map_batches`` on an ``ActorPoolStrategy`` pool: each actor loads
 the embedder once, then splits and embeds whole batches of documents with
-:func:`indexing.engine.split_and_embed`, the function the local engine runs. Each result row is one
+:func:`kotae.indexing.compute.split_and_embed`, the function the local engine runs. Each result row is one
 document: its passage offsets and its vectors (float32 bytes); the passage texts are cut from the
 driver's own copy of the document. Workers need the embedder's model folder at the same path.
 
@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from indexing.engine import Computed, SplitSettings, split_and_embed
-from indexing.readers import DEFAULT_MAX_CHARS, ReadReport, SourceDocument, read_file
-from indexing.split import Passage
 from kotae.errors import KotaeError
+from kotae.indexing.compute import Computed, SplitSettings, split_and_embed
+from kotae.indexing.readers import DEFAULT_MAX_CHARS, ReadReport, SourceDocument, read_file
+from kotae.indexing.split import Passage
 
 #: How documents reach the workers: their texts from the driver, or paths the workers read.
 RAY_INPUTS = ("data", "paths")
@@ -129,12 +129,9 @@ class _Worker:
     """One Ray actor: loads the embedder once, then splits and embeds batches of documents sent as text."""
 
     def __init__(self, embedder: Any, settings: SplitSettings, threads: int) -> None:
-        try:
-            import torch
+        import torch
 
-            torch.set_num_threads(threads)
-        except ImportError:  # pragma: no cover - torch ships with kotae
-            pass
+        torch.set_num_threads(threads)
         self.embedder = embedder
         self.settings = settings
 

@@ -1,10 +1,12 @@
 """Read a corpus (files and folders) into source documents, never raising on bad input.
 
 Formats: ``.txt`` and ``.md`` (the file is one document), ``.html``/``.htm`` (visible text via
-selectolax), ``.jsonl`` (one document per line: ``text``, optional ``id``, ``title``, ``meta``) and
+selectolax), ``.pdf`` (text via pypdf, pages joined by :data:`PAGE_BREAK`, with each page's start
+offset in ``page_starts``), ``.docx`` (paragraphs and table rows via python-docx), ``.jsonl`` (one document per line: ``text``, optional ``id``, ``title``, ``meta``) and
 SQuAD-format ``.json`` (each paragraph's context is a document with its article's title).
 Document ids are absolute paths (plus ``#line``/``#id`` or ``#article.paragraph``); for HTML the
-document text, and so every passage offset, refers to the extracted visible text.
+document text, and so every passage offset, refers to the extracted visible text (likewise for PDF
+and DOCX). A binary file with a text extension (a NUL byte in its first 8 KiB) is skipped, not repaired.
 
 Bad input is skipped or repaired, and every case is recorded in a :class:`ReadReport`:
 undecodable bytes are replaced (repaired), empty files and malformed JSON lines are skipped, text
@@ -32,7 +34,14 @@ from typing import Any
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".jsonl", ".json"}
+OFFICE_SUFFIXES = {".pdf", ".docx"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | OFFICE_SUFFIXES | {".jsonl", ".json"}
+
+#: Between the pages of a PDF in the extracted text (a form feed, which also ends a sentence).
+PAGE_BREAK = "\n\f\n"
+
+#: Why a binary file (a program, an image, ...) with a text extension was skipped.
+BINARY_REASON = "binary file (NUL bytes), not text"
 
 #: Default cap on one document's length (characters); longer text is truncated and reported.
 DEFAULT_MAX_CHARS = 5_000_000
@@ -51,6 +60,8 @@ class SourceDocument:
     title: str = ""
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Where each page starts in ``text`` (character offsets, the first 0) for paged formats (PDF).
+    page_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +165,15 @@ def _stays(path: Path, root: Path, report: ReadReport, follow_symlinks: bool) ->
     return False
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def looks_binary(data: bytes) -> bool:
+    """Whether ``data`` is a binary file rather than text: a NUL byte in its first 8 KiB (as git and grep
+    decide), unless it starts with a UTF-16 byte-order mark."""
+    return b"\x00" in data[:8192] and not data.startswith(_UTF16_BOMS)
+
+
 def _decode(data: bytes, source: str, report: ReadReport) -> str | None:
     """UTF-8 (with or without BOM); undecodable bytes are replaced and reported; mostly-binary skipped."""
     try:
@@ -240,6 +260,9 @@ def _read_text_file(path: Path, max_chars: int, report: ReadReport) -> list[Sour
     if not data.strip():
         report.skip(source, "empty file")
         return []
+    if looks_binary(data):
+        report.skip(source, BINARY_REASON)
+        return []
     decoded = _decode(data, source, report)
     if decoded is None:
         return []
@@ -251,6 +274,60 @@ def _read_text_file(path: Path, max_chars: int, report: ReadReport) -> list[Sour
     if text is None:
         return []
     return [SourceDocument(id=source, text=text, title=title, source=source)]
+
+
+def pdf_to_text(path: Path) -> tuple[str, tuple[int, ...], str]:
+    """The text of a PDF (pypdf), its pages joined by :data:`PAGE_BREAK`; where each page starts; its title."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(path)
+    if reader.is_encrypted and not reader.decrypt(""):
+        raise ValueError("encrypted PDF (needs a password)")
+    parts: list[str] = []
+    starts: list[int] = []
+    offset = 0
+    for page in reader.pages:
+        text = (page.extract_text() or "").replace("\x00", "").strip()
+        starts.append(offset)
+        parts.append(text)
+        offset += len(text) + len(PAGE_BREAK)
+    title = reader.metadata.title if reader.metadata is not None else None
+    return PAGE_BREAK.join(parts), tuple(starts), str(title or "")
+
+
+def docx_to_text(path: Path) -> tuple[str, str]:
+    """The text of a Word file (python-docx): paragraphs and table rows in document order, one a line;
+    and its title (document properties)."""
+    import docx
+    from docx.table import Table
+
+    document = docx.Document(str(path))
+    lines: list[str] = []
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            lines.extend("\t".join(cell.text for cell in row.cells) for row in block.rows)
+        else:
+            lines.append(block.text)
+    return "\n".join(lines), document.core_properties.title or ""
+
+
+def _read_office_file(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
+    """A PDF or DOCX file as one document; a file its library cannot read is skipped with the reason."""
+    source = str(path)
+    page_starts: tuple[int, ...] = ()
+    try:
+        if path.suffix.lower() == ".pdf":
+            extracted, page_starts, title = pdf_to_text(path)
+        else:
+            extracted, title = docx_to_text(path)
+    except Exception as error:  # any malformed file: pypdf and python-docx raise many kinds
+        report.skip(source, f"not a readable {path.suffix.lower()[1:].upper()} file ({type(error).__name__})")
+        return []
+    text = _clean(extracted, source, max_chars, report)
+    if text is None:
+        return []
+    page_starts = tuple(start for start in page_starts if start < len(text))  # after a truncation
+    return [SourceDocument(source, text, title or path.stem, source, page_starts=page_starts)]
 
 
 def _read_jsonl(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
@@ -318,6 +395,9 @@ def _read_squad(path: Path, max_chars: int, report: ReadReport) -> list[SourceDo
     if not data.strip():
         report.skip(source, "empty file")
         return []
+    if looks_binary(data):
+        report.skip(source, BINARY_REASON)
+        return []
     decoded = _decode(data, source, report)
     if decoded is None:
         return []
@@ -360,6 +440,8 @@ def read_file(path: Path, report: ReadReport, max_chars: int = DEFAULT_MAX_CHARS
             return _read_jsonl(path, max_chars, report)
         if suffix == ".json":
             return _read_squad(path, max_chars, report)
+        if suffix in OFFICE_SUFFIXES:
+            return _read_office_file(path, max_chars, report)
         return _read_text_file(path, max_chars, report)
     except OSError as error:
         report.skip(path, f"unreadable ({error.strerror or error})")

@@ -7,7 +7,7 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
 
-from indexing.stores import STORE_TYPES, IndexStore, store_from_dict
+from kotae.indexing.stores import STORE_TYPES, IndexStore, store_from_dict
 
 
 @component
@@ -23,8 +23,8 @@ class FaissEmbeddingRetriever:
     from haystack_integrations.components.embedders.sentence_transformers import (
         SentenceTransformersTextEmbedder,
     )
-    from indexing.retriever import FaissEmbeddingRetriever
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.retriever import FaissEmbeddingRetriever
+    from kotae.indexing.store import FaissDocumentStore
 
     store = FaissDocumentStore("~/.cache/kotae/index/default")
     pipeline = Pipeline()

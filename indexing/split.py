@@ -9,6 +9,8 @@ count, so a passage never overflows the model), which keeps this module model-fr
   share up to ``overlap_tokens`` worth of whole sentences.
 - A passage is never cut inside a sentence unless that one sentence alone is too long; then the
   sentence is cut into windows, preferring a whitespace boundary.
+- A form feed (``\\f``, the page break of PDF text) is a hard boundary: no passage, overlap
+  included, spans one, so each passage lies on one page.
 - Every passage keeps ``start``/``end`` character offsets with ``text[start:end] == passage.text``.
 
 Usage::
@@ -98,6 +100,17 @@ def _cut_long(
     return pieces
 
 
+def _sections(text: str, units: list[tuple[int, int]]) -> list[int]:
+    """For each unit, how many form feeds (page breaks) come before it: passages never span one."""
+    sections: list[int] = []
+    count, position = 0, 0
+    for start, _ in units:
+        count += text.count("\f", position, start)
+        position = start
+        sections.append(count)
+    return sections
+
+
 def split_text(
     text: str, count_tokens: TokenCounter, max_tokens: int = 200, overlap_tokens: int = 0
 ) -> list[Passage]:
@@ -123,12 +136,13 @@ def split_text(
                 units.append(piece)
                 counts.append(count_tokens(text[piece[0] : piece[1]]))
 
+    section = _sections(text, units)
     passages: list[Passage] = []
     i = 0
     while i < len(units):
         j = i
         total = counts[i]
-        while j + 1 < len(units) and total + counts[j + 1] <= max_tokens:
+        while j + 1 < len(units) and section[j + 1] == section[i] and total + counts[j + 1] <= max_tokens:
             j += 1
             total += counts[j]
         # Per-sentence counts are not always additive (subword merges at joins); check the whole.
@@ -142,7 +156,7 @@ def split_text(
         # moves forward by at least one sentence.
         k = j + 1
         back = 0
-        while k - 1 > i and back + counts[k - 1] <= overlap_tokens:
+        while k - 1 > i and section[k - 1] == section[j + 1] and back + counts[k - 1] <= overlap_tokens:
             k -= 1
             back += counts[k]
         i = k

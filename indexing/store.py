@@ -30,12 +30,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sqlite3
 import threading
 import time
-import uuid
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -48,10 +45,22 @@ from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
 from haystack.utils.filters import document_matches_filter
 
+from kotae.indexing.faiss_index import (
+    build_faiss_index,
+    check_factory,
+    min_training_vectors,
+    normalise,
+    set_search_parameters,
+)
+from kotae.indexing.vector_file import (
+    VectorFile,
+    read_vector_file,
+    remove_stale_temporaries,
+    write_vector_file,
+)
+
 SQLITE_NAME = "store.sqlite3"
 FAISS_NAME = "vectors.faiss"
-_MAGIC = b"KOTAEFX2"
-_HEADER = len(_MAGIC) + 13  # magic, generation (8 bytes), staging flag (1 byte), CRC-32 of the rest (4)
 _SQL_CHUNK = 900
 
 _SCHEMA = """
@@ -64,108 +73,6 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (key TEXT PRIMARY KEY, hash TEXT NOT NULL, passages TEXT NOT NULL);
 """
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.where(norms == 0.0, 1.0, norms), dtype=np.float32)
-
-
-def min_training_vectors(factory: str, dim: int) -> int:
-    """How many ``dim``-d vectors a factory index needs before it is trained (0 when none)."""
-    import faiss
-
-    probe = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    if probe.is_trained:
-        return 0
-    needed = 256 if "PQ" in factory or "SQ" in factory else 1
-    ivf = faiss.try_extract_index_ivf(probe)
-    if ivf is not None:
-        needed = max(needed, 39 * int(ivf.nlist))
-    return needed
-
-
-def build_faiss_index(
-    factory: str, dim: int, ids: np.ndarray, vectors: np.ndarray, nprobe: int = 16, ef_search: int = 64
-) -> tuple[Any, bool]:
-    """A FAISS inner-product index over normalised ``vectors`` with int64 ``ids``.
-
-    Returns ``(index, staging)``; ``staging`` is True when the factory index needs more vectors to be
-    trained, and the vectors are held in an exact flat index meanwhile.
-    """
-    import faiss
-
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    vectors = _normalise(vectors.reshape(-1, dim)) if len(ids) else np.zeros((0, dim), np.float32)
-    needed = min_training_vectors(factory, dim)
-    index: Any
-    if needed and len(ids) < needed:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        staging = True
-    else:
-        try:
-            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as error:
-            raise DocumentStoreError(f"FAISS factory string {factory!r} is not usable: {error}") from None
-        if not inner.is_trained:
-            rng = np.random.default_rng(0)
-            sample = vectors if len(vectors) <= 200_000 else vectors[rng.choice(len(vectors), 200_000, False)]
-            inner.train(sample)
-        if faiss.try_extract_index_ivf(inner) is not None or isinstance(inner, faiss.IndexIDMap):
-            index = inner
-        else:
-            index = faiss.IndexIDMap2(inner)
-        staging = False
-    if len(ids):
-        index.add_with_ids(vectors, ids)
-    set_search_parameters(index, nprobe=nprobe, ef_search=ef_search)
-    return index, staging
-
-
-def check_factory(factory: str, dim: int) -> None:
-    """Raise a one-line DocumentStoreError when ``factory`` cannot index ``dim``-d vectors."""
-    import faiss
-
-    try:
-        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise DocumentStoreError(
-            f"FAISS factory {factory!r} cannot index {dim}-d vectors ({reason}); "
-            "check index.faiss_factory (e.g. Flat, HNSW32, IVF256,Flat, IVF256,PQ16 with 16 dividing the dimension)"
-        ) from None
-
-
-def set_search_parameters(index: Any, nprobe: int, ef_search: int) -> None:
-    """Set IVF ``nprobe`` and HNSW ``efSearch`` wherever they apply inside ``index``."""
-    import faiss
-
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        ivf.nprobe = nprobe
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-    if hasattr(inner, "hnsw"):
-        inner.hnsw.efSearch = ef_search
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete ``NAME.<pid>.tmp``/``.old`` files and folders left by processes that were killed."""
-    for path in folder.glob("*.*.*"):
-        _, pid, suffix = path.name.rsplit(".", 2)
-        if suffix not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # still running
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
 
 
 def damaged_store_message(folder: str | Path, error: BaseException, rebuild: str | None = None) -> str:
@@ -250,6 +157,13 @@ class FaissDocumentStore:
         self._generation = -1
         self._pending: tuple[list[int], list[tuple[int, np.ndarray]]] = ([], [])
         try:
+            self._conn = self._connect()
+        except sqlite3.Error as error:  # not a database that is damaged: SQLite cannot open the path
+            raise DocumentStoreError(
+                f"{self.path / SQLITE_NAME} cannot be opened ({error}); it must be a writable file "
+                "(or absent) in a writable folder"
+            ) from None
+        try:
             self._open()
         except sqlite3.DatabaseError as error:
             self._conn.close()
@@ -260,13 +174,16 @@ class FaissDocumentStore:
             for name in (SQLITE_NAME, f"{SQLITE_NAME}-wal", f"{SQLITE_NAME}-shm", FAISS_NAME):
                 if (self.path / name).exists():
                     os.replace(self.path / name, self.path / (name + aside))
+            self._conn = self._connect()
             self._open()
 
-    def _open(self) -> None:
-        """Connect to SQLite and load (or rebuild) the FAISS index; sqlite3.DatabaseError if damaged."""
-        self._conn = sqlite3.connect(
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
             self.path / SQLITE_NAME, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+
+    def _open(self) -> None:
+        """Set up the open connection and load (or rebuild) the FAISS index; sqlite3.DatabaseError if damaged."""
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
@@ -302,37 +219,24 @@ class FaissDocumentStore:
         value = self._state("dim")
         return int(value) if value is not None else None
 
-    def _faiss_file_generation(self) -> tuple[int, bool, bytes] | None:
-        try:
-            data = (self.path / FAISS_NAME).read_bytes()
-        except FileNotFoundError:
-            return None
-        if len(data) < _HEADER or not data.startswith(_MAGIC):
-            return None  # an older format, or damaged: rebuilt from SQLite
-        generation = int.from_bytes(data[len(_MAGIC) : len(_MAGIC) + 8], "little")
-        checksum = int.from_bytes(data[len(_MAGIC) + 9 : _HEADER], "little")
-        if zlib.crc32(data[_HEADER:]) != checksum:
-            return None  # damaged (or cut short): never searched, rebuilt from SQLite
-        return generation, bool(data[len(_MAGIC) + 8]), data[_HEADER:]
-
     def _load_vectors(self) -> None:
         """Load the FAISS index if it matches SQLite's generation and factory; otherwise rebuild it."""
         import faiss
 
         generation = self.generation
-        stored = self._faiss_file_generation()
+        stored = read_vector_file(self.path / FAISS_NAME)
         if (
             stored is not None
-            and stored[0] == generation
+            and stored.generation == generation
             and self._state("factory") == self.faiss_factory
             and self.embedding_dim is not None
         ):
             try:
-                index = faiss.deserialize_index(np.frombuffer(stored[2], dtype=np.uint8))
+                index = faiss.deserialize_index(np.frombuffer(stored.payload, dtype=np.uint8))
             except RuntimeError:
                 index = None
             if index is not None and index.d == self.embedding_dim and index.ntotal == self._count_vectors():
-                self._index, self._staging, self._generation = index, stored[1], generation
+                self._index, self._staging, self._generation = index, stored.staging, generation
                 set_search_parameters(index, self.nprobe, self.ef_search)
                 return
         self._rebuild_vectors(generation)
@@ -377,7 +281,7 @@ class FaissDocumentStore:
         self._generation = generation
 
     def _save_vectors(self) -> None:
-        """Write the FAISS index with its generation to a temp file, then atomically replace."""
+        """Write the FAISS index with its generation (:func:`~kotae.indexing.vector_file.write_vector_file`)."""
         import faiss
 
         target = self.path / FAISS_NAME
@@ -385,28 +289,7 @@ class FaissDocumentStore:
             target.unlink(missing_ok=True)
             return
         payload = faiss.serialize_index(self._index).tobytes()
-        header = (
-            _MAGIC
-            + int(self._generation).to_bytes(8, "little")
-            + bytes([int(self._staging)])
-            + zlib.crc32(payload).to_bytes(4, "little")
-        )
-        # unique per writer, also between store objects of one process; the pid stays second to last
-        temporary = self.path / f"{FAISS_NAME}.{uuid.uuid4().hex[:12]}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(header)
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        try:
-            directory = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_vector_file(target, VectorFile(self._generation, self._staging, payload))
 
     def _refresh(self) -> None:
         """Pick up commits made by another store object or process since we last looked."""
@@ -591,7 +474,7 @@ class FaissDocumentStore:
                 self._rebuild_vectors(self._generation)  # enough vectors now: train the real index
                 return
             ids = np.asarray([vid for vid, _ in added], dtype=np.int64)
-            vectors = _normalise(np.vstack([v for _, v in added]))
+            vectors = normalise(np.vstack([v for _, v in added]))
             self._index.add_with_ids(vectors, ids)
 
     # ------------------------------------------------------------------ Haystack protocol
@@ -752,7 +635,7 @@ class FaissDocumentStore:
                     f"The query embedding has {query.shape[1]} dimensions but the store holds "
                     f"{dim}-d embeddings; embed the query with the model the index was built with"
                 )
-            query = _normalise(query)
+            query = normalise(query)
             if filters:
                 _validate_filters(filters)
                 candidates = [
@@ -762,7 +645,7 @@ class FaissDocumentStore:
                 ]
                 if not candidates:
                     return []
-                scores = _normalise(np.asarray([d.embedding for d in candidates])) @ query[0]
+                scores = normalise(np.asarray([d.embedding for d in candidates])) @ query[0]
                 order = np.argsort(-scores, kind="stable")[:top_k]
                 return [
                     replace(
@@ -828,9 +711,10 @@ class FaissDocumentStore:
             index_count = 0 if self._index is None else int(self._index.ntotal)
             if index_count != len(ids):
                 problems.append(f"FAISS holds {index_count} vectors, SQLite {len(ids)}")
-            stored = self._faiss_file_generation()
-            if len(ids) and (stored is None or stored[0] != self.generation):
-                problems.append(f"FAISS file generation {stored and stored[0]} != SQLite {self.generation}")
+            stored = read_vector_file(self.path / FAISS_NAME)
+            if len(ids) and (stored is None or stored.generation != self.generation):
+                found = stored and stored.generation
+                problems.append(f"FAISS file generation {found} != SQLite {self.generation}")
             manifest = self.source_manifest()
             known = {doc_id for (doc_id,) in self._conn.execute("SELECT id FROM documents")}
             listed = {pid for _, pids in manifest.values() for pid in pids}

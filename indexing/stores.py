@@ -13,25 +13,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from indexing.milvus_store import MilvusDocumentStore
-from indexing.store import FaissDocumentStore
+from kotae.indexing.milvus_store import MilvusDocumentStore
+from kotae.indexing.store import FaissDocumentStore
 
 if TYPE_CHECKING:
-    from pipeline.config import PipelineConfig
+    from kotae.indexing.settings import IndexJobConfig
 
 IndexStore = FaissDocumentStore | MilvusDocumentStore
 STORE_TYPES: tuple[type, ...] = (FaissDocumentStore, MilvusDocumentStore)
 MILVUS_LITE_FILE = "milvus.db"
 
 
-def milvus_uri(config: PipelineConfig, directory: Path | None = None) -> str:
+def milvus_uri(config: IndexJobConfig, directory: Path | None = None) -> str:
     """``index.milvus_uri``, or Milvus Lite's file ``milvus.db`` in the index folder when unset."""
     folder = Path(directory).expanduser() if directory is not None else config.index_dir
     return config.index.milvus_uri or str(folder / MILVUS_LITE_FILE)
 
 
 def open_store(
-    config: PipelineConfig, directory: Path | None = None, recreate_damaged: bool = False
+    config: IndexJobConfig, directory: Path | None = None, recreate_damaged: bool = False
 ) -> IndexStore:
     """The store ``config.index.store`` names, for the index in ``directory`` (default: the config's).
 
@@ -59,7 +59,7 @@ def _shared_milvus(folder: Path, uri: str, collection: str, index_type: str) -> 
     return MilvusDocumentStore(folder, uri=uri, collection=collection, index_type=index_type)
 
 
-def milvus_passages(config: PipelineConfig) -> int:
+def milvus_passages(config: IndexJobConfig) -> int:
     """How many passages the config's Milvus collection holds (one connection per process, reused)."""
     settings = config.index
     store = _shared_milvus(

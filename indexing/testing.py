@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.bm25 import bigram_tokenize
+from kotae.indexing.bm25 import bigram_tokenize
 
 _TRAINING_TEXT = [
     "東京は日本の首都です。富士山は日本一高い山である！京都には古い寺が多い？",
@@ -102,7 +102,7 @@ def store_differences(left: Path, right: Path) -> dict:
 
     The engine tests assert on it; ``bench/bench_index_engines.py --compare`` prints it.
     """
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.store import FaissDocumentStore
 
     contents, manifests, problems = [], [], []
     for folder in (left, right):

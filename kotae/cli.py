@@ -22,6 +22,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``kotae --version``: the installed package's version, then exit."""
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"kotae {version('kotae')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", help="Print kotae's version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """kotae (答え): offline-first, Japanese-first open-domain question answering."""
+
+
 def disk_full_message(error: BaseException) -> str | None:
     """One line for a full disk (ENOSPC, or SQLite's "database or disk is full"), else None."""
     import errno
@@ -113,28 +131,28 @@ def models_check(
         typer.echo(f"{question} ↔ {passage}\n  dim={q.shape[0]} cosine={float(q @ p):.3f}")
 
 
-from reader_training.cli import evaluate as _evaluate  # noqa: E402
-from reader_training.cli import train as _train  # noqa: E402
+from kotae.reader_training.cli import evaluate as _evaluate  # noqa: E402
+from kotae.reader_training.cli import train as _train  # noqa: E402
 
 app.command("train")(_train)
 app.command("evaluate")(_evaluate)
 
-from indexing.cli import index as _index  # noqa: E402
+from kotae.pipeline.index_cli import index as _index  # noqa: E402
 
 app.command("index")(_index)
 
-from pipeline.cli import ask as _ask  # noqa: E402
-from pipeline.cli import pipeline_app as _pipeline_app  # noqa: E402
-from pipeline.cli import serve as _serve  # noqa: E402
+from kotae.pipeline.cli import ask as _ask  # noqa: E402
+from kotae.pipeline.cli import pipeline_app as _pipeline_app  # noqa: E402
+from kotae.pipeline.cli import serve as _serve  # noqa: E402
 
 app.command("ask")(_ask)
 app.command("serve")(_serve)
 app.add_typer(_pipeline_app, name="pipeline")
 
-from pipeline.eval_cli import eval_command as _eval  # noqa: E402
+from kotae.pipeline.eval_cli import eval_command as _eval  # noqa: E402
 
 app.command("eval")(_eval)
 
-from pipeline.feedback_cli import feedback_app as _feedback_app  # noqa: E402
+from kotae.pipeline.feedback_cli import feedback_app as _feedback_app  # noqa: E402
 
 app.add_typer(_feedback_app, name="feedback")

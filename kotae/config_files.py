@@ -11,6 +11,34 @@ from pydantic import ValidationError
 
 from kotae.errors import KotaeError
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The configs that travel inside the package (the repository's ``configs/``, linked as ``kotae/configs``)."""
+
+
+def shipped_config_names(kind: str) -> list[str]:
+    """Names of the shipped ``configs/<kind>/*.yaml`` files, sorted (``kind`` is ``pipeline`` or ``train``)."""
+    return sorted(path.stem for path in (SHIPPED_CONFIGS / kind).glob("*.yaml"))
+
+
+def resolve_config(value: str | Path, kind: str) -> Path:
+    """A ``--config`` value as a file: an existing path as given, else a shipped config's name.
+
+    ``default`` (``dense``, ``bm25``, ...) means ``configs/<kind>/default.yaml`` inside the installed
+    package, so it works from any folder and from a wheel. A value that looks like a path (has a
+    folder or a ``.yaml``/``.yml`` suffix) is returned unchanged and read as a path.
+    """
+    path = Path(value)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or len(path.parts) != 1:
+        return path
+    shipped = SHIPPED_CONFIGS / kind / f"{path.name}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_config_names(kind))
+    raise KotaeError(
+        f"--config {value}: no such file and no shipped {kind} config of that name; "
+        f"give a YAML path or one of: {names}"
+    )
+
 
 def read_yaml_mapping(path: str | Path, expected: str) -> dict[str, Any]:
     """The mapping in a YAML file; ``expected`` names its keys for the error when it is not one."""

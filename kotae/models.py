@@ -34,6 +34,16 @@ def kotae_home() -> Path:
     return Path(os.environ.get("KOTAE_HOME", "~/.cache/kotae")).expanduser()
 
 
+def expand_home(path: str | Path) -> Path:
+    """``path`` with a leading ``$KOTAE_HOME`` (or ``${KOTAE_HOME}``) replaced by :func:`kotae_home`, and ``~``
+    expanded: ``$KOTAE_HOME/index/default`` is the default index folder."""
+    text = str(path)
+    for variable in ("$KOTAE_HOME", "${KOTAE_HOME}"):
+        if text == variable or text.startswith(variable + "/"):
+            return kotae_home() / text[len(variable) :].lstrip("/")
+    return Path(text).expanduser()
+
+
 def models_dir() -> Path:
     return kotae_home() / "models"
 

@@ -3,7 +3,7 @@
 Pure functions, no model. A passage written by ``kotae index`` carries ``meta["start"]``, its
 character offset in the source document, so a span ``[start, end)`` in the passage is
 ``[meta.start + start, meta.start + end)`` in the source. Sentences are found by the indexing
-splitter's own sentence rule (:func:`indexing.split.sentence_spans`), so ``。！？`` end Japanese
+splitter's own sentence rule (:func:`kotae.indexing.split.sentence_spans`), so ``。！？`` end Japanese
 sentences exactly as they do when passages are cut.
 
 Example::
@@ -17,7 +17,7 @@ from typing import Any
 
 from haystack import Document, ExtractedAnswer
 
-from indexing.split import sentence_spans
+from kotae.indexing.split import sentence_spans
 
 MAX_CONTEXT_CHARS = 240
 
@@ -66,6 +66,7 @@ def answer_record(answer: ExtractedAnswer) -> dict[str, Any]:
             "context": None,
             "context_start": None,
             "context_end": None,
+            "page": None,
         }
     passage_start, passage_end = answer.document_offset.start, answer.document_offset.end
     if answer.context is not None and answer.context_offset is not None:
@@ -92,4 +93,5 @@ def answer_record(answer: ExtractedAnswer) -> dict[str, Any]:
         "context": context,
         "context_start": context_start,
         "context_end": context_end,
+        "page": meta.get("page"),
     }

@@ -1,4 +1,4 @@
-"""A Haystack pipeline from a :class:`~pipeline.config.PipelineConfig`, and loading one back safely.
+"""A Haystack pipeline from a :class:`~kotae.pipeline.config.PipelineConfig`, and loading one back safely.
 
 The retriever section decides the front of the pipeline, the reader section its end::
 
@@ -7,7 +7,7 @@ The retriever section decides the front of the pipeline, the reader section its 
     hybrid:  query_embedder ──► dense_retriever ─┐
                                  bm25_retriever ─┴► joiner (RRF) ─────► reader
 
-``reader.type`` picks kotae's :class:`~pipeline.reader.KotaeExtractiveReader` or transformers-haystack's
+``reader.type`` picks kotae's :class:`~kotae.pipeline.reader.KotaeExtractiveReader` or transformers-haystack's
 ``TransformersExtractiveReader`` on the same model.
 
 Pipeline YAML (``Pipeline.dumps``) is loaded back with :func:`load_pipeline_yaml`, which first checks
@@ -36,17 +36,17 @@ import yaml
 
 from kotae.errors import IndexUnavailable, KotaeError
 from kotae.model_files import SAFE_MODEL_KWARGS, require_safetensors
-from pipeline.config import PipelineConfig
+from kotae.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
     from haystack import Pipeline
 
 KOTAE_MODULES: tuple[str, ...] = (
-    "pipeline.reader",
-    "indexing.retriever",
-    "indexing.bm25",
-    "indexing.store",
-    "indexing.milvus_store",
+    "kotae.pipeline.reader",
+    "kotae.indexing.retriever",
+    "kotae.indexing.bm25",
+    "kotae.indexing.store",
+    "kotae.indexing.milvus_store",
 )
 """kotae modules whose classes a pipeline YAML may name."""
 
@@ -89,7 +89,7 @@ def require_index(
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
             count = int(connection.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
     except sqlite3.Error as error:
-        from indexing.store import damaged_store_message
+        from kotae.indexing.store import damaged_store_message
 
         rebuild = f"{index_command(config_path, index_dir)} --full"
         raise IndexUnavailable(damaged_store_message(index_dir, error, rebuild)) from None
@@ -103,7 +103,7 @@ def require_index(
 def _require_milvus(config: PipelineConfig, index_dir: Path, config_path: str | Path | None) -> int:
     from haystack.document_stores.errors import DocumentStoreError
 
-    from indexing.stores import milvus_passages
+    from kotae.indexing.stores import milvus_passages
 
     try:
         count = milvus_passages(config)
@@ -115,6 +115,78 @@ def _require_milvus(config: PipelineConfig, index_dir: Path, config_path: str | 
             f"build the index first: {index_command(config_path, index_dir)}"
         )
     return count
+
+
+def index_state(index_dir: Path, key: str) -> str | None:
+    """A value the index job recorded in ``index_dir``'s store (``set_state``), read read-only; None if absent."""
+    import sqlite3
+
+    path = index_dir / STORE_FILE
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            row = connection.execute("SELECT value FROM state WHERE key = ?", (f"user.{key}",)).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def _folder_digest(folder: Path) -> str:
+    """A digest of a model folder's weights (the ``.safetensors`` files kotae loads): names, sizes and
+    their first and last MiB, so copies agree whatever else lies beside them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder)}|{size}|".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), 2)
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def same_model(recorded: Path, wanted: Path) -> bool:
+    """Whether the folder an index was built with and the one asked with hold the same model: a copy
+    counts; when the recorded folder is gone (``$KOTAE_HOME`` moved), the same folder name does."""
+    if not recorded.is_dir():
+        return recorded.name == wanted.name
+    return _folder_digest(recorded) == _folder_digest(wanted)
+
+
+def require_same_embedder(config: PipelineConfig, config_path: str | Path | None = None) -> None:
+    """Refuse, in one line naming both, to retrieve densely with another embedder than the index's.
+
+    The index job records its embedder's fingerprint (model folder and passage prefix); questions
+    embedded by another model would be compared with meaningless vectors. Another folder holding
+    the same model (:func:`same_model`), BM25-only retrieval and indexes without a record pass.
+    """
+    if config.retriever.type == "bm25":
+        return
+    from kotae.indexing.embedder import SentenceTransformerEmbedder, resolve_embedder_dir
+
+    recorded = index_state(config.index_dir, "fingerprint")
+    if recorded is None:
+        return
+    wanted = SentenceTransformerEmbedder(
+        resolve_embedder_dir(config.embedder.model), config.embedder.passage_prefix
+    ).fingerprint
+    if recorded.startswith(wanted + "|"):
+        return
+    built_with = recorded.split("|", 1)[0]
+    asked_with = wanted.split("|", 1)[0]
+    same_prefix = recorded.startswith(f"{built_with}|{config.embedder.passage_prefix}|")
+    if same_prefix and same_model(Path(built_with), Path(asked_with)):
+        return
+    if built_with == asked_with:
+        built_with += f" (passage prefix {recorded.split('|')[1]!r})"
+        asked_with += f" (passage prefix {config.embedder.passage_prefix!r})"
+    raise KotaeError(
+        f"the index at {config.index_dir} was built with embedder {built_with}, but this run embeds "
+        f"questions with {config.embedder.model} ({asked_with}); set embedder.model to the index's "
+        f"(--set embedder.model=...) or rebuild the index: {index_command(config_path, config.index_dir)} --full"
+    )
 
 
 def check_reader_model(ref: str) -> None:
@@ -142,9 +214,9 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     ``check_models=False`` keeps the reader model reference as written, without checking it exists
     (for showing a pipeline before its reader is trained).
     """
-    from indexing.bm25 import BM25Retriever
-    from indexing.retriever import FaissEmbeddingRetriever
-    from indexing.stores import open_store
+    from kotae.indexing.bm25 import BM25Retriever
+    from kotae.indexing.retriever import FaissEmbeddingRetriever
+    from kotae.indexing.stores import open_store
 
     retriever, reader = config.retriever, config.reader
     components: dict[str, Any] = {}
@@ -154,7 +226,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             SentenceTransformersTextEmbedder,
         )
 
-        from indexing.job import resolve_embedder_dir
+        from kotae.indexing.embedder import resolve_embedder_dir
 
         embedder_dir = resolve_embedder_dir(config.embedder.model)
         if check_models:
@@ -187,7 +259,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
         check_reader_model(reader.model)
         require_safetensors(reader.model, "reader")  # a folder; an alias is checked once resolved
     if reader.type == "kotae":
-        from pipeline.reader import KotaeExtractiveReader
+        from kotae.pipeline.reader import KotaeExtractiveReader
 
         components["reader"] = KotaeExtractiveReader(
             model=reader.model,
@@ -206,7 +278,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     else:
         from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 
-        from reader_training.evaluate import resolve_reference, saved_settings
+        from kotae.reader_training.evaluate import resolve_reference, saved_settings
 
         model = reader.model
         trained: dict[str, Any] = {}

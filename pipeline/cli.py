@@ -1,4 +1,4 @@
-"""``kotae ask``, ``kotae serve`` and ``kotae pipeline show``: thin typer shells over :mod:`pipeline.qa`.
+"""``kotae ask``, ``kotae serve`` and ``kotae pipeline show``: thin typer shells over :mod:`kotae.pipeline.qa`.
 
 Heavy imports (torch, transformers, Haystack) happen inside the commands so ``kotae --help`` stays fast.
 """
@@ -17,7 +17,9 @@ pipeline_app = typer.Typer(help="Inspect the Haystack pipeline a config builds."
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="pipeline YAML, e.g. configs/pipeline/default.yaml (default: built-in)"
+        "--config",
+        "-c",
+        help="pipeline YAML path, or a shipped config: default, dense, bm25 (default: built-in settings)",
     ),
 ]
 SetOption = Annotated[
@@ -36,16 +38,13 @@ def _quiet() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    try:
-        from transformers.utils import logging as transformers_logging
+    from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
+    transformers_logging.disable_progress_bar()
 
 
 def _load_config(config: Path | None, set_: list[str] | None, index_dir: Path | None = None) -> Any:
-    from pipeline.config import load_pipeline_config
+    from kotae.pipeline.config import load_pipeline_config
 
     overrides = list(set_ or [])
     if index_dir is not None:
@@ -73,8 +72,8 @@ def ask(
     """
     _quiet()
     from kotae.errors import KotaeError
-    from pipeline.answers import answer_record
-    from pipeline.qa import QuestionAnswerer
+    from kotae.pipeline.answers import answer_record
+    from kotae.pipeline.qa import QuestionAnswerer
 
     for question in questions:
         if not question.strip():
@@ -113,7 +112,8 @@ def _print_answers(question: str, records: list[dict[str, Any]]) -> None:
         console.print(head)
         where = printable(record["source"] or record["document_id"])
         title = f" ({printable(record['title'])})" if record["title"] else ""
-        console.print(Text(f"   {where}{title}  chars {record['start']}-{record['end']}", style="dim"))
+        page = f"  page {record['page']}" if record.get("page") else ""
+        console.print(Text(f"   {where}{title}{page}  chars {record['start']}-{record['end']}", style="dim"))
         text, start, end = record["context"], record["context_start"], record["context_end"]
         context = Text("   ")
         context.append(printable(text[:start]))
@@ -172,8 +172,8 @@ def serve(
     import uvicorn
 
     from kotae.errors import KotaeError
-    from pipeline.guards import ServerAccess, check_bind, uvicorn_config
-    from pipeline.server import ServerLimits, create_app
+    from kotae.pipeline.guards import ServerAccess, check_bind, uvicorn_config
+    from kotae.pipeline.server import ServerLimits, create_app
 
     api_key = api_key or None
     check_bind(host, api_key, insecure)
@@ -205,6 +205,6 @@ def serve(
 def show(config: ConfigOption = None, set_: SetOption = None, index_dir: IndexOption = None) -> None:
     """Print the Haystack pipeline YAML (Pipeline.dumps) the config builds; no model is loaded."""
     _quiet()
-    from pipeline.build import build_pipeline
+    from kotae.pipeline.build import build_pipeline
 
     typer.echo(build_pipeline(_load_config(config, set_, index_dir), check_models=False).dumps(), nl=False)

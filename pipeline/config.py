@@ -6,84 +6,15 @@ A misspelt key or a bad value fails with one line naming the key, the value and 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from kotae.config_files import apply_overrides, describe_validation_error, read_yaml_mapping
+from kotae.config_files import apply_overrides, describe_validation_error, read_yaml_mapping, resolve_config
 from kotae.errors import KotaeError
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class EmbedderConfig(_Section):
-    """The sentence embedder used for passages (indexing) and questions (dense retrieval)."""
-
-    model: str = "multilingual-e5-small"
-    query_prefix: str = "query: "
-    passage_prefix: str = "passage: "
-    batch_size: int = Field(32, gt=0)
-    device: str | None = None
-
-
-class IndexConfig(_Section):
-    """Where and how passages are stored, and which engine computes them.
-
-    ``engine: ray`` splits and embeds on Ray actors (``pip install 'kotae[ray]'``): ``ray_address``
-    joins a running cluster (``auto``, ``host:port``, ``ray://host:10001``; empty starts Ray on this
-    machine for the run), ``ray_workers`` actors each take ``ray_batch_size`` documents per call and
-    ask for ``ray_cpus_per_worker`` CPUs (fractional, so a small machine never deadlocks) and
-    ``ray_gpus_per_worker`` GPUs. ``ray_input`` is how documents reach the workers: ``data`` (sent by
-    the driver) or ``paths`` (workers read the files; needs shared storage). See docs/scaling.md.
-
-    ``store`` is where passages live: ``kotae`` (FAISS + SQLite in ``dir``) or ``milvus``
-    (``pip install 'kotae[milvus]'``): collection ``milvus_collection`` at ``milvus_uri``, a file
-    path for Milvus Lite in this process (default ``<dir>/milvus.db``) or ``http://host:19530`` for
-    a server; a token comes from the environment (``KOTAE_MILVUS_TOKEN``), never from this file.
-    ``dir`` then keeps only local files (BM25 index, feedback labels, the job's lock).
-    """
-
-    dir: str = "~/.cache/kotae/index/default"
-    store: Literal["kotae", "milvus"] = "kotae"
-    milvus_uri: str | None = None
-    milvus_collection: str = "kotae"
-    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX"] = "FLAT"
-    faiss_factory: str = "Flat"
-    passage_tokens: int = Field(200, gt=8)
-    overlap_tokens: int = Field(32, ge=0)
-    bm25_tokenizer: Literal["bigram", "fugashi"] = "fugashi"
-    faiss_nprobe: int = Field(16, gt=0)
-    commit_documents: int = Field(256, gt=0)
-    max_document_chars: int = Field(5_000_000, gt=0)
-    engine: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
-    ray_workers: int = Field(2, gt=0)
-    ray_batch_size: int = Field(64, gt=0)
-    ray_cpus_per_worker: float = Field(0.5, gt=0)
-    ray_gpus_per_worker: float = Field(0.0, ge=0)
-    ray_input: Literal["data", "paths"] = "data"
-
-    @field_validator("milvus_uri")
-    @classmethod
-    def _no_credentials(cls, value: str | None) -> str | None:
-        if value and ("@" in value.split("/")[2 if "://" in value else 0] or "token=" in value):
-            raise ValueError(
-                "index.milvus_uri must not carry credentials; set the token in the environment variable KOTAE_MILVUS_TOKEN"
-            )
-        return value
-
-    @field_validator("milvus_collection")
-    @classmethod
-    def _collection_name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,180}", value):
-            raise ValueError(
-                f"index.milvus_collection {value!r} must be letters, digits and underscores, starting with a letter (e.g. kotae)"
-            )
-        return value
+from kotae.indexing.settings import EmbedderConfig, IndexConfig
+from kotae.indexing.settings import Section as _Section
 
 
 class RetrieverConfig(_Section):
@@ -141,20 +72,30 @@ class PipelineConfig(_Section):
 
     @property
     def index_dir(self) -> Path:
-        return Path(self.index.dir).expanduser()
+        """``index.dir`` with ``$KOTAE_HOME`` and ``~`` expanded."""
+        from kotae.models import expand_home
+
+        return expand_home(self.index.dir)
 
 
 def load_pipeline_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> PipelineConfig:
-    """Read a pipeline YAML (or the defaults when ``path`` is None), apply overrides, validate."""
+    """Read a pipeline YAML (or the defaults when ``path`` is None), apply overrides, validate.
+
+    ``path`` may also name a shipped config (``default``, ``dense``, ``bm25``): see
+    :func:`kotae.config_files.resolve_config`.
+    """
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
+        path = resolve_config(path, "pipeline")
         source = str(path)
         raw = read_yaml_mapping(path, "sections (embedder, index, retriever, reader)")
     raw = apply_overrides(raw, overrides or [], example="reader.top_k=3")
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise KotaeError(describe_validation_error(error, source, "configs/pipeline/default.yaml")) from None
+        raise KotaeError(
+            describe_validation_error(error, source, "kotae pipeline show --config default")
+        ) from None

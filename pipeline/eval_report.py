@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluation import EvalQuestion, QuestionResult
+from kotae.pipeline.evaluation import EvalQuestion, QuestionResult
 
 RECALL_PLOT = "recall_at_k.png"
 LATENCY_PLOT = "latency.png"

@@ -1,17 +1,17 @@
 """Open-domain evaluation, the functional core of ``kotae eval``: hit rules, recall@k, MRR, latency.
 
-Pure functions, no model and no I/O; :mod:`pipeline.eval_cli` runs the pipeline and calls them.
+Pure functions, no model and no I/O; :mod:`kotae.pipeline.eval_job` runs the pipeline and calls them.
 
 The rules:
 
 - A retrieved passage is a **hit** for a question when it contains one of the question's gold
   answer strings (exact substring) *and* comes from the question's own context: its
   ``meta["document_id"]`` is the id ``kotae index`` gave that SQuAD paragraph
-  (:func:`indexing.readers.squad_paragraph_id`). A passage of another paragraph that happens to
+  (:func:`kotae.indexing.readers.squad_paragraph_id`). A passage of another paragraph that happens to
   contain the same string counts only for ``recall@k_any``.
 - ``recall@k`` is the fraction (0-1) of questions with a hit among the first ``k`` passages; ``MRR``
   is the mean of 1/rank of the first hit (0 when none is retrieved).
-- EM/F1 (percent, 0-100) are :mod:`reader_training.metrics`'s, with the language chosen per example
+- EM/F1 (percent, 0-100) are :mod:`kotae.reader_training.metrics`'s, with the language chosen per example
   from the question, as ``kotae evaluate`` does: one implementation of the metrics.
 - Latency percentiles interpolate linearly between order statistics, as ``numpy.percentile`` does.
 
@@ -29,8 +29,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from indexing.readers import squad_paragraph_id
-from reader_training.metrics import Language, resolve_language, score_example
+from kotae.indexing.readers import squad_paragraph_id
+from kotae.reader_training.metrics import Language, resolve_language, score_example
 
 RECALL_KS: tuple[int, ...] = (1, 5, 20)
 """The recall cut-offs ``kotae eval`` reports; retrieval runs at least ``max(RECALL_KS)`` deep."""

@@ -248,7 +248,7 @@ def stale_labels(labels: Iterable[Label], current: Callable[[Label], str | None]
 
 
 def store_lookup(store: Any) -> Callable[[Label], str | None]:
-    """``current`` for :func:`stale_labels` over a :class:`~indexing.store.FaissDocumentStore`."""
+    """``current`` for :func:`stale_labels` over a :class:`~kotae.indexing.store.FaissDocumentStore`."""
     manifest: dict[str, tuple[str, list[str]]] | None = None
 
     def current(label: Label) -> str | None:

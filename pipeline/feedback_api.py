@@ -1,9 +1,9 @@
-"""``POST /feedback``: a user's verdict on one answer, stored by :mod:`pipeline.feedback`.
+"""``POST /feedback``: a user's verdict on one answer, stored by :mod:`kotae.pipeline.feedback`.
 
 The client names the passage (``passage_id``, as ``/api/ask`` returns it) and gives spans as
 character offsets in that passage; the server reads the passage from the index, so the stored text,
 hash, document, reader model and index generation are the server's, never the client's. The route
-sits behind the same API key as ``/ask`` (:mod:`pipeline.guards` guards every non-public path) and
+sits behind the same API key as ``/ask`` (:mod:`kotae.pipeline.guards` guards every non-public path) and
 the same body-size limit; a bad field gets 422, an unknown passage 404, each with one line.
 
 Example::
@@ -23,9 +23,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kotae.errors import KotaeError
-from pipeline.config import PipelineConfig
-from pipeline.feedback import FeedbackStore, Label, Verdict, open_feedback
-from pipeline.qa import QuestionAnswerer
+from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.feedback import FeedbackStore, Label, Verdict, open_feedback
+from kotae.pipeline.qa import QuestionAnswerer
 
 MAX_QUESTION_CHARS = 1000
 MAX_OFFSET = 10_000_000
@@ -69,7 +69,7 @@ def _index_store(config: PipelineConfig, qa: QuestionAnswerer) -> Any:
     for name in ("bm25_retriever", "dense_retriever"):
         if pipeline is not None and name in qa.components:
             return pipeline.get_component(name).document_store
-    from indexing.stores import open_store
+    from kotae.indexing.stores import open_store
 
     return open_store(config)
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from kotae.errors import KotaeError
-from pipeline.cli import ConfigOption, IndexOption, SetOption, _load_config
+from kotae.pipeline.cli import ConfigOption, IndexOption, SetOption, _load_config
 
 feedback_app = typer.Typer(
     help="Users' verdicts on answers: list them, export them as SQuAD v2.0 for `kotae train`.",
@@ -28,7 +28,7 @@ SinceOption = Annotated[
 
 def _labels(config: Path | None, set_: list[str] | None, index_dir: Path | None, since: str | None) -> Any:
     """The labels (oldest first) and the ids of the stale ones."""
-    from pipeline.feedback import FEEDBACK_NAME, open_feedback, parse_since, stale_labels, store_lookup
+    from kotae.pipeline.feedback import FEEDBACK_NAME, open_feedback, parse_since, stale_labels, store_lookup
 
     settings = _load_config(config, set_, index_dir)
     folder = settings.index_dir
@@ -42,7 +42,7 @@ def _labels(config: Path | None, set_: list[str] | None, index_dir: Path | None,
     finally:
         feedback.close()
     if settings.index.store == "milvus" or (folder / "store.sqlite3").is_file():
-        from indexing.stores import open_store
+        from kotae.indexing.stores import open_store
 
         store = open_store(settings)
         try:
@@ -66,8 +66,8 @@ def list_labels(
 
     Control characters in the posted text are shown as escapes (``\\x1b``, ``\\n``); ``--json`` is unchanged.
     """
+    from kotae.pipeline.feedback import squad_export
     from kotae.terminal import printable
-    from pipeline.feedback import squad_export
 
     labels, stale = _labels(config, set_, index_dir, since)
     for label in labels:
@@ -108,7 +108,7 @@ def export_labels(
     seed: Annotated[int, typer.Option(help="seed of the held-out choice")] = 13,
 ) -> None:
     """Write the labels as SQuAD v2.0: corrections and confirmations as answers, no_answer as unanswerable."""
-    from pipeline.feedback import squad_export
+    from kotae.pipeline.feedback import squad_export
 
     labels, stale = _labels(config, set_, index_dir, since)
     data, heldout, counts = squad_export(labels, stale, skip_stale, holdout, seed)

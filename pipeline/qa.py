@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kotae.errors import IndexUnavailable, KotaeError
-from pipeline.config import PipelineConfig
+from kotae.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
     from haystack import ExtractedAnswer, Pipeline
@@ -38,11 +38,14 @@ class QuestionAnswerer:
     def from_config(
         cls, config: PipelineConfig, config_path: str | Path | None = None, warm_up: bool = True
     ) -> QuestionAnswerer:
-        """Check the index exists and the reader model is findable, build the pipeline, load the models."""
-        from pipeline.build import build_pipeline, require_index
+        """Check the index exists and was built with this embedder and the reader model is findable;
+        build the pipeline, load the models."""
+        from kotae.pipeline.build import build_pipeline, require_index, require_same_embedder
 
         require_index(config.index_dir, config_path, config)
-        answerer = cls(build_pipeline(config), config)
+        pipeline = build_pipeline(config)  # refuses unsafe model files first
+        require_same_embedder(config, config_path)
+        answerer = cls(pipeline, config)
         if warm_up:
             answerer.warm_up()
         return answerer
@@ -101,7 +104,7 @@ class QuestionAnswerer:
 
     def _damaged(self, component: str | None, error: sqlite3.DatabaseError) -> str:
         """The damaged-store line for the store behind ``component`` (else the config's index)."""
-        from indexing.store import damaged_store_message
+        from kotae.indexing.store import damaged_store_message
 
         instance = (
             self.pipeline.get_component(component) if component and component in self.components else None

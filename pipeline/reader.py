@@ -1,11 +1,12 @@
 """kotae's extractive reader as a Haystack component: the decoder ``kotae evaluate`` scores, over many passages.
 
-All retrieved passages are windowed together (:func:`reader_training.features.tokenize_windows`),
-run through the model in length-sorted batches (:func:`reader_training.evaluate.window_logits`) and
-decoded in one go by :func:`reader_training.decode.decode`, whose raw ``start + end`` logit sums are
-comparable across passages, so answers are ranked globally. This is the same windowing and the
-same decoder as ``kotae evaluate``: on one passage the pipeline's best answer is exactly the
-answer that was scored.
+All retrieved passages are windowed together (:func:`kotae.reader_training.features.tokenize_windows`),
+run through the model in length-sorted batches (:func:`kotae.reader_training.evaluate.window_logits`) and
+decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
+``relative_scores=True`` (the default) a span scores its margin over its own window's no-answer
+score, because raw ``start + end`` logit sums of different passages are on different scales; with
+``False`` it scores the raw sum. This is the same windowing and the same decoder as
+``kotae evaluate``: on one passage the pipeline's best answer is exactly the answer that was scored.
 
 Offsets are characters (Japanese has no word boundaries): ``document_offset`` is the span in the
 passage; ``meta["source_start"]``/``meta["source_end"]`` are the span in the original source
@@ -20,7 +21,7 @@ from typing import Any
 
 from haystack import Document, ExtractedAnswer, component, default_from_dict, default_to_dict
 
-from pipeline.answers import sentence_around, source_span
+from kotae.pipeline.answers import sentence_around, source_span
 
 
 @component
@@ -28,7 +29,7 @@ class KotaeExtractiveReader:
     """Finds the answer span to a question in a list of passages, ranking spans across all of them.
 
     Spans are ranked by their margin over their own window's no-answer (CLS) score
-    (``relative_scores=True``, see ``reader_training.decode``): raw logit sums of different passages
+    (``relative_scores=True``, see ``kotae.reader_training.decode``): raw logit sums of different passages
     are on different scales, and the margin picks the right passage far more often. The score of an
     answer is its share of probability among the decoded candidate spans (and the no-answer score):
     a softmax over those margins, so its order is the decoder's order; the margin is kept in
@@ -37,7 +38,7 @@ class KotaeExtractiveReader:
     ### Usage example
     ```python
     from haystack import Document
-    from pipeline.reader import KotaeExtractiveReader
+    from kotae.pipeline.reader import KotaeExtractiveReader
 
     reader = KotaeExtractiveReader(model="path/to/reader", top_k=3)
     reader.warm_up()
@@ -111,8 +112,8 @@ class KotaeExtractiveReader:
         self.relative_scores = relative_scores
         self._model: Any = None
         self._tokenizer: Any = None
-        self._refine: Any = None  # reader_training.edges.EdgeRefiner when the model folder has a table
-        self.settings: Any = None  # reader_training.evaluate.DecodeSettings, set by warm_up
+        self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
+        self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component to a dictionary."""
@@ -143,8 +144,8 @@ class KotaeExtractiveReader:
             return
         import torch
 
-        from reader_training.edges import edge_refiner_from_folder
-        from reader_training.evaluate import DecodeSettings, load_reader, saved_settings
+        from kotae.reader_training.edges import edge_refiner_from_folder
+        from kotae.reader_training.evaluate import DecodeSettings, load_reader, saved_settings
 
         model, tokenizer, folder = load_reader(self.model)
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -186,9 +187,9 @@ class KotaeExtractiveReader:
             in ``meta``, the sentence around the answer as ``context``, and a score.
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
-        from reader_training.decode import WindowLogits, choose_answer, decode, softmax
-        from reader_training.evaluate import window_logits
-        from reader_training.features import tokenize_windows
+        from kotae.reader_training.decode import WindowLogits, choose_answer, decode, softmax
+        from kotae.reader_training.evaluate import window_logits
+        from kotae.reader_training.features import tokenize_windows
 
         top_k = self.top_k if top_k is None else top_k
         if top_k <= 0:

@@ -8,7 +8,7 @@
   (pipeline/web.py); FastAPI's Swagger UI and ReDoc, which load scripts from a CDN, are off.
 
 The pipeline is built and its models loaded once, when the app is created. Requests run in
-FastAPI's thread pool, and :class:`~pipeline.qa.QuestionAnswerer` lets one question at a time
+FastAPI's thread pool, and :class:`~kotae.pipeline.qa.QuestionAnswerer` lets one question at a time
 through the pipeline (its components are not assumed to be thread-safe). Bodies larger than
 ``max_body_bytes`` get 413, malformed JSON 400, bad fields 422, each with a one-line ``error``. An
 index that SQLite can no longer read (``store.sqlite3`` damaged or cut short while serving) gives
@@ -16,7 +16,7 @@ index that SQLite can no longer read (``store.sqlite3`` damaged or cut short whi
 is logged with its traceback on the server and the client gets a 500 with a plain message, never
 the traceback. A filter the store cannot apply (comparing ``meta.start`` with ``"abc"``) is the
 client's mistake: 400 with one line. Host names, session cookies and the headers every response
-carries are :mod:`pipeline.guards`' job.
+carries are :mod:`kotae.pipeline.guards`' job.
 
 Example::
 
@@ -32,27 +32,21 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kotae.errors import IndexUnavailable, KotaeError
-from pipeline.config import PipelineConfig
-from pipeline.guards import SECURITY_HEADERS, ServerAccess, add_access
-from pipeline.qa import QuestionAnswerer
+from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.guards import SECURITY_HEADERS, ServerAccess, add_access
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.schemas import ERROR_RESPONSES, AskRequest, AskResponse, Health
 
 logger = logging.getLogger("kotae.server")
-
-MAX_QUESTION_CHARS = 1000
-MAX_TOP_K = 50
-MAX_FILTER_DEPTH = 8
-COMPARISONS = {"==", "!=", ">", ">=", "<", "<=", "in", "not in"}
-LOGICAL = {"AND", "OR", "NOT"}
 
 
 @dataclass(frozen=True)
@@ -62,164 +56,6 @@ class ServerLimits:
     max_body_bytes: int = 16_384
 
 
-def check_filters(filters: Any, depth: int = 0) -> None:
-    """Raise ValueError (one line) unless ``filters`` is a Haystack metadata filter.
-
-    A comparison is ``{"field": "meta.source", "operator": "==", "value": ...}``; a logical node is
-    ``{"operator": "AND" | "OR" | "NOT", "conditions": [...]}``.
-    """
-    if depth > MAX_FILTER_DEPTH:
-        raise ValueError(f"filters are nested deeper than {MAX_FILTER_DEPTH} levels")
-    if not isinstance(filters, dict):
-        raise ValueError("a filter must be an object with 'operator' and 'field'/'value' or 'conditions'")
-    operator = filters.get("operator")
-    if not isinstance(operator, str):
-        raise ValueError(f"a filter's 'operator' must be a string, but got {type(operator).__name__}")
-    if operator in LOGICAL:
-        conditions = filters.get("conditions")
-        if set(filters) != {"operator", "conditions"} or not isinstance(conditions, list) or not conditions:
-            raise ValueError(
-                f"a {operator} filter needs exactly 'operator' and a non-empty 'conditions' list"
-            )
-        for condition in conditions:
-            check_filters(condition, depth + 1)
-        return
-    if operator not in COMPARISONS:
-        allowed = ", ".join(sorted(COMPARISONS | LOGICAL))
-        raise ValueError(f"filter operator {operator!r} is not one of {allowed}")
-    if set(filters) != {"field", "operator", "value"} or not isinstance(filters["field"], str):
-        raise ValueError("a comparison filter needs exactly 'field' (a string), 'operator' and 'value'")
-    if operator in ("in", "not in") and not isinstance(filters["value"], list):
-        raise ValueError(f"the value of an {operator!r} filter must be a list")
-
-
-FILTER_FIELDS = (
-    "meta.source",
-    "meta.title",
-    "meta.document_id",
-    "meta.start",
-    "meta.end",
-    "meta.passage_index",
-    "content",
-    "id",
-)
-"""Fields every indexed passage has; the schema names them so that generated filters hit real data."""
-_COMPARISON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "field": {"anyOf": [{"enum": list(FILTER_FIELDS)}, {"type": "string"}]},
-        "operator": {"enum": sorted(COMPARISONS)},
-        "value": {"description": "any JSON value; 'in' and 'not in' take a list"},
-    },
-    "required": ["field", "operator", "value"],
-    "additionalProperties": False,
-}
-FILTERS_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        _COMPARISON_SCHEMA,
-        {
-            "type": "object",
-            "properties": {
-                "operator": {"enum": sorted(LOGICAL)},
-                "conditions": {"type": "array", "minItems": 1, "items": _COMPARISON_SCHEMA},
-            },
-            "required": ["operator", "conditions"],
-            "additionalProperties": False,
-        },
-        {"type": "null"},
-    ],
-    "description": 'Haystack metadata filter, e.g. {"field": "meta.source", "operator": "==", "value": "a.txt"}; '
-    f"logical nodes nest up to {MAX_FILTER_DEPTH} levels",
-}
-"""The filters as the OpenAPI schema describes them (one logical level), so schema-driven fuzzing
-generates real filters; :func:`check_filters` accepts the deeper nesting too."""
-
-
-class AskRequest(BaseModel):
-    """A question for ``POST /ask``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="the question")
-    top_k: int | None = Field(
-        None, ge=1, le=MAX_TOP_K, description="answers to return (default: the config's)"
-    )
-    filters: Annotated[dict[str, Any] | None, WithJsonSchema(FILTERS_SCHEMA)] = None
-
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the question is blank")
-        return value
-
-    @field_validator("filters")
-    @classmethod
-    def _valid_filters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            check_filters(value)
-        return value
-
-
-class Answer(BaseModel):
-    """One answer; ``start``/``end`` are character offsets in the source document, null for no answer."""
-
-    answer: str | None
-    score: float
-    document_id: str | None
-    passage_id: str | None
-    source: str | None
-    title: str | None
-    start: int | None
-    end: int | None
-    context: str | None
-    context_start: int | None
-    context_end: int | None
-
-
-class AskResponse(BaseModel):
-    question: str
-    answers: list[Answer]
-    seconds: float
-
-
-class Health(BaseModel):
-    status: str
-    retriever: str
-    reader: str
-    components: list[str]
-    passages: int
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx/5xx: one line for people, and the failing fields for a 422."""
-
-    error: str
-    details: list[str] | None = None
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in (
-        (
-            400,
-            "malformed request: the body is not JSON (UTF-8), the Content-Length is invalid, the Host is "
-            "not one this server was started for, or the filters cannot be applied",
-        ),
-        (401, "this server needs an API key (see pipeline/guards.py)"),
-        (404, "no such document or page"),
-        (408, "the request body arrived too slowly"),
-        (413, "the request body is too large"),
-        (415, "the body is not sent as application/json"),
-        (422, "a field is invalid"),
-        (500, "internal error; the server log has the details"),
-        (
-            503,
-            "the index cannot be read (damaged or replaced while serving); the message names the file and the repair",
-        ),
-    )
-}
-"""The error responses every route may give, documented in the OpenAPI schema."""
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
 RESTART = " (then restart kotae serve)"
 """Appended to a damaged-index 503: the running server keeps the file it opened."""
@@ -293,14 +129,10 @@ def create_app(
     :param config_path: Where the config came from (for error messages).
     :param limits: Request limits.
     :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
-    :param access: Host names, API key, CORS origins and client deadlines (:mod:`pipeline.guards`);
+    :param access: Host names, API key, CORS origins and client deadlines (:mod:`kotae.pipeline.guards`);
         by default a loopback server with no key.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
-    from indexing.store import damaged_store_message
-    from pipeline.answers import answer_record
-    from pipeline.build import index_command, require_index
-
     limits = limits or ServerLimits()
     qa = answerer or QuestionAnswerer.from_config(config, config_path)
     app = FastAPI(
@@ -313,6 +145,25 @@ def create_app(
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
+
+    add_error_handlers(app, config, config_path)
+    app.include_router(api_router(config, config_path, qa), responses=ERROR_RESPONSES)  # /ask, /health
+
+    from kotae.pipeline.web import web_router
+
+    app.include_router(
+        web_router(config, qa), responses=ERROR_RESPONSES
+    )  # the question page at / (pipeline/web.py)
+    from kotae.pipeline.feedback_api import feedback_router
+
+    app.include_router(feedback_router(config, qa), responses=ERROR_RESPONSES)  # POST /feedback
+    return app
+
+
+def add_error_handlers(app: FastAPI, config: PipelineConfig, config_path: str | Path | None) -> None:
+    """Every error becomes one JSON line (:class:`~kotae.pipeline.schemas.ErrorBody`) with its status."""
+    from kotae.indexing.store import damaged_store_message
+    from kotae.pipeline.build import index_command
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -368,7 +219,15 @@ def create_app(
             headers=SECURITY_HEADERS,  # answered outside the middleware that adds them to the rest
         )
 
-    @app.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
+
+def api_router(config: PipelineConfig, config_path: str | Path | None, qa: QuestionAnswerer) -> APIRouter:
+    """``POST /ask`` and ``GET /health`` over the warmed-up pipeline ``qa``."""
+    from kotae.pipeline.answers import answer_record
+    from kotae.pipeline.build import require_index
+
+    router = APIRouter()
+
+    @router.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
     def ask(request: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
         answers = qa.ask(request.question, top_k=request.top_k, filters=request.filters)
@@ -378,7 +237,7 @@ def create_app(
             "seconds": round(time.perf_counter() - started, 4),
         }
 
-    @app.get("/health", response_model=Health, summary="Is the service up, and what does it run")
+    @router.get("/health", response_model=Health, summary="Is the service up, and what does it run")
     def health() -> dict[str, Any]:
         return {
             "status": "ok",
@@ -388,12 +247,4 @@ def create_app(
             "passages": require_index(config.index_dir, config_path, config),
         }
 
-    from pipeline.web import web_router
-
-    app.include_router(
-        web_router(config, qa), responses=ERROR_RESPONSES
-    )  # the question page at / (pipeline/web.py)
-    from pipeline.feedback_api import feedback_router
-
-    app.include_router(feedback_router(config, qa), responses=ERROR_RESPONSES)  # POST /feedback
-    return app
+    return router

@@ -1,7 +1,7 @@
 """Test helpers: a tiny indexed corpus (Japanese + English) with tiny models, built offline in seconds.
 
-The embedder comes from :func:`indexing.testing.build_tiny_model`, the reader from
-:mod:`reader_training.testing` (character-level for Japanese). Both are untrained, so answers are
+The embedder comes from :func:`kotae.indexing.testing.build_tiny_model`, the reader from
+:mod:`kotae.reader_training.testing` (character-level for Japanese). Both are untrained, so answers are
 arbitrary spans, but every part of the pipeline runs for real.
 
 Example::
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, load_pipeline_config
+from kotae.pipeline.config import PipelineConfig, load_pipeline_config
 
 CORPUS: dict[str, str] = {
     "fuji.txt": (
@@ -63,8 +63,8 @@ class TinySetup:
 
 def build_tiny_setup(root: Path, index: bool = True) -> TinySetup:
     """Write the corpus, a tiny embedder and a tiny reader under ``root``, and index the corpus."""
-    from indexing.testing import build_tiny_model
-    from reader_training.testing import tiny_reader, tiny_tokenizer
+    from kotae.indexing.testing import build_tiny_model
+    from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
 
     root = Path(root)
     corpus = root / "corpus"
@@ -78,7 +78,7 @@ def build_tiny_setup(root: Path, index: bool = True) -> TinySetup:
     tokenizer.save_pretrained(reader)
     setup = TinySetup(root, embedder, reader, corpus, root / "index", dict(CORPUS))
     if index:
-        from indexing.job import run_index
+        from kotae.indexing.job import run_index
 
         run_index(setup.config(), [corpus])
     return setup

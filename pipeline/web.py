@@ -38,18 +38,18 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from pipeline.answers import answer_record
-from pipeline.build import COMPONENTS
-from pipeline.config import PipelineConfig
-from pipeline.guards import SECURITY_HEADERS
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import MAX_TOP_K, AskRequest
+from kotae.pipeline.answers import answer_record
+from kotae.pipeline.build import COMPONENTS
+from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.guards import SECURITY_HEADERS
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.schemas import MAX_TOP_K, AskRequest
 
 if TYPE_CHECKING:
     from haystack import Document, ExtractedAnswer
     from jinja2 import Environment
 
-    from indexing.stores import IndexStore
+    from kotae.indexing.stores import IndexStore
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -199,7 +199,7 @@ class _Collection:
                     self._store = pipeline.get_component(name).document_store
                     break
             else:
-                from indexing.stores import open_store
+                from kotae.indexing.stores import open_store
 
                 self._store = open_store(self.config)
         assert self._store is not None
@@ -265,7 +265,7 @@ class _Collection:
 
     def _original_text(self, document_id: str, source: Any, pieces: list[tuple[int, int, str]]) -> str | None:
         """The document's text read again from its file, if the file still holds what was indexed."""
-        from indexing.readers import ReadReport, read_file
+        from kotae.indexing.readers import ReadReport, read_file
 
         if not isinstance(source, str) or not source:
             return None

@@ -1,5 +1,5 @@
-"""``kotae train`` and ``kotae evaluate``: thin typer commands over :mod:`reader_training.train` and
-:mod:`reader_training.evaluate`. Heavy imports (torch, transformers) happen inside the commands so
+"""``kotae train`` and ``kotae evaluate``: thin typer commands over :mod:`kotae.reader_training.train` and
+:mod:`kotae.reader_training.evaluate`. Heavy imports (torch, transformers) happen inside the commands so
 ``kotae --help`` stays fast."""
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def train(
 ) -> None:
     """Fine-tune an extractive QA reader on SQuAD-format data; writes a model folder with scores."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from reader_training.config import load_train_config
-    from reader_training.train import run_training
+    from kotae.reader_training.config import load_train_config
+    from kotae.reader_training.train import run_training
 
     settings = load_train_config(config, set_ or [])
     command = " ".join(
@@ -77,7 +77,7 @@ def evaluate(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if language not in ("auto", "en", "ja"):
         raise KotaeError(f"--language {language!r}: use auto, en or ja")
-    from reader_training.evaluate import evaluate_folder
+    from kotae.reader_training.evaluate import evaluate_folder
 
     if threads:
         import torch

@@ -3,10 +3,9 @@
 Pure functions over numpy arrays, no model. For every window: take the ``n_best`` highest start
 and end logits among context tokens, pair them with ``end >= start`` and at most
 ``max_answer_length`` tokens, map the tokens to characters of the original context through the
-window's offsets, and score each span by the raw sum ``start_logit + end_logit``. Spans from all
-windows (of one question, or of many passages for the pipeline) are merged, the same character
-span keeping its best score, and ranked. Raw logit sums are comparable across windows and
-passages, which is what lets the pipeline rank answers from different documents together.
+window's offsets, and score each span by the raw sum ``start_logit + end_logit`` (or by its margin
+over its window's null score, below). Spans from all windows (of one question, or of many passages
+for the pipeline) are merged, the same character span keeping its best score, and ranked.
 
 The null ("no answer") score is ``start_logit + end_logit`` at the CLS token, the minimum over
 windows (every window must agree there is no answer), as in the SQuAD v2 reference code;
@@ -37,7 +36,7 @@ OUTSIDE = -1
 
 EdgeRefine = Callable[[str, int, int, tuple[int, int], tuple[int, int]], tuple[int, int]]
 """``refine(context, start, end, start_token, end_token) -> (start, end)``: moves a span's edges inside
-its first and last token's character ranges (:class:`reader_training.edges.EdgeRefiner`)."""
+its first and last token's character ranges (:class:`kotae.reader_training.edges.EdgeRefiner`)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class WindowLogits:
 
 @dataclass(frozen=True)
 class Span:
-    """One candidate answer: text, character offsets into its context, and a comparable score."""
+    """One candidate answer: text, character offsets into its context, and its ranking score."""
 
     text: str
     start: int

@@ -35,9 +35,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kotae.reader_training.data import QAExample, load_examples
+from kotae.reader_training.metrics import normalize_japanese, resolve_language
 from kotae.reader_weights import SPAN_EDGES_FILE as EDGE_TABLE
-from reader_training.data import QAExample, load_examples
-from reader_training.metrics import normalize_japanese, resolve_language
 
 CLOSED_CLASSES = ("助詞", "助動詞", "補助記号")
 """Parts of speech keyed by their surface form as well (particles, auxiliaries, brackets)."""
@@ -180,7 +180,7 @@ def learn_edge_table(
 
 class EdgeRefiner:
     """Moves a span's edges inside its first and last token to the morpheme boundary the table
-    prefers; a callable the decoder takes (:func:`reader_training.decode.decode`'s ``refine``)."""
+    prefers; a callable the decoder takes (:func:`kotae.reader_training.decode.decode`'s ``refine``)."""
 
     def __init__(self, table: EdgeTable) -> None:
         self.table = table
@@ -327,7 +327,7 @@ def learn_from_examples(examples: Iterable[QAExample], tokenizer: Any, min_suppo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reader_training.edges FOLDER DATA... [--out DIR]``: learn the edge table from DATA's
+    """``python -m kotae.reader_training.edges FOLDER DATA... [--out DIR]``: learn the edge table from DATA's
     labels with FOLDER's tokenizer and write it into DIR (default FOLDER) as :data:`EDGE_TABLE`."""
     import argparse
 

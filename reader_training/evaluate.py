@@ -1,7 +1,7 @@
 """Run a reader over SQuAD-format questions and score it: the shell behind ``kotae evaluate``.
 
 Windows are batched by length (long ones together, so padding stays small), run without
-gradients, decoded by :mod:`reader_training.decode` and scored by :mod:`reader_training.metrics`
+gradients, decoded by :mod:`kotae.reader_training.decode` and scored by :mod:`kotae.reader_training.metrics`
 — the same code the training loop uses for its dev scores.
 
 Example::
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from kotae.errors import KotaeError
-from reader_training.data import LoadReport, QAExample, load_examples
-from reader_training.decode import EdgeRefine, WindowLogits, choose_answer, decode
-from reader_training.edges import edge_refiner_from_folder
-from reader_training.features import Window, prepare_eval_features, require_fast_tokenizer
-from reader_training.metrics import LanguageChoice, evaluate_predictions
+from kotae.reader_training.data import LoadReport, QAExample, load_examples
+from kotae.reader_training.decode import EdgeRefine, WindowLogits, choose_answer, decode
+from kotae.reader_training.edges import edge_refiner_from_folder
+from kotae.reader_training.features import Window, prepare_eval_features, require_fast_tokenizer
+from kotae.reader_training.metrics import LanguageChoice, evaluate_predictions
 
 READER_SETTINGS = "reader_config.json"
 """Written next to a trained model: the windowing and decoding it was trained and measured with."""
@@ -132,7 +132,7 @@ def predict(
     refine: EdgeRefine | None = None,
 ) -> list[Prediction]:
     """The best answer for every example (or no answer, when ``allow_null`` and the null score wins);
-    ``refine`` moves span edges inside edge tokens (:mod:`reader_training.edges`)."""
+    ``refine`` moves span edges inside edge tokens (:mod:`kotae.reader_training.edges`)."""
     windows = prepare_eval_features(
         tokenizer, examples, settings.max_length, settings.stride, settings.max_question_length
     )

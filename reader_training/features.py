@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from kotae.errors import KotaeError
-from reader_training.data import QAExample
-from reader_training.decode import OUTSIDE
+from kotae.reader_training.data import QAExample
+from kotae.reader_training.decode import OUTSIDE
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def model_card(metrics: dict[str, Any]) -> str:
     return f"""# Extractive QA reader: {Path(metrics["output_dir"]).name}
 
 Fine-tuned by `kotae train` from **{metrics["base_model"]}** to find answer spans in a context
-(start/end logits, decoded by `reader_training.decode`). Scores use `reader_training.metrics`:
+(start/end logits, decoded by `kotae.reader_training.decode`). Scores use `kotae.reader_training.metrics`:
 official SQuAD EM/F1 for English, character-level EM/F1 for Japanese (language: {hyper.get("language")}).
 
 ## Dev scores

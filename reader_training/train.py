@@ -1,9 +1,9 @@
 """Fine-tune an encoder into an extractive reader: the shell behind ``kotae train``.
 
-Loads and validates the data (:mod:`reader_training.data`), windows and labels it
-(:mod:`reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
+Loads and validates the data (:mod:`kotae.reader_training.data`), windows and labels it
+(:mod:`kotae.reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
 length-grouped batches, bf16/fp16 on a GPU, checkpoints every ``save_steps``), scores the dev sets
-with the evaluation code (:mod:`reader_training.evaluate`) and writes a model folder:
+with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a model folder:
 ``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
 ``model_card.md``, ``train_log.jsonl`` and ``curves.png``.
 
@@ -31,12 +31,17 @@ from typing import Any
 import yaml
 
 from kotae.errors import KotaeError
-from reader_training.config import DevSource, TrainConfig
-from reader_training.data import LoadResult, QAExample, load_examples, subsample
-from reader_training.edges import EdgeRefiner, learn_from_examples
-from reader_training.evaluate import READER_SETTINGS, DecodeSettings, evaluate_examples, resolve_reference
-from reader_training.features import prepare_train_features, require_fast_tokenizer
-from reader_training.report import TrainLog, hardware, model_card, plot_curves
+from kotae.reader_training.config import DevSource, TrainConfig
+from kotae.reader_training.data import LoadResult, QAExample, load_examples, subsample
+from kotae.reader_training.edges import EdgeRefiner, learn_from_examples
+from kotae.reader_training.evaluate import (
+    READER_SETTINGS,
+    DecodeSettings,
+    evaluate_examples,
+    resolve_reference,
+)
+from kotae.reader_training.features import prepare_train_features, require_fast_tokenizer
+from kotae.reader_training.report import TrainLog, hardware, model_card, plot_curves
 
 Log = Callable[[str], None]
 
@@ -108,6 +113,26 @@ def load_dev_sets(sources: Sequence[DevSource], log: Log) -> tuple[dict[str, Loa
     return sets, reports
 
 
+def training_windows(
+    config: TrainConfig, tokenizer: Any, examples: list[QAExample], log: Callable[[str], None]
+) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """The training windows ``kotae train`` (and the device bundle) learns from: window and label every
+    example, keep at most ``max_train_windows``; returns the columns and their counts."""
+    features = prepare_train_features(
+        tokenizer,
+        examples,
+        config.max_length,
+        config.stride,
+        config.max_question_length,
+        config.negative_window_ratio,
+        config.seed,
+    )
+    columns = cap_windows(features.columns, config.max_train_windows, config.seed)
+    stats = features.stats.as_dict() | {"windows_used": len(columns["input_ids"])}
+    log(f"{len(examples)} questions -> windows {stats}")
+    return columns, stats
+
+
 def cap_windows(columns: dict[str, list[Any]], limit: int | None, seed: int) -> dict[str, list[Any]]:
     """A seeded random subset of at most ``limit`` windows, in their original order."""
     count = len(columns["input_ids"])
@@ -156,6 +181,60 @@ def _check_output_dir(output: Path, resume: bool) -> str | None:
     return None
 
 
+def training_arguments(config: TrainConfig, output: Path) -> Any:
+    """transformers' ``TrainingArguments`` for the config: its hyperparameters, checkpoints every
+    ``save_steps`` in ``output``, length-grouped batches, no evaluation inside Trainer (kotae's own
+    dev evaluation runs from a callback)."""
+    import torch
+    from transformers import TrainingArguments
+
+    bf16, fp16 = _precision(config)
+    return TrainingArguments(
+        output_dir=str(output),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=not config.progress,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=bf16,
+        fp16=fp16,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU without it
+    )
+
+
+def write_run_files(config: TrainConfig, output: Path, metrics: dict[str, Any], train_log: TrainLog) -> None:
+    """What a finished run leaves beside its model: config, metrics, card, curves (checkpoints go
+    unless ``keep_checkpoints``)."""
+    (output / "train_config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    (output / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (output / "model_card.md").write_text(model_card(metrics), encoding="utf-8")
+    plot_curves(train_log.records(), output / "curves.png")
+    if not config.keep_checkpoints:
+        for folder in output.glob("checkpoint-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_training(
     config: TrainConfig,
     resume: bool = False,
@@ -174,7 +253,6 @@ def run_training(
         DataCollatorWithPadding,
         Trainer,
         TrainerCallback,
-        TrainingArguments,
         set_seed,
     )
 
@@ -196,18 +274,7 @@ def run_training(
 
     examples, train_reports = load_training_examples(config, log)
     dev_sets, dev_reports = load_dev_sets(config.dev_data, log)
-    features = prepare_train_features(
-        tokenizer,
-        examples,
-        config.max_length,
-        config.stride,
-        config.max_question_length,
-        config.negative_window_ratio,
-        config.seed,
-    )
-    columns = cap_windows(features.columns, config.max_train_windows, config.seed)
-    stats = features.stats.as_dict() | {"windows_used": len(columns["input_ids"])}
-    log(f"{len(examples)} questions -> windows {stats}")
+    columns, stats = training_windows(config, tokenizer, examples, log)
     edge_table = learn_from_examples(examples, tokenizer)
     refine = EdgeRefiner(edge_table)
 
@@ -280,35 +347,7 @@ def run_training(
     def collate(rows: list[dict[str, Any]]) -> Any:
         return collator([{k: v for k, v in row.items() if k != "length"} for row in rows])
 
-    bf16, fp16 = _precision(config)
-    arguments = TrainingArguments(
-        output_dir=str(output),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=not config.progress,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        length_column_name="length",
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=bf16,
-        fp16=fp16,
-        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU without it
-    )
+    arguments = training_arguments(config, output)
     trainer = Trainer(
         model=model,
         args=arguments,
@@ -359,16 +398,6 @@ def run_training(
         "hardware": hardware(),
         "command": command,
     }
-    (output / "train_config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8"
-    )
-    (output / "metrics.json").write_text(
-        json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-    (output / "model_card.md").write_text(model_card(metrics), encoding="utf-8")
-    plot_curves(train_log.records(), output / "curves.png")
-    if not config.keep_checkpoints:
-        for folder in output.glob("checkpoint-*"):
-            shutil.rmtree(folder, ignore_errors=True)
+    write_run_files(config, output, metrics, train_log)
     log(f"saved reader to {output} ({metrics['training']['wall_seconds']:.0f} s)")
     return TrainOutcome(output, metrics)

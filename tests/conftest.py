@@ -34,7 +34,7 @@ def e5_small_dir() -> Path:
 def milvus_server(tmp_path_factory: pytest.TempPathFactory):
     """One Milvus Lite gRPC server on 127.0.0.1 for the session (tests use their own collections)."""
     pytest.importorskip("milvus_lite", reason="the Milvus tests need kotae[milvus]")
-    from indexing.milvus_testing import milvus_lite_server
+    from kotae.indexing.milvus_testing import milvus_lite_server
 
     with milvus_lite_server(tmp_path_factory.mktemp("milvus") / "data") as server:
         yield server

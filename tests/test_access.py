@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from kotae.errors import KotaeError
-from pipeline.guards import (
+from kotae.pipeline.guards import (
     SESSION_COOKIE,
     ServerAccess,
     check_bind,
@@ -26,9 +26,9 @@ from pipeline.guards import (
     presented_key,
     request_cookie,
 )
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 KEY = "k3y-for-tests"

@@ -25,10 +25,11 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis import checks as st_checks
 
-from pipeline.guards import ServerAccess
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import COMPARISONS, FILTER_FIELDS, LOGICAL, ServerLimits, create_app
-from pipeline.testing import ServedApp, build_tiny_setup
+from kotae.pipeline.guards import ServerAccess
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.schemas import COMPARISONS, FILTER_FIELDS, LOGICAL
+from kotae.pipeline.server import ServerLimits, create_app
+from kotae.pipeline.testing import ServedApp, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 MAX_EXAMPLES = int(os.environ.get("KOTAE_FUZZ_EXAMPLES", "30"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from haystack import Document
 
-from indexing.bm25 import BM25_DIRNAME, BM25Index, BM25Retriever, bigram_tokenize, build_bm25, load_bm25
-from indexing.store import FaissDocumentStore
+from kotae.indexing.bm25 import BM25_DIRNAME, BM25Index, BM25Retriever, bigram_tokenize, build_bm25, load_bm25
+from kotae.indexing.store import FaissDocumentStore
 
 TEXTS = {
     "fuji": "富士山は日本一高い山で、標高は3776メートルである。",
@@ -82,7 +82,7 @@ def test_empty_store(tmp_path: Path) -> None:
 def test_fugashi_tokenizer(store: FaissDocumentStore) -> None:
     pytest.importorskip("fugashi")
     pytest.importorskip("unidic_lite")
-    from indexing.bm25 import fugashi_tokenize
+    from kotae.indexing.bm25 import fugashi_tokenize
 
     assert fugashi_tokenize("東京は日本の首都です。") == ["東京", "は", "日本", "の", "首都", "です"]
     retriever = BM25Retriever(store, tokenizer="fugashi")

@@ -17,11 +17,11 @@ import httpx
 import pytest
 import torch
 
-from indexing.store import SQLITE_NAME
 from kotae.errors import IndexUnavailable
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
+from kotae.indexing.store import SQLITE_NAME
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 
 torch.set_num_threads(1)
 

@@ -29,7 +29,7 @@ def test_the_card_records_both_slices() -> None:
 def test_shipped_reader_scores_what_its_card_says(name: str, shared_data: Path) -> None:
     import torch
 
-    from reader_training.evaluate import evaluate_folder
+    from kotae.reader_training.evaluate import evaluate_folder
 
     torch.set_num_threads(2)
     folder, _ = prepare(DEFAULT_READER)

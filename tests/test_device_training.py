@@ -19,21 +19,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reader_training.device_bundle import (
-    HF_WORD_EMBEDDINGS,
-    MAX_FILE_BYTES,
-    WORD_TENSOR,
-    read_bundle,
-    row_slices,
-    window_slices,
-)
-from reader_training.device_train import fitted_steps, learning_rate, length_grouped_batches
+from kotae.reader_training.device.bundle import WORD_TENSOR, read_bundle, row_slices, window_slices
+from kotae.reader_training.device.train import fitted_steps, learning_rate, length_grouped_batches
+from kotae.weight_files import HF_WORD_EMBEDDINGS, MAX_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Not on the GPU machine (or not wanted there): the device script must run without them.
 BLOCKED = ["pydantic", "datasets", "haystack", "typer", "fastapi", "faiss", "matplotlib", "kotae.models"]
-BLOCKED += ["reader_training.config", "reader_training.train"]
+BLOCKED += ["kotae.reader_training.config", "kotae.reader_training.train"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,7 +75,7 @@ def test_shards_stay_under_the_file_limit() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, e5_small_dir: Path) -> Path:
-    from reader_training.device_pack import pack
+    from kotae.reader_training.device.pack import pack
 
     folder = tmp_path_factory.mktemp("device") / "bundle"
     overrides = [
@@ -118,8 +112,8 @@ def test_bundle_rows_and_encoder_equal_the_prepared_base(tiny_bundle: Path, e5_s
     from safetensors.numpy import load_file
 
     from kotae.e5s1 import dequantize_q4_0, read_e5s1
-    from reader_training.device_bundle import encoder_state_dict
-    from reader_training.device_pack import e5s1_source
+    from kotae.reader_training.device.bundle import encoder_state_dict
+    from kotae.reader_training.device.pack import e5s1_source
 
     bundle = read_bundle(tiny_bundle)
     used = bundle.used_ids
@@ -145,10 +139,10 @@ def test_bundle_rows_and_encoder_equal_the_prepared_base(tiny_bundle: Path, e5_s
 def test_features_decode_back_to_prepare_train_features(tiny_bundle: Path, e5_small_dir: Path) -> None:
     from transformers import AutoTokenizer
 
-    from reader_training.config import load_train_config
-    from reader_training.data import load_examples
-    from reader_training.features import prepare_eval_features, prepare_train_features
-    from reader_training.train import load_training_examples
+    from kotae.reader_training.config import load_train_config
+    from kotae.reader_training.data import load_examples
+    from kotae.reader_training.features import prepare_eval_features, prepare_train_features
+    from kotae.reader_training.train import load_training_examples
 
     tokenizer = AutoTokenizer.from_pretrained(e5_small_dir)
     for variant in (None, "small"):
@@ -193,7 +187,7 @@ def _run_device_train(bundle: Path, out: Path) -> subprocess.CompletedProcess[st
         + "import runpy\n"
         + f"sys.argv = ['device_train', '--bundle', {str(bundle)!r}, '--out', {str(out)!r}, "
         + "'--max-steps', '3', '--device', 'cpu', '--threads', '2']\n"
-        + "runpy.run_module('reader_training.device_train', run_name='__main__')\n"
+        + "runpy.run_module('kotae.reader_training.device.train', run_name='__main__')\n"
     )
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -209,8 +203,8 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
     from safetensors.numpy import load_file
     from transformers import AutoModelForQuestionAnswering
 
-    from reader_training.device_unpack import unpack
-    from reader_training.evaluate import evaluate_folder
+    from kotae.reader_training.device.unpack import unpack
+    from kotae.reader_training.evaluate import evaluate_folder
 
     out = tmp_path / "OUT"
     completed = _run_device_train(tiny_bundle, out)
@@ -263,7 +257,7 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
 def test_variant_comparison_run_returns_scores_only_and_fits_its_schedule(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reader_training import device_train
+    from kotae.reader_training.device import train as device_train
 
     # time steps 1..2 and pretend the budget allows one more step: the schedule is cut to 3
     monkeypatch.setattr(device_train, "TIMING_FROM", 1)

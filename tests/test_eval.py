@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexing.readers import ReadReport, read_file
-from pipeline.evaluation import (
+from kotae.indexing.readers import ReadReport, read_file
+from kotae.pipeline.evaluation import (
     EvalQuestion,
     QuestionResult,
     breakdown,
@@ -21,7 +21,7 @@ from pipeline.evaluation import (
     squad_questions,
     summarize,
 )
-from reader_training.metrics import evaluate_predictions
+from kotae.reader_training.metrics import evaluate_predictions
 
 
 def _question(**changes: object) -> EvalQuestion:

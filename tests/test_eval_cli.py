@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kotae.cli import app
-from pipeline.eval_cli import JSON_KEYS, load_questions, run_eval, squad_files
+from kotae.pipeline.eval_job import JSON_KEYS, load_questions, run_eval, squad_files
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 
@@ -52,8 +52,8 @@ def squad_set() -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from indexing.testing import build_tiny_model
-    from reader_training.testing import tiny_reader, tiny_tokenizer
+    from kotae.indexing.testing import build_tiny_model
+    from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
 
     root = tmp_path_factory.mktemp("eval")
     data = root / "data" / "tiny.json"
@@ -133,7 +133,7 @@ def test_eval_reuses_the_index_for_other_configs(tiny: dict[str, Path], name: st
     questions = {q.id: q for q in load_questions(squad_files(tiny["data"]))}
     for result in run.results:
         assert result.reader_prediction in questions[result.id].context
-    from reader_training.evaluate import evaluate_folder
+    from kotae.reader_training.evaluate import evaluate_folder
 
     alone = evaluate_folder(str(tiny["reader"]), str(tiny["data"]), limit=3)
     assert [p.text for p in alone.predictions] == [r.reader_prediction for r in run.results]

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from indexing.job import run_index
-from indexing.store import FAISS_NAME, SQLITE_NAME, FaissDocumentStore
-from indexing.testing import HashEmbedder
-from pipeline.config import PipelineConfig, load_pipeline_config
+from kotae.indexing.job import run_index
+from kotae.indexing.store import FAISS_NAME, SQLITE_NAME, FaissDocumentStore
+from kotae.indexing.testing import HashEmbedder
+from kotae.pipeline.config import PipelineConfig, load_pipeline_config
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = int(os.environ.get("KOTAE_KILLS", "20"))
@@ -336,7 +336,7 @@ def test_disk_full_stops_with_one_line_and_keeps_the_last_commit(
 
 
 def _tiny_embedder(tmp_path: Path) -> Path:
-    from indexing.testing import build_tiny_model
+    from kotae.indexing.testing import build_tiny_model
 
     return build_tiny_model(tmp_path / "tiny-embedder")
 
@@ -407,7 +407,7 @@ def test_a_damaged_sqlite_file_is_named_with_the_command_that_rebuilds_it(
     from haystack.document_stores.errors import DocumentStoreError
 
     from kotae.errors import KotaeError
-    from pipeline.build import require_index
+    from kotae.pipeline.build import require_index
 
     index = _copy_with(corpora["root"] / "ref-first", tmp_path / "index", SQLITE_NAME, SQLITE_DAMAGE[damage])
     with pytest.raises(DocumentStoreError) as opened:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from kotae.cli import app as cli_app
-from pipeline.feedback import (
+from kotae.pipeline.feedback import (
     FEEDBACK_NAME,
     FeedbackStore,
     Label,
@@ -25,10 +25,10 @@ from pipeline.feedback import (
     stale_labels,
     store_lookup,
 )
-from pipeline.guards import ServerAccess
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import TinySetup, build_tiny_setup
+from kotae.pipeline.guards import ServerAccess
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 PASSAGE = "富士山は日本で一番高い山です。高さは3776メートルです。"
@@ -149,7 +149,7 @@ def test_an_acknowledged_label_survives_kill_9(tmp_path: Path) -> None:
     """A process killed right after ``add`` returned (as the server answers 201) loses nothing."""
     script = f"""
 import os, signal
-from pipeline.feedback import FeedbackStore, Label
+from kotae.pipeline.feedback import FeedbackStore, Label
 store = FeedbackStore({str(tmp_path)!r})
 for n in range(3):
     store.add(Label(question=f"q{{n}}", verdict="no_answer", document_id="d", passage_id="p",
@@ -185,8 +185,8 @@ def _first_answer(client: TestClient, question: str) -> dict[str, Any]:
 def test_post_feedback_validates_stores_and_flags_stale_after_reindexing(
     setup: TinySetup, qa: QuestionAnswerer
 ) -> None:
-    from indexing.job import run_index
-    from indexing.store import FaissDocumentStore
+    from kotae.indexing.job import run_index
+    from kotae.indexing.store import FaissDocumentStore
 
     config = setup.config(CONFIGS / "bm25.yaml")
     client = TestClient(create_app(config, answerer=qa), base_url="http://127.0.0.1")
@@ -264,7 +264,7 @@ def test_cli_without_labels_says_how_to_get_them(tmp_path: Path) -> None:
 def test_an_unwritable_label_file_is_a_clear_503(
     setup: TinySetup, qa: QuestionAnswerer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.feedback_api as feedback_api
+    import kotae.pipeline.feedback_api as feedback_api
     from kotae.errors import KotaeError
 
     def refuse(index_dir: Any) -> Any:

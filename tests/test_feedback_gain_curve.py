@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from pipeline.feedback import squad_export
-from reader_training.data import Answer, QAExample
+from kotae.pipeline.feedback import squad_export
+from kotae.reader_training.data import Answer, QAExample
 
 ROOT = Path(__file__).resolve().parent.parent
 

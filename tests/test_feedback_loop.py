@@ -21,10 +21,10 @@ import httpx
 from typer.testing import CliRunner
 
 from kotae.cli import app as cli_app
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
-from reader_training.evaluate import evaluate_folder
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
+from kotae.reader_training.evaluate import evaluate_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -22,11 +22,11 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from indexing.bm25 import bigram_tokenize
-from indexing.readers import SUPPORTED_SUFFIXES, ReadReport, html_to_text, read_file
-from indexing.split import split_text
-from reader_training.decode import OUTSIDE, WindowLogits, choose_answer, decode
-from reader_training.metrics import evaluate_predictions, exact_match_score, f1_score, score_example
+from kotae.indexing.bm25 import bigram_tokenize
+from kotae.indexing.readers import SUPPORTED_SUFFIXES, ReadReport, html_to_text, read_file
+from kotae.indexing.split import split_text
+from kotae.reader_training.decode import OUTSIDE, WindowLogits, choose_answer, decode
+from kotae.reader_training.metrics import evaluate_predictions, exact_match_score, f1_score, score_example
 
 HOSTILE_PIECES = [
     "東京は日本の首都です。",
@@ -128,7 +128,7 @@ def test_decoded_spans_lie_inside_their_context(
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from reader_training.testing import tiny_tokenizer
+    from kotae.reader_training.testing import tiny_tokenizer
 
     return tiny_tokenizer([*HOSTILE_PIECES[:6], "What is it?"])
 
@@ -141,7 +141,7 @@ def tokenizer():
     seed=st.integers(0, 2**16),
 )
 def test_decoded_spans_through_real_tokenizer_offsets(tokenizer, context: str, seed: int) -> None:
-    from reader_training.features import tokenize_windows
+    from kotae.reader_training.features import tokenize_windows
 
     assume(context.strip())
     windows = tokenize_windows(tokenizer, ["What is it?"], [context], max_length=32, stride=8)
@@ -215,7 +215,7 @@ RANDOM_BYTES = st.one_of(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=RANDOM_BYTES, suffix=st.sampled_from([*sorted(SUPPORTED_SUFFIXES), ".pdf", ""]))
+@given(data=RANDOM_BYTES, suffix=st.sampled_from([*sorted(SUPPORTED_SUFFIXES), ".xls", ""]))
 def test_every_reader_reads_or_skips_and_counts(tmp_path: Path, data: bytes, suffix: str) -> None:
     path = tmp_path / f"doc{suffix}"
     path.write_bytes(data)
@@ -252,8 +252,8 @@ def test_lone_surrogates_in_json_are_replaced_and_reported(tmp_path: Path) -> No
 
 def test_reader_weights_load_only_from_safetensors(tmp_path: Path) -> None:
     from kotae.errors import KotaeError
-    from reader_training.evaluate import load_reader
-    from reader_training.testing import tiny_reader, tiny_tokenizer
+    from kotae.reader_training.evaluate import load_reader
+    from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
 
     tokenizer = tiny_tokenizer(["東京", "Tokyo"])
     import torch
@@ -269,7 +269,7 @@ def test_reader_weights_load_only_from_safetensors(tmp_path: Path) -> None:
 
 def test_pipeline_yaml_is_loaded_safely(tmp_path: Path) -> None:
     from kotae.errors import KotaeError
-    from pipeline.config import load_pipeline_config
+    from kotae.pipeline.config import load_pipeline_config
 
     marker = tmp_path / "pwned"
     config = tmp_path / "evil.yaml"

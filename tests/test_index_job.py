@@ -16,12 +16,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from indexing.bm25 import load_bm25
-from indexing.job import index_lock, run_index
-from indexing.store import SQLITE_NAME, FaissDocumentStore
-from indexing.testing import HashEmbedder, build_tiny_model
 from kotae.errors import KotaeError
-from pipeline.config import load_pipeline_config
+from kotae.indexing.bm25 import load_bm25
+from kotae.indexing.job import index_lock, run_index
+from kotae.indexing.store import SQLITE_NAME, FaissDocumentStore
+from kotae.indexing.testing import HashEmbedder, build_tiny_model
+from kotae.pipeline.config import load_pipeline_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -61,13 +61,13 @@ def store_state(index: Path) -> tuple[int, list[str], dict[str, tuple[str, list[
 def test_incremental_runs(tmp_path: Path) -> None:
     corpus, index = tmp_path / "corpus", tmp_path / "index"
     write_corpus(corpus, 12)
-    (corpus / "skip.pdf").write_bytes(b"%PDF")
+    (corpus / "skip.xls").write_bytes(b"\xd0\xcf\x11\xe0")  # a format kotae does not read
     embedder = HashEmbedder()
 
     first = run_index(config(), [corpus], index, embedder=embedder)
     assert (first.added, first.updated, first.removed, first.unchanged) == (12, 0, 0, 0)
     assert first.passages_added == len(embedder.embedded) == first.passages_total > 12
-    assert [p.reason for p in first.skipped] == ["unsupported extension '.pdf'"]
+    assert [p.reason for p in first.skipped] == ["unsupported extension '.xls'"]
     out = first.to_json()
     assert {"added", "updated", "removed", "unchanged", "passages", "skipped", "seconds"} <= out.keys()
     json.dumps(out)
@@ -169,7 +169,8 @@ def test_kill_9_at_random_points_leaves_a_consistent_index(tmp_path: Path, tiny_
     }
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    command = [sys.executable, "-m", "indexing.job", str(config_path), str(index), str(corpus)]
+    command = [sys.executable, "-m", "kotae", "index", "--json", "--corpus", str(corpus)]
+    command += ["--config", str(config_path), "--index-dir", str(index)]  # the real CLI, killed at random
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     rng = random.Random(4)
     kills = 0

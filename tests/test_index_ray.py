@@ -8,9 +8,11 @@ Ray runs on this machine only: ``ray.init(address="local", ...)`` for the in-pro
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -28,10 +30,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from indexing.ray_engine import RAY_ENVIRONMENT
-from indexing.store import SQLITE_NAME, FaissDocumentStore
-from indexing.testing import build_tiny_model, store_differences
-from pipeline.config import load_pipeline_config
+from kotae.indexing.ray_engine import RAY_ENVIRONMENT
+from kotae.indexing.store import SQLITE_NAME, FaissDocumentStore
+from kotae.indexing.testing import build_tiny_model, store_differences
+from kotae.pipeline.config import load_pipeline_config
 
 for _key, _value in RAY_ENVIRONMENT.items():
     os.environ.setdefault(_key, _value)
@@ -39,9 +41,9 @@ os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "120"  # a stall fails 
 
 import ray  # noqa: E402 - after the quiet environment
 
-from indexing import job  # noqa: E402
-from indexing.job import run_index  # noqa: E402
-from pipeline.testing import free_port  # noqa: E402
+from kotae.indexing import job  # noqa: E402
+from kotae.indexing.job import run_index  # noqa: E402
+from kotae.pipeline.testing import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -209,7 +211,7 @@ def test_ray_and_local_engines_build_the_same_store(
 def test_ray_writes_into_milvus_what_the_local_engine_writes_into_kotae_store(
     tmp_path: Path, tiny_model: Path, local_ray: None, milvus_server: object
 ) -> None:
-    from indexing.stores import open_store
+    from kotae.indexing.stores import open_store
 
     corpus = tmp_path / "corpus"
     write_corpus(corpus, 8)
@@ -292,11 +294,11 @@ def _path_rows(documents: list) -> object:
 def test_a_paths_worker_reads_like_the_driver_and_reports_what_it_cannot_read(tmp_path: Path) -> None:
     """The worker class alone (no Ray): the driver's reader, and one-line errors for a missing file
     (no shared storage) and for a file changed between the driver's read and the worker's."""
-    from indexing.engine import SplitSettings, split_and_embed
-    from indexing.ray_engine import _PathWorker, computed
-    from indexing.readers import read_corpus
-    from indexing.testing import HashEmbedder
     from kotae.errors import KotaeError
+    from kotae.indexing.engine import SplitSettings, split_and_embed
+    from kotae.indexing.ray_engine import _PathWorker, computed
+    from kotae.indexing.readers import read_corpus
+    from kotae.indexing.testing import HashEmbedder
 
     corpus = tmp_path / "corpus"
     write_mixed_corpus(corpus)
@@ -426,8 +428,8 @@ def test_a_run_without_address_shuts_its_own_ray_down(tmp_path: Path, tiny_model
 import json, sys, time
 from pathlib import Path
 import psutil, ray
-from indexing.job import run_index
-from pipeline.config import load_pipeline_config
+from kotae.indexing.job import run_index
+from kotae.pipeline.config import load_pipeline_config
 config = load_pipeline_config(None, {overrides(tiny_model, "index.engine=ray", "index.ray_workers=1")!r})
 summary = run_index(config, [Path({str(corpus)!r})], Path({str(tmp_path / "index")!r}))
 deadline = time.monotonic() + 30
@@ -476,7 +478,8 @@ def test_kill_9_of_the_driver_during_a_ray_run(tmp_path: Path, tiny_model: Path,
     }
     config_path = tmp_path / "pipeline.yaml"
     config_path.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    command = [sys.executable, "-m", "indexing.job", str(config_path), str(index), str(corpus)]
+    command = [sys.executable, "-m", "kotae", "index", "--json", "--corpus", str(corpus)]
+    command += ["--config", str(config_path), "--index-dir", str(index)]  # the real CLI, killed at random
     driver = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -511,14 +514,14 @@ def test_kill_9_of_the_driver_during_a_ray_run(tmp_path: Path, tiny_model: Path,
 
 
 def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from indexing.ray_engine import import_ray
     from kotae.errors import KotaeError
+    from kotae.indexing.ray_engine import import_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(KotaeError, match=r"^the Ray engine needs Ray: pip install 'kotae\[ray\]'$"):
         import_ray()
 
-    from indexing.ray_engine import check_address
+    from kotae.indexing.ray_engine import check_address
 
     monkeypatch.setitem(sys.modules, "grpc", None)  # ray[client] missing
     with pytest.raises(
@@ -528,14 +531,25 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_driver_progress_bar_counts_documents_and_passages() -> None:
-    with job._progress(True, 2) as advance:  # the bar both engines drive, rendered for real
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with job._progress(True, 2, console) as advance:  # the bar both engines drive, rendered for real
         advance(1, 3)
         advance(1, 1)
+    shown = _plain(screen.getvalue())
+    assert "embedding documents" in shown and "2/2" in shown and "4 passages" in shown
+
+
+def _plain(text: str) -> str:
+    """Terminal output without its control sequences."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 def test_an_address_where_nothing_listens_fails_in_one_line() -> None:
-    from indexing.ray_engine import check_address
     from kotae.errors import KotaeError
+    from kotae.indexing.ray_engine import check_address
 
     with pytest.raises(KotaeError, match=r"^no Ray cluster answers at 127\.0\.0\.1:\d+ .*ray start --head"):
         check_address(f"127.0.0.1:{free_port()}", timeout=2)
@@ -547,12 +561,12 @@ def test_an_address_where_nothing_listens_fails_in_one_line() -> None:
 
 
 def test_ray_input_is_a_config_key_and_the_flag_overrides_it() -> None:
-    from indexing.engine import make_engine
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing.engine import make_engine
+    from kotae.pipeline.config import load_pipeline_config
 
     config = load_pipeline_config(None, ["index.engine=ray", "index.ray_input=paths"])
-    assert make_engine(config, embedder=None).input == "paths"  # type: ignore[arg-type,attr-defined]
-    assert make_engine(config, embedder=None, ray_input="data").input == "data"  # type: ignore[arg-type,attr-defined]
+    assert make_engine(config.index, embedder=None).input == "paths"  # type: ignore[arg-type,attr-defined]
+    assert make_engine(config.index, embedder=None, ray_input="data").input == "data"  # type: ignore[arg-type,attr-defined]
     from kotae.errors import KotaeError
 
     with pytest.raises(KotaeError, match="ray_input"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexing.readers import read_corpus
+from kotae.indexing.readers import read_corpus
 
 JAQUAD_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "jaquad" / "dev"
 
@@ -94,3 +94,163 @@ def test_jaquad_dev_contexts() -> None:
     assert len(documents) == 1431
     assert report.skipped == []
     assert all(d.title for d in documents)
+
+
+# ------------------------------------------------------------------ PDF and DOCX (issue 22, point 5)
+
+
+def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
+    """A minimal valid PDF written by hand: one page per item, each line drawn in Helvetica."""
+    objects: list[bytes] = []
+    count = len(pages)
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
+    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
+    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode())
+    font = 3 + 2 * count
+    for i, lines in enumerate(pages):
+        ops = ["BT", "/F1 12 Tf", "14 TL", "72 720 Td"]
+        for line in lines:
+            escaped = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+            ops += [f"({escaped}) Tj", "T*"]
+        ops.append("ET")
+        stream = "\n".join(ops).encode("latin-1")
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
+            f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
+        )
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
+    info = len(objects) + 1
+    objects.append(f"<< /Title ({title}) >>".encode())
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        info,
+        xref,
+    )
+    path.write_bytes(bytes(out))
+    return path
+
+
+def write_docx(path: Path, paragraphs: list[str], table: list[list[str]], title: str = "") -> Path:
+    import docx
+
+    document = docx.Document()
+    document.core_properties.title = title
+    for text in paragraphs[:1]:
+        document.add_paragraph(text)
+    grid = document.add_table(rows=len(table), cols=len(table[0]))
+    for r, row in enumerate(table):
+        for c, cell in enumerate(row):
+            grid.cell(r, c).text = cell
+    for text in paragraphs[1:]:
+        document.add_paragraph(text)
+    document.save(str(path))
+    return path
+
+
+PDF_PAGES = [
+    ["Mount Fuji is the highest mountain in Japan.", "It is 3776 metres high."],
+    ["Kyoto became the capital in 794.", "It has many old temples."],
+    ["Tokyo became the capital in 1868."],
+]
+
+
+def test_pdf_pages_and_offsets(tmp_path: Path) -> None:
+    from kotae.indexing.readers import PAGE_BREAK
+
+    write_pdf(tmp_path / "guide.pdf", PDF_PAGES, title="Japan guide")
+    documents, report = read_corpus([tmp_path])
+    assert report.skipped == [] and len(documents) == 1
+    document = documents[0]
+    assert document.title == "Japan guide"
+    assert document.page_starts[0] == 0 and len(document.page_starts) == 3
+    pages = document.text.split(PAGE_BREAK)
+    assert all(document.text[s:].startswith(p) for s, p in zip(document.page_starts, pages, strict=True))
+    assert "3776 metres" in pages[0] and "794" in pages[1] and "1868" in pages[2]
+
+
+def test_docx_paragraphs_and_tables(tmp_path: Path) -> None:
+    write_docx(
+        tmp_path / "notes.docx",
+        ["富士山は日本で一番高い山です。", "京都は794年に都になりました。"],
+        [["山", "高さ"], ["富士山", "3776"]],
+        title="メモ",
+    )
+    documents, report = read_corpus([tmp_path])
+    assert report.skipped == [] and len(documents) == 1
+    assert documents[0].title == "メモ" and documents[0].page_starts == ()
+    assert (
+        documents[0].text
+        == "富士山は日本で一番高い山です。\n山\t高さ\n富士山\t3776\n京都は794年に都になりました。"
+    )
+
+
+def test_broken_pdf_and_docx_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really")
+    (tmp_path / "broken.docx").write_bytes(b"PK\x03\x04 not a zip")
+    documents, report = read_corpus([tmp_path])
+    reasons = {Path(p.source).name: p.reason for p in report.skipped}
+    assert documents == []
+    assert reasons["broken.pdf"].startswith("not a readable PDF file")
+    assert reasons["broken.docx"].startswith("not a readable DOCX file")
+
+
+def test_pdf_passages_keep_offsets_and_pages(tmp_path: Path) -> None:
+    from kotae.indexing.job import run_index
+    from kotae.indexing.store import FaissDocumentStore
+    from kotae.indexing.testing import HashEmbedder
+    from kotae.pipeline.config import load_pipeline_config
+
+    (tmp_path / "corpus").mkdir()
+    pdf = write_pdf(tmp_path / "corpus" / "guide.pdf", PDF_PAGES)
+    (document,), _ = read_corpus([pdf])
+    config = load_pipeline_config(None, ["index.passage_tokens=12", "index.overlap_tokens=0"])
+    summary = run_index(config, [tmp_path / "corpus"], tmp_path / "index", embedder=HashEmbedder())
+    assert summary.added == 1 and summary.skipped == []
+    store = FaissDocumentStore(tmp_path / "index")
+    passages = sorted(store.filter_documents(), key=lambda d: d.meta["passage_index"])
+    store.close()
+    assert len(passages) >= 3
+    for passage in passages:
+        start, end = passage.meta["start"], passage.meta["end"]
+        assert document.text[start:end] == passage.content
+    pages = {passage.content: passage.meta["page"] for passage in passages}
+    assert [page for text, page in pages.items() if "3776" in text] == [1]
+    assert [page for text, page in pages.items() if "794" in text] == [2]
+    assert [page for text, page in pages.items() if "1868" in text] == [3]
+
+
+def test_answers_from_a_pdf_carry_their_page(tmp_path: Path) -> None:
+    """`kotae ask` over an indexed PDF: every answer's `page` is the page its passage lies on."""
+    from typer.testing import CliRunner
+
+    from kotae.cli import app
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.testing import build_tiny_setup
+
+    setup = build_tiny_setup(tmp_path, index=False)
+    for name in list(setup.texts):
+        (setup.corpus / name).unlink()
+    pdf = write_pdf(setup.corpus / "guide.pdf", PDF_PAGES)
+    run_index(setup.config(), [setup.corpus])
+    (document,), _ = read_corpus([pdf])
+    configs = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+    args = ["ask", "When did Kyoto become the capital?", "--config", str(configs / "bm25.yaml"), "-k", "3"]
+    args += [f"--set={override}" for override in setup.overrides]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout)["answers"]
+    assert answers
+    for answer in answers:
+        page = sum(1 for start in document.page_starts if start <= answer["start"])
+        assert answer["page"] == page and document.text[answer["start"] : answer["end"]] == answer["answer"]
+    shown = CliRunner().invoke(app, args)
+    assert f"page {answers[0]['page']}" in shown.stdout

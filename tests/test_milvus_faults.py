@@ -35,7 +35,7 @@ pytest.importorskip("milvus_lite", reason="the Milvus tests need kotae[milvus]")
 
 from test_faults import SEED, Snapshot, _check_committed, _config, _corpora, _same, _write
 
-from indexing.milvus_testing import MilvusLiteServer
+from kotae.indexing.milvus_testing import MilvusLiteServer
 
 KILLS = int(os.environ.get("KOTAE_MILVUS_KILLS", "6"))
 CONTEXT = multiprocessing.get_context("fork")
@@ -46,9 +46,9 @@ def _settings(uri: str, collection: str) -> list[str]:
 
 
 def _job(uri: str, collection: str, local: str, corpus: str, full: bool) -> None:  # in a forked child
-    from indexing.job import run_index
-    from indexing.testing import HashEmbedder
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing.job import run_index
+    from kotae.indexing.testing import HashEmbedder
+    from kotae.pipeline.config import load_pipeline_config
 
     config = load_pipeline_config(None, [*_overrides(), *_settings(uri, collection)])
     run_index(config, [Path(corpus)], index_dir=Path(local), full=full, embedder=HashEmbedder())
@@ -67,7 +67,7 @@ def _overrides() -> list[str]:
 
 def _read(uri: str, collection: str, local: str, connection: Any) -> None:  # in a forked child
     """Send back what a reader sees now (no recovery), and the store's own consistency problems."""
-    from indexing.milvus_store import MilvusDocumentStore
+    from kotae.indexing.milvus_store import MilvusDocumentStore
 
     try:
         store = MilvusDocumentStore(local, uri=uri, collection=collection)

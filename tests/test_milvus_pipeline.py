@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 
 pytest.importorskip("pymilvus", reason="the Milvus store needs kotae[milvus]")
 
-from indexing.bm25 import load_bm25
-from indexing.job import run_index
-from indexing.stores import open_store
-from indexing.testing import HashEmbedder
 from kotae.cli import app
-from pipeline.config import PipelineConfig, load_pipeline_config
-from pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
+from kotae.indexing.bm25 import load_bm25
+from kotae.indexing.job import run_index
+from kotae.indexing.stores import open_store
+from kotae.indexing.testing import HashEmbedder
+from kotae.pipeline.config import PipelineConfig, load_pipeline_config
+from kotae.pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "pipeline"
@@ -121,7 +121,7 @@ def test_same_passages_and_answers_as_kotae_store(both: dict[str, list[str]], na
 
 
 def test_filters_and_dense_scores_match(both: dict[str, list[str]]) -> None:
-    from pipeline.build import build_components
+    from kotae.pipeline.build import build_components
 
     found = {}
     for store, overrides in both.items():
@@ -145,7 +145,7 @@ def test_filters_and_dense_scores_match(both: dict[str, list[str]]) -> None:
 def test_serve_and_feedback_labels_point_at_milvus_passages(
     both: dict[str, list[str]], setup: TinySetup
 ) -> None:
-    from pipeline.server import create_app
+    from kotae.pipeline.server import create_app
 
     config = load_pipeline_config(CONFIGS / "default.yaml", both["milvus"])
     store = open_store(config)
@@ -256,7 +256,7 @@ def test_milvus_lite_in_process_by_file_path(tmp_path: Path) -> None:
 
 def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     from kotae.errors import KotaeError
-    from pipeline.testing import free_port
+    from kotae.pipeline.testing import free_port
 
     config = load_pipeline_config(
         None, ["index.store=milvus", f"index.milvus_uri=http://127.0.0.1:{free_port()}"]
@@ -271,13 +271,13 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
 def test_pipeline_yaml_round_trips_without_the_token(
     both: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from indexing.milvus_store import MilvusDocumentStore
-    from pipeline.build import build_pipeline, load_pipeline_yaml
+    from kotae.indexing.milvus_store import MilvusDocumentStore
+    from kotae.pipeline.build import build_pipeline, load_pipeline_yaml
 
     monkeypatch.setenv("KOTAE_MILVUS_TOKEN", "not-in-yaml")
     config = load_pipeline_config(CONFIGS / "default.yaml", both["milvus"])
     text = build_pipeline(config).dumps()
-    assert "not-in-yaml" not in text and "indexing.milvus_store.MilvusDocumentStore" in text
+    assert "not-in-yaml" not in text and "kotae.indexing.milvus_store.MilvusDocumentStore" in text
     loaded = load_pipeline_yaml(text)
     store = loaded.get_component("dense_retriever").document_store
     assert isinstance(store, MilvusDocumentStore) and store.uri == config.index.milvus_uri

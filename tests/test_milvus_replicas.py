@@ -21,9 +21,9 @@ import pytest
 
 pytest.importorskip("milvus_lite", reason="the Milvus tests need kotae[milvus]")
 
-from indexing.job import run_index
-from pipeline.config import load_pipeline_config
-from pipeline.testing import TinySetup, build_tiny_setup, free_port
+from kotae.indexing.job import run_index
+from kotae.pipeline.config import load_pipeline_config
+from kotae.pipeline.testing import TinySetup, build_tiny_setup, free_port
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "default.yaml"
 QUESTION = "名古屋城はいつ完成しましたか？"

@@ -18,7 +18,7 @@ from haystack.testing.document_store import (
 
 pytest.importorskip("pymilvus", reason="the Milvus store needs kotae[milvus]")
 
-from indexing.milvus_store import MilvusDocumentStore
+from kotae.indexing.milvus_store import MilvusDocumentStore
 
 
 def _without_embedding(document: Document) -> Document:

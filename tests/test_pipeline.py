@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from kotae.cli import app
 from kotae.errors import KotaeError
-from pipeline.answers import answer_record, sentence_around, source_span
-from pipeline.build import ALLOWED_MODULES, build_pipeline, check_allowed, load_pipeline_yaml
-from pipeline.config import load_pipeline_config
-from pipeline.qa import QuestionAnswerer
-from pipeline.reader import KotaeExtractiveReader
-from pipeline.testing import QUESTIONS, TinySetup, build_tiny_setup
+from kotae.pipeline.answers import answer_record, sentence_around, source_span
+from kotae.pipeline.build import ALLOWED_MODULES, build_pipeline, check_allowed, load_pipeline_yaml
+from kotae.pipeline.config import load_pipeline_config
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.reader import KotaeExtractiveReader
+from kotae.pipeline.testing import QUESTIONS, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 
@@ -145,8 +145,8 @@ def test_missing_index_and_unprepared_reader_are_one_line(setup: TinySetup, tmp_
 def test_reader_agrees_with_evaluate(setup: TinySetup) -> None:
     """On one passage, the pipeline reader ranking by raw logit sums gives exactly what ``kotae
     evaluate`` scores (with the default margin ranking, only single-window passages must agree)."""
-    from reader_training.data import QAExample
-    from reader_training.evaluate import DecodeSettings, load_reader, predict
+    from kotae.reader_training.data import QAExample
+    from kotae.reader_training.evaluate import DecodeSettings, load_reader, predict
 
     reader = KotaeExtractiveReader(
         model=str(setup.reader), top_k=1, max_length=48, stride=16, relative_scores=False
@@ -195,7 +195,7 @@ def test_reader_validates_and_round_trips() -> None:
         model="some/reader", top_k=3, max_answer_length=12, no_answer=True, device="cpu"
     )
     data = reader.to_dict()
-    assert data["type"] == "pipeline.reader.KotaeExtractiveReader"
+    assert data["type"] == "kotae.pipeline.reader.KotaeExtractiveReader"
     again = KotaeExtractiveReader.from_dict(data)
     assert again.to_dict() == data
 
@@ -214,7 +214,7 @@ def test_pipeline_show_loads_back_and_answers(setup: TinySetup) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert "pipeline.reader.KotaeExtractiveReader" in text and "reciprocal_rank_fusion" in text
+    assert "kotae.pipeline.reader.KotaeExtractiveReader" in text and "reciprocal_rank_fusion" in text
     loaded = load_pipeline_yaml(text)
     assert _normalised(loaded.to_dict()) == _normalised(
         build_pipeline(setup.config(CONFIGS / "default.yaml")).to_dict()
@@ -258,7 +258,7 @@ def test_allow_list_refuses_outside_modules_without_importing(
     assert "haystack.components.generators.openai" not in sys.modules
     check_allowed(yaml.safe_load(good))  # the real thing passes
     assert all(
-        m.startswith(("pipeline.", "indexing.", "haystack.", "haystack_integrations."))
+        m.startswith(("kotae.pipeline.", "kotae.indexing.", "haystack.", "haystack_integrations."))
         for m in ALLOWED_MODULES
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kotae.errors import KotaeError
-from reader_training.config import load_train_config
+from kotae.reader_training.config import load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 

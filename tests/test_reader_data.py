@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from kotae.errors import KotaeError
-from reader_training.data import Answer, QAExample, load_examples, repair_answer, subsample, validate_examples
+from kotae.reader_training.data import (
+    Answer,
+    QAExample,
+    load_examples,
+    repair_answer,
+    subsample,
+    validate_examples,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CONTEXT = "Alice met Bob in Paris. Bob met Carol in Rome."
@@ -104,7 +111,7 @@ def test_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         load_examples("squad@validation")
     assert "squad@validation" in str(error.value) and "\n" not in str(error.value)
 
-    import reader_training.data as data_module
+    import kotae.reader_training.data as data_module
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(data_module, "hub_reachable", lambda timeout=3.0: False)

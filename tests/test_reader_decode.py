@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reader_training.decode import (
+from kotae.reader_training.decode import (
     Decoded,
     Span,
     WindowLogits,
@@ -115,11 +115,14 @@ def test_empty_and_softmax() -> None:
     assert decode([no_context], [""]).answers == []
     probabilities = softmax([1.0, 1.0, 1.0 + np.log(2)])
     assert probabilities == pytest.approx([0.25, 0.25, 0.5])
-    assert isinstance(Span("a", 0, 1, 0.0, 0.0, 0.0), Span)
+    assert softmax([]).size == 0  # no scores, no probabilities
+    assert softmax([1000.0, 1000.0]) == pytest.approx([0.5, 0.5])  # large logits do not overflow
+    only = Span("a", 0, 1, 1.0, 0.5, 0.5)
+    assert choose_answer(Decoded([only], None), allow_null=True) is only  # no CLS logits: no null answer
 
 
 def test_trim_span_drops_the_space_a_word_initial_piece_covers() -> None:
-    from reader_training.decode import trim_span
+    from kotae.reader_training.decode import trim_span
 
     context = "Geneva was John Calvin's home"
     assert trim_span(context, 10, 22) == (11, 22)  # " John Calvin" -> "John Calvin"

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from kotae.errors import KotaeError
-from reader_training.data import Answer, QAExample
-from reader_training.features import (
+from kotae.reader_training.data import Answer, QAExample
+from kotae.reader_training.features import (
     label_window,
     prepare_eval_features,
     prepare_train_features,
     require_fast_tokenizer,
     tokenize_windows,
 )
-from reader_training.testing import tiny_tokenizer
+from kotae.reader_training.testing import tiny_tokenizer
 
 # "w0 w1 ... w9": token wK covers characters [3K, 3K + 2)
 CONTEXT = " ".join(f"w{i}" for i in range(10))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reader_training.metrics import (
+from kotae.reader_training.metrics import (
     detect_language,
     evaluate_predictions,
     exact_match_score,

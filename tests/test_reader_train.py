@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from kotae.cli import app
 from kotae.errors import KotaeError
-from reader_training.config import load_train_config
-from reader_training.evaluate import evaluate_folder, load_reader
-from reader_training.testing import tiny_reader, tiny_tokenizer
-from reader_training.train import run_training
+from kotae.reader_training.config import load_train_config
+from kotae.reader_training.evaluate import evaluate_folder, load_reader
+from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
+from kotae.reader_training.train import run_training
 
 CONTEXTS = [
     "Alice met Bob in Paris on a rainy Tuesday in spring.",

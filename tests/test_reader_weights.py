@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from kotae.errors import KotaeError
-from kotae.reader_weights import DELTA_FILE, export_delta, materialise, shard
-from reader_training.testing import tiny_reader, tiny_tokenizer
+from kotae.reader_training.export import export_delta
+from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
+from kotae.reader_weights import DELTA_FILE, materialise
+from kotae.weight_files import shard
 
 TEXTS = ["Alice met Bob in Paris.", "奈良は古都です。"]
 

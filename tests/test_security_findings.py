@@ -26,15 +26,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from indexing.job import IndexSummary, run_index
 from kotae.cli import app as cli_app
 from kotae.errors import KotaeError
+from kotae.indexing.job import IndexSummary, run_index
+from kotae.pipeline.build import load_pipeline_yaml
+from kotae.pipeline.guards import SESSION_COOKIE, ServerAccess, host_allowed, served_names
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 from kotae.terminal import printable
-from pipeline.build import load_pipeline_yaml
-from pipeline.guards import SESSION_COOKIE, ServerAccess, host_allowed, served_names
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 KEY = "k3y-for-tests"

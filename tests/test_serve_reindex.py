@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from indexing.job import run_index
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
+from kotae.indexing.job import run_index
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 NEW_DOCUMENTS = {

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import ServerLimits, check_filters, create_app
-from pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.schemas import check_filters
+from kotae.pipeline.server import ServerLimits, create_app
+from kotae.pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 
@@ -165,6 +166,6 @@ def test_check_filters() -> None:
 def test_serve_binds_localhost_by_default() -> None:
     import inspect
 
-    from pipeline.cli import serve
+    from kotae.pipeline.cli import serve
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"

@@ -1,6 +1,6 @@
 """Slow clients are cut off: slowloris headers, trickled bodies, silent connections.
 
-Over real HTTP on 127.0.0.1: uvicorn runs with :func:`pipeline.guards.uvicorn_config`, exactly as
+Over real HTTP on 127.0.0.1: uvicorn runs with :func:`kotae.pipeline.guards.uvicorn_config`, exactly as
 ``kotae serve`` does, with a 1 s client timeout; one test runs the ``kotae serve`` command itself.
 """
 
@@ -20,10 +20,10 @@ import httpx
 import pytest
 import torch
 
-from pipeline.guards import ServerAccess, uvicorn_config
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup, free_port
+from kotae.pipeline.guards import ServerAccess, uvicorn_config
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup, free_port
 
 torch.set_num_threads(1)
 

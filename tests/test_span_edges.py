@@ -1,4 +1,4 @@
-"""Span edges inside Japanese tokens (reader_training.edges): morphemes, the learnt table, the refiner
+"""Span edges inside Japanese tokens (kotae.reader_training.edges): morphemes, the learnt table, the refiner
 the decoder takes, and the miss classes of the model card. Token offsets are written by hand here, as
 the e5 tokenizer cuts these texts (``▁1983 | 年に | 生まれた``)."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from reader_training.decode import WindowLogits, decode
-from reader_training.edges import (
+from kotae.reader_training.decode import WindowLogits, decode
+from kotae.reader_training.edges import (
     EdgeRefiner,
     EdgeTable,
     classify_miss,

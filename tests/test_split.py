@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexing.bm25 import bigram_tokenize
-from indexing.split import sentence_spans, split_text
+from kotae.indexing.bm25 import bigram_tokenize
+from kotae.indexing.split import sentence_spans, split_text
 
 
 def chars(text: str) -> int:

@@ -13,7 +13,7 @@ from haystack.testing.document_store import (
     GetMetadataFieldUniqueValuesTest,
 )
 
-from indexing.store import FaissDocumentStore
+from kotae.indexing.store import FaissDocumentStore
 
 
 class TestFaissDocumentStoreConformance(

@@ -13,8 +13,9 @@ from haystack import Document, Pipeline
 from haystack.document_stores.errors import DocumentStoreError
 from haystack.document_stores.types import DuplicatePolicy
 
-from indexing.retriever import FaissEmbeddingRetriever
-from indexing.store import FAISS_NAME, FaissDocumentStore, min_training_vectors
+from kotae.indexing.faiss_index import min_training_vectors
+from kotae.indexing.retriever import FaissEmbeddingRetriever
+from kotae.indexing.store import FAISS_NAME, FaissDocumentStore
 
 DIM = 16
 
@@ -179,7 +180,9 @@ def test_retriever_component_round_trip_and_pipeline(tmp_path: Path) -> None:
     assert clone.to_dict() == data
     pipeline = Pipeline()
     pipeline.add_component("retriever", clone)
-    restored = Pipeline.loads(pipeline.dumps(), allowed_modules=["indexing.retriever", "indexing.store"])
+    restored = Pipeline.loads(
+        pipeline.dumps(), allowed_modules=["kotae.indexing.retriever", "kotae.indexing.store"]
+    )
     result = restored.run({"retriever": {"query_embedding": docs[4].embedding}})["retriever"]["documents"]
     assert result[0].id == "d4" and len(result) == 2
     assert clone.run(query_embedding=docs[8].embedding, top_k=1)["documents"][0].meta["n"] < 5
@@ -188,3 +191,12 @@ def test_retriever_component_round_trip_and_pipeline(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         FaissEmbeddingRetriever(object())  # type: ignore[arg-type]
     store.close()
+
+
+def test_a_store_path_sqlite_cannot_open_fails_with_one_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "store.sqlite3").mkdir()  # a folder where the database file belongs
+    with pytest.raises(DocumentStoreError) as caught:
+        FaissDocumentStore(tmp_path)
+    message = str(caught.value)
+    assert f"{tmp_path / 'store.sqlite3'} cannot be opened" in message and "\n" not in message
+    assert (tmp_path / "store.sqlite3").is_dir()  # nothing moved aside or deleted

@@ -19,8 +19,8 @@ import torch
 
 from kotae.errors import KotaeError
 from kotae.model_files import load_sentence_transformer, require_safetensors
-from pipeline.qa import QuestionAnswerer
-from pipeline.testing import TinySetup, build_tiny_setup
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.testing import TinySetup, build_tiny_setup
 
 torch.set_num_threads(1)
 
@@ -77,7 +77,7 @@ def _set(key: str, value: Path | str) -> str:
 
 
 def test_the_indexing_job_refuses_a_pickled_embedder(setup: TinySetup, pickled: dict[str, Path]) -> None:
-    from indexing.job import run_index
+    from kotae.indexing.job import run_index
 
     config = setup.config(
         extra=[_set("embedder.model", pickled["embedder"]), _set("index.dir", setup.root / "i2")]
@@ -112,7 +112,9 @@ def test_kotae_models_check_refuses_a_pickled_embedder(pickled: dict[str, Path])
 
     result = CliRunner().invoke(app, ["models", "check", str(pickled["embedder"])])
     assert result.exit_code != 0
-    assert isinstance(result.exception, KotaeError) or "safetensors" in result.output
+    assert isinstance(result.exception, KotaeError), result.output  # refused by kotae, not a crash
+    message = str(result.exception)
+    assert str(pickled["embedder"]) in message and "safetensors" in message and "\n" not in message
     with pytest.raises(KotaeError) as error:
         require_safetensors(pickled["embedder"], "embedder")
     _one_line_naming(error, pickled["embedder"])

@@ -21,8 +21,8 @@ from test_web_page import (  # noqa: F401  (fixtures)
     setup,
 )
 
-from pipeline.feedback import FeedbackStore, Label
-from pipeline.testing import TinySetup
+from kotae.pipeline.feedback import FeedbackStore, Label
+from kotae.pipeline.testing import TinySetup
 
 
 def _labels(setup: TinySetup) -> list[Label]:  # noqa: F811

@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.qa import QuestionAnswerer
-from pipeline.server import create_app
-from pipeline.testing import ServedApp, TinySetup, build_tiny_setup
-from pipeline.web import CONTENT_SECURITY_POLICY, rebuild_text
+from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.server import create_app
+from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup
+from kotae.pipeline.web import CONTENT_SECURITY_POLICY, rebuild_text
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 CHROMIUM = Path(os.environ.get("KOTAE_CHROMIUM", "/usr/bin/chromium"))
@@ -95,7 +95,7 @@ def test_rebuild_text_keeps_offsets_and_fills_gaps() -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
-    from indexing.job import run_index
+    from kotae.indexing.job import run_index
 
     setup = build_tiny_setup(tmp_path_factory.mktemp("web"), index=False)
     record = {"id": "hostile", "title": HOSTILE_TITLE, "text": HOSTILE_TEXT}

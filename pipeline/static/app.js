@@ -53,6 +53,7 @@
     if (record.title) parts.push(el("span", { className: "title", text: record.title }));
     const where = record.source || record.document_id;
     if (where) parts.push(el("code", { text: shortName(record), attrs: { title: record.document_id || where } }));
+    if (record.page) parts.push(el("span", { className: "page", text: "p. " + record.page }));
     return parts;
   }
 

@@ -11,7 +11,7 @@ and renamed into place when complete.
 
 Example::
 
-    python -m reader_training.device_unpack /work/.device/<...>/files --out runs/reader-default
+    python -m kotae.reader_training.device.unpack /work/.device/<...>/files --out runs/reader-default
     kotae evaluate --model runs/reader-default --data ../shared/data/jaquad/dev
 """
 
@@ -32,8 +32,9 @@ import numpy as np
 import yaml
 
 from kotae.errors import KotaeError
+from kotae.reader_training.device.bundle import LOG_FILE, RUN_FILE, returned_weight_files
 from kotae.reader_weights import TOKENIZER_FILES, base_word_embeddings
-from reader_training.device_bundle import HF_WORD_EMBEDDINGS, LOG_FILE, RUN_FILE, returned_weight_files
+from kotae.weight_files import HF_WORD_EMBEDDINGS
 
 Log = Callable[[str], None]
 
@@ -69,14 +70,22 @@ def round_trip_command(run: dict[str, Any], returned: Path, output: Path) -> str
     """The three commands that made this reader (pack here, train on the device, unpack here)."""
     bundle = run["bundle"]
     packed = bundle.get("pack") or {"config_path": bundle["config_path"], "overrides": bundle["overrides"]}
-    pack = ["python", "-m", "reader_training.device_pack", "--config", str(packed["config_path"])]
+    pack = ["python", "-m", "kotae.reader_training.device.pack", "--config", str(packed["config_path"])]
     for item in packed["overrides"]:
         pack += ["--set", item]
     for name, path in packed.get("variants", {}).items():
         pack += ["--variant", f"{name}={path}"]
     pack += [] if packed.get("dev", True) else ["--no-dev"]
     arguments = run.get("arguments", {})
-    train = ["python3", "-m", "reader_training.device_train", "--bundle", ".device/bundle", "--out", "$OUT"]
+    train = [
+        "python3",
+        "-m",
+        "kotae.reader_training.device.train",
+        "--bundle",
+        ".device/bundle",
+        "--out",
+        "$OUT",
+    ]
     if arguments.get("variant"):
         train += ["--variant", arguments["variant"]]
     if arguments.get("max_seconds") is not None:
@@ -86,12 +95,12 @@ def round_trip_command(run: dict[str, Any], returned: Path, output: Path) -> str
     for item in arguments.get("overrides", []):
         train += ["--set", item]
     train += ["--no-dev"] if arguments.get("no_dev") else []
-    unpack = ["python", "-m", "reader_training.device_unpack", str(returned), "--out", str(output)]
+    unpack = ["python", "-m", "kotae.reader_training.device.unpack", str(returned), "--out", str(output)]
     return "\n".join(
         [
             shlex.join(pack) + "   # here",
             shlex.join(train).replace("'$OUT'", "$OUT") + "   # on the device, carry .device/bundle",
-            shlex.join(unpack) + "   # here (reader_training/DEVICE.md)",
+            shlex.join(unpack) + "   # here (reader_training/device/DEVICE.md)",
         ]
     )
 
@@ -131,7 +140,7 @@ def metrics_from_run(run: dict[str, Any], output: Path, parameters: int) -> dict
             "resumed": False,
             "trainable_parameters": run.get("trainable_parameters", parameters),
             "total_parameters": run.get("total_parameters"),
-            "trained_with": "reader_training.device_train (reader_training/DEVICE.md)",
+            "trained_with": "kotae.reader_training.device.train (reader_training/device/DEVICE.md)",
         },
         "hardware": {
             "device": run["device"],
@@ -153,8 +162,8 @@ def unpack(
     """Write a complete reader folder from a device run's output; returns the folder."""
     from safetensors.numpy import save_file
 
-    from reader_training.evaluate import READER_SETTINGS, DecodeSettings, resolve_reference
-    from reader_training.report import model_card, plot_curves
+    from kotae.reader_training.evaluate import READER_SETTINGS, DecodeSettings, resolve_reference
+    from kotae.reader_training.report import model_card, plot_curves
 
     returned = Path(returned_dir)
     run, tensors = read_returned(returned)
@@ -210,8 +219,8 @@ def unpack(
         )
         card = model_card(metrics).replace("Fine-tuned by `kotae train`", "Fine-tuned on a lent GPU")
         card += (
-            f"\nTrained on {run['device']} ({run['precision']}) by `python -m reader_training.device_train` "
-            "from a bundle made by `python -m reader_training.device_pack` (see reader_training/DEVICE.md); "
+            f"\nTrained on {run['device']} ({run['precision']}) by `python -m kotae.reader_training.device.train` "
+            "from a bundle made by `python -m kotae.reader_training.device.pack` (see reader_training/device/DEVICE.md); "
             "`device_run.json` holds the run's full record. Dev scores above, if any, were measured on "
             "the device by kotae's evaluation code on these fp16 weights; `kotae evaluate` re-measures them.\n"
         )
@@ -232,7 +241,7 @@ def unpack(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reader_training.device_unpack",
+        prog="python -m kotae.reader_training.device.unpack",
         description="Merge a device run's fp16 weights with the prepared base into a reader folder.",
     )
     parser.add_argument("returned", help="folder holding the device run's run.json and weights-*.safetensors")

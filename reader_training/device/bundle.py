@@ -1,7 +1,7 @@
 """The device bundle: what travels to a lent GPU machine to train the reader there, and what comes back.
 
-Written by :mod:`reader_training.device_pack` (here, full kotae environment), read by
-:mod:`reader_training.device_train` (there: torch, transformers, numpy, safetensors and the standard
+Written by :mod:`kotae.reader_training.device.pack` (here, full kotae environment), read by
+:mod:`kotae.reader_training.device.train` (there: torch, transformers, numpy, safetensors and the standard
 library only — so this module imports numpy and the standard library at the top, safetensors
 inside functions, and nothing from kotae but :mod:`kotae.e5s1`, which is numpy-only too).
 
@@ -33,13 +33,14 @@ trained parameter but the word embeddings, at most :data:`MAX_FILE_BYTES` each),
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from kotae.weight_files import MAX_FILE_BYTES, sha256
 
 FORMAT = "kotae-device-bundle/1"
 MANIFEST = "bundle.json"
@@ -50,21 +51,8 @@ WORD_TENSOR = "emb.word"
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_GZ = "tokenizer.json.gz"
 TOKENIZER_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json")
-HF_WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
-
-MAX_FILE_BYTES = 15 * 1024 * 1024
-"""Each file at most 15 MiB: the device tool brings back files of up to 16 MiB, and headers need room."""
-
 MAX_BUNDLE_BYTES = 60 * 1024 * 1024
 """A bundle larger than this does not fit the 64 MiB that travels with the working tree."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def row_slices(n_rows: int, bytes_per_row: int, limit: int = MAX_FILE_BYTES) -> list[slice]:
@@ -138,7 +126,7 @@ def read_bundle(folder: str | Path, verify: bool = True, variant: str | None = N
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(
-            f"{manifest_path} not found; make the bundle with python -m reader_training.device_pack"
+            f"{manifest_path} not found; make the bundle with python -m kotae.reader_training.device.pack"
         )
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:

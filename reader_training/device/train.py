@@ -1,10 +1,10 @@
 """Train the reader from a device bundle, on a lent GPU (or, for tests and timing, on this CPU).
 
-    python -m reader_training.device_train --bundle .device/bundle --out $OUT [--max-seconds 480]
+    python -m kotae.reader_training.device.train --bundle .device/bundle --out $OUT [--max-seconds 480]
 
 Standalone on purpose: the device machine has Python with torch, transformers, numpy and
 safetensors and nothing else (no pydantic, yaml, datasets, typer), so this imports only those,
-the standard library, :mod:`reader_training.device_bundle` and :mod:`kotae.e5s1` (numpy-only).
+the standard library, :mod:`kotae.reader_training.device.bundle` and :mod:`kotae.e5s1` (numpy-only).
 That is also why it is a compact hand loop rather than transformers' Trainer: Trainer wants a
 ``datasets``-style dataset and pulls in its own logging/checkpoint machinery, while a time-boxed
 run needs three things Trainer does not give directly — a hard wall-clock stop that leaves time to
@@ -43,15 +43,14 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from reader_training.device_bundle import (  # noqa: E402
-    HF_WORD_EMBEDDINGS,
+from kotae.reader_training.device.bundle import (  # noqa: E402
     LOG_FILE,
-    MAX_FILE_BYTES,
     RUN_FILE,
     Bundle,
     BundleError,
@@ -61,6 +60,7 @@ from reader_training.device_bundle import (  # noqa: E402
     read_bundle,
     read_dev_sets,
 )
+from kotae.weight_files import HF_WORD_EMBEDDINGS, MAX_FILE_BYTES, shard  # noqa: E402
 
 SAVE_MARGIN_SECONDS = 15.0
 TIMING_FROM, TIMING_AT = 5, (25, 200, 1000)
@@ -226,29 +226,21 @@ def save_weights(tensors: dict[str, Any], out: Path, limit: int = MAX_FILE_BYTES
     temporary name and renamed, so a kill never leaves a half-written shard under the real name."""
     from safetensors.torch import save_file
 
-    shards: list[dict[str, Any]] = [{}]
-    size = 0
-    for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if size + nbytes > limit - 64 * 1024 and shards[-1]:
-            shards.append({})
-            size = 0
-        shards[-1][name] = tensor
-        size += nbytes
+    shards = shard(tensors, limit - 64 * 1024, nbytes=lambda tensor: tensor.numel() * tensor.element_size())
     written = []
-    for number, shard in enumerate(shards, start=1):
+    for number, group in enumerate(shards, start=1):
         name = f"weights-{number}.safetensors"
         partial = out / f"{name}.partial"
-        save_file(shard, str(partial), metadata={"format": "pt"})
+        save_file(group, str(partial), metadata={"format": "pt"})
         os.replace(partial, out / name)
-        written.append({"file": name, "bytes": (out / name).stat().st_size, "tensors": len(shard)})
+        written.append({"file": name, "bytes": (out / name).stat().st_size, "tensors": len(group)})
     return written
 
 
 def score_dev(
     model: Any, bundle_dir: Path, manifest: dict[str, Any], config: dict[str, Any], cuda: bool
 ) -> dict[str, dict[str, Any]]:
-    """Score the bundle's dev sets with kotae's evaluation code (:mod:`reader_training.evaluate`,
+    """Score the bundle's dev sets with kotae's evaluation code (:mod:`kotae.reader_training.evaluate`,
     numpy and the standard library only), on the weights as they come back: trained tensors
     rounded to fp16, fp32 arithmetic (TF32 off), as ``kotae evaluate`` runs on a CPU."""
     import tempfile
@@ -256,8 +248,8 @@ def score_dev(
     import torch
     from transformers import AutoTokenizer
 
-    from reader_training.data import example_from_record
-    from reader_training.evaluate import DecodeSettings, evaluate_examples
+    from kotae.reader_training.data import example_from_record
+    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples
 
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = AutoTokenizer.from_pretrained(extract_tokenizer(bundle_dir, Path(folder)))
@@ -298,62 +290,17 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
 # Training
 
 
-def train(
-    bundle_dir: str | Path,
-    out_dir: str | Path,
-    max_seconds: float | None = None,
-    max_steps: int | None = None,
-    device: str | None = None,
-    save_every: float = 120.0,
-    threads: int | None = None,
-    overrides: Sequence[str] = (),
-    dev: bool = True,
-    dev_seconds: float = 45.0,
-    weights: bool = True,
-    variant: str | None = None,
-    started: float | None = None,
-) -> dict[str, Any]:
-    """Train from the bundle into ``out_dir``; returns what ``run.json`` holds.
+def training_deadline(began: float, budget: float, dev_seconds: float) -> float:
+    """When training must stop: the budget less the time to save (15 s, or a tenth of a short
+    budget) and to score the dev sets afterwards (``dev_seconds``, 0 without scoring)."""
+    return began + budget - (min(SAVE_MARGIN_SECONDS, 0.1 * budget) + dev_seconds)
 
-    ``overrides`` (``KEY=VALUE``, JSON values) change the optimisation hyperparameters of the packed
-    config (:data:`TUNABLE`) without packing again; windowing is fixed by the bundle. With ``dev``
-    and dev sets in the bundle, training stops ``dev_seconds`` earlier and the saved weights are
-    scored on them (``run.json`` → ``dev``). ``weights=False`` saves no weights (a comparison run
-    whose dev scores are all that is needed, leaving the 8 returned files to another run).
-    ``variant`` trains on the windows and with the config of a variant packed in the bundle.
-    The budget counts from ``started`` (``time.monotonic()``; the command line passes the moment
-    this module was imported), else from the call.
-    """
-    began = time.monotonic() if started is None else started
+
+def build_optimizer(model: Any, config: dict[str, Any], fused: bool) -> Any:
+    """AdamW over the trainable parameters (the first ``freeze_layers`` encoder layers frozen), with
+    weight decay on all but biases and LayerNorm, as transformers' Trainer sets it up."""
     import torch
-    import torch.nn.functional as F
-    import transformers
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
-    bundle = read_bundle(bundle_dir, variant=variant)
-    config = apply_overrides(bundle.train_config, overrides)
-    budget = float(max_seconds if max_seconds is not None else bundle.manifest["max_seconds"])
-    scoring = dev and bool(bundle.manifest.get("dev", {}).get("sets"))
-    reserve = min(SAVE_MARGIN_SECONDS, 0.1 * budget) + (dev_seconds if scoring else 0.0)
-    deadline = began + budget - reserve
-    seed = int(config["seed"])
-    target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = target.type == "cuda"
-    precision = str(config.get("precision", "auto"))
-    bf16 = (cuda and precision != "fp32") or (not cuda and precision == "bf16")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    log(
-        f"bundle {bundle_dir}: {len(bundle.features)} windows, {len(bundle.used_ids)} token ids; "
-        f"device {target}, {'bf16 autocast' if bf16 else 'fp32'}, budget {budget:.0f} s"
-    )
-
-    model = build_model(bundle, seed).to(target)
-    model.train()
     freeze = int(config.get("freeze_layers", 0))
     for layer in list(model.bert.encoder.layer)[:freeze]:
         layer.requires_grad_(False)
@@ -362,41 +309,51 @@ def train(
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
-    peak = float(config["learning_rate"])
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": float(config["weight_decay"])},
             {"params": no_decay, "weight_decay": 0.0},
         ],
-        lr=peak,
+        lr=float(config["learning_rate"]),
         betas=(0.9, 0.999),
         eps=1e-8,
-        fused=cuda,
-    )
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-
-    features = bundle.features
-    offsets = features.offsets
-    used_ids = bundle.used_ids.astype(np.int64)
-    pad_id = int(bundle.manifest["pad_token_id"])
-    batch_size = int(config["batch_size"])
-    accumulation = int(config.get("gradient_accumulation_steps", 1))
-    group = bool(config.get("group_by_length", True))
-    rng = np.random.default_rng(seed)
-    per_epoch = len(length_grouped_batches(features.lengths, batch_size, np.random.default_rng(0), group))
-    planned = planned_steps(config, per_epoch)
-    if max_steps is not None:
-        planned = max_steps
-    total = planned
-    warmup_ratio = float(config["warmup_ratio"])
-    logging_steps = int(config.get("logging_steps", 10))
-    log(
-        f"{planned} steps planned ({per_epoch} batches of {batch_size} per epoch, accumulation {accumulation})"
+        fused=fused,
     )
 
-    log_path = out / LOG_FILE
-    log_path.unlink(missing_ok=True)
-    run: dict[str, Any] = {
+
+def span_loss(model: Any, batch: dict[str, Any], autocast: Any) -> Any:
+    """The mean of the start and end cross-entropies, padding masked out of both softmaxes."""
+    import torch.nn.functional as F
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    with autocast:
+        output = model(**inputs)
+    masked = batch["attention_mask"] == 0
+    start_logits = output.start_logits.float().masked_fill(masked, -1e4)
+    end_logits = output.end_logits.float().masked_fill(masked, -1e4)
+    return (
+        F.cross_entropy(start_logits, batch["start_positions"])
+        + F.cross_entropy(end_logits, batch["end_positions"])
+    ) / 2
+
+
+def run_record(
+    bundle: Bundle,
+    config: dict[str, Any],
+    variant: str | None,
+    target: Any,
+    bf16: bool,
+    budget: float,
+    planned: int,
+    model: Any,
+    trainable: list[Any],
+) -> dict[str, Any]:
+    """What ``run.json`` says before the first step: the bundle, the config, the machine, the plan."""
+    import torch
+    import transformers
+
+    cuda = target.type == "cuda"
+    return {
         "complete": False,
         "bundle": {k: bundle.manifest[k] for k in ("created", "base")}
         | {k: bundle.section[k] for k in ("config_path", "overrides", "features", "data")}
@@ -413,17 +370,133 @@ def train(
         "precision": "bf16" if bf16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "budget_seconds": budget,
-        "arguments": {
-            "max_seconds": max_seconds,
-            "max_steps": max_steps,
-            "overrides": list(overrides),
-            "no_dev": not dev,
-            "no_weights": not weights,
-            "variant": variant,
-        },
         "planned_steps": planned,
         "trainable_parameters": sum(p.numel() for p in trainable),
         "total_parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def fit_schedule(
+    step: int,
+    total: int,
+    mark: tuple[int, float],
+    now: float,
+    deadline: float,
+    sequences_per_step: int,
+    run: dict[str, Any],
+) -> int:
+    """Fit the schedule to the budget: steps are timed from ``TIMING_FROM`` to each of ``TIMING_AT``,
+    and when the planned steps cannot finish before the deadline, the decay ends where time runs
+    out. Returns the (possibly cut) total; records the timing in ``run``."""
+    per_step = (now - mark[1]) / (step - mark[0])
+    fitted = fitted_steps(step, total, per_step, deadline - now)
+    run.setdefault("ms_per_step", {})[str(step)] = round(per_step * 1000, 2)
+    if step == TIMING_AT[0]:
+        log(f"timing: {per_step * 1000:.1f} ms/step, {sequences_per_step / per_step:.0f} sequences/s")
+    if fitted >= total:
+        return total
+    log(f"time budget: {per_step * 1000:.0f} ms/step, schedule cut from {total} to {fitted} steps")
+    run["schedule_cut_at_step"] = step
+    return fitted
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a device run trains (the command line's flags).
+
+    ``overrides`` (``KEY=VALUE``, JSON values) change the optimisation hyperparameters of the packed
+    config (:data:`TUNABLE`) without packing again; windowing is fixed by the bundle. With ``dev``
+    and dev sets in the bundle, training stops ``dev_seconds`` earlier and the saved weights are
+    scored on them (``run.json`` → ``dev``). ``weights=False`` saves no weights (a comparison run
+    whose dev scores are all that is needed, leaving the 8 returned files to another run).
+    ``variant`` trains on the windows and with the config of a variant packed in the bundle.
+    """
+
+    max_seconds: float | None = None
+    max_steps: int | None = None
+    device: str | None = None
+    save_every: float = 120.0
+    threads: int | None = None
+    overrides: Sequence[str] = ()
+    dev: bool = True
+    dev_seconds: float = 45.0
+    weights: bool = True
+    variant: str | None = None
+
+
+def train(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    options: TrainOptions = TrainOptions(),
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Train from the bundle into ``out_dir`` as ``options`` say; returns what ``run.json`` holds.
+
+    The budget counts from ``started`` (``time.monotonic()``; the command line passes the moment
+    this module was imported), else from the call. Steps: read the bundle, build the model and
+    optimiser (:func:`build_optimizer`), train in length-grouped batches (:func:`span_loss`) while
+    fitting the schedule to the budget (:func:`fit_schedule`), save fp16 shards, score the dev sets.
+    """
+    began = time.monotonic() if started is None else started
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    bundle = read_bundle(bundle_dir, variant=options.variant)
+    config = apply_overrides(bundle.train_config, options.overrides)
+    budget = float(options.max_seconds if options.max_seconds is not None else bundle.manifest["max_seconds"])
+    scoring = options.dev and bool(bundle.manifest.get("dev", {}).get("sets"))
+    deadline = training_deadline(began, budget, options.dev_seconds if scoring else 0.0)
+    seed = int(config["seed"])
+    target = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = target.type == "cuda"
+    precision = str(config.get("precision", "auto"))
+    bf16 = (cuda and precision != "fp32") or (not cuda and precision == "bf16")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    log(
+        f"bundle {bundle_dir}: {len(bundle.features)} windows, {len(bundle.used_ids)} token ids; "
+        f"device {target}, {'bf16 autocast' if bf16 else 'fp32'}, budget {budget:.0f} s"
+    )
+
+    model = build_model(bundle, seed).to(target)
+    model.train()
+    peak = float(config["learning_rate"])
+    optimizer = build_optimizer(model, config, fused=cuda)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+
+    features = bundle.features
+    offsets = features.offsets
+    used_ids = bundle.used_ids.astype(np.int64)
+    pad_id = int(bundle.manifest["pad_token_id"])
+    batch_size = int(config["batch_size"])
+    accumulation = int(config.get("gradient_accumulation_steps", 1))
+    group = bool(config.get("group_by_length", True))
+    rng = np.random.default_rng(seed)
+    per_epoch = len(length_grouped_batches(features.lengths, batch_size, np.random.default_rng(0), group))
+    planned = planned_steps(config, per_epoch)
+    if options.max_steps is not None:
+        planned = options.max_steps
+    total = planned
+    warmup_ratio = float(config["warmup_ratio"])
+    logging_steps = int(config.get("logging_steps", 10))
+    log(
+        f"{planned} steps planned ({per_epoch} batches of {batch_size} per epoch, accumulation {accumulation})"
+    )
+
+    log_path = out / LOG_FILE
+    log_path.unlink(missing_ok=True)
+    run = run_record(bundle, config, options.variant, target, bf16, budget, planned, model, trainable)
+    run["arguments"] = {
+        "max_seconds": options.max_seconds,
+        "max_steps": options.max_steps,
+        "overrides": list(options.overrides),
+        "no_dev": not options.dev,
+        "no_weights": not options.weights,
+        "variant": options.variant,
     }
 
     step, micro, epoch_index, sequences, tokens = 0, 0, 0, 0, 0
@@ -457,7 +530,7 @@ def train(
             final_loss=losses[-1] if losses else None,
             peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if cuda else None,
         )
-        run["weights"] = save_weights(trained_tensors(model), out) if weights else []
+        run["weights"] = save_weights(trained_tensors(model), out) if options.weights else []
         write_json(out / RUN_FILE, run)
 
     def emit(record: dict[str, Any]) -> None:
@@ -471,17 +544,7 @@ def train(
         for rows in length_grouped_batches(features.lengths, batch_size, rng, group):
             arrays = collate(features, offsets, used_ids, rows, pad_id)
             batch = {k: torch.from_numpy(v).to(target, non_blocking=True) for k, v in arrays.items()}
-            mask = batch["attention_mask"]
-            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-            with autocast:
-                output = model(**inputs)
-            masked = mask == 0
-            start_logits = output.start_logits.float().masked_fill(masked, -1e4)
-            end_logits = output.end_logits.float().masked_fill(masked, -1e4)
-            loss = (
-                F.cross_entropy(start_logits, batch["start_positions"])
-                + F.cross_entropy(end_logits, batch["end_positions"])
-            ) / 2
+            loss = span_loss(model, batch, autocast)
             (loss / accumulation).backward()
             loss_sum += loss.detach()
             loss_count += 1
@@ -522,28 +585,17 @@ def train(
                         f"step {step}/{total} loss {mean:.4f} lr {rate:.2e} "
                         f"{sequences / max(seconds, 1e-9):.1f} seq/s"
                     )
-            # Fit the schedule to the budget: time steps 5..25 (and again at 200 and 1000), and if
-            # the planned steps cannot finish before the deadline, end the decay where time runs out.
-            if step == TIMING_FROM:
-                if cuda:
-                    torch.cuda.synchronize()
-                timing_mark = (step, time.monotonic())
-            elif timing_mark is not None and step in TIMING_AT:
+            if step == TIMING_FROM or (timing_mark is not None and step in TIMING_AT):
                 if cuda:
                     torch.cuda.synchronize()
                 now = time.monotonic()
-                per_step = (now - timing_mark[1]) / (step - timing_mark[0])
-                fitted = fitted_steps(step, total, per_step, deadline - now)
-                run.setdefault("ms_per_step", {})[str(step)] = round(per_step * 1000, 2)
-                if step == TIMING_AT[0]:
-                    rate_now = batch_size * accumulation / per_step
-                    log(f"timing: {per_step * 1000:.1f} ms/step, {rate_now:.0f} sequences/s")
-                if fitted < total:
-                    log(
-                        f"time budget: {per_step * 1000:.0f} ms/step, schedule cut from {total} to {fitted} steps"
+                if step == TIMING_FROM:
+                    timing_mark = (step, now)
+                else:
+                    assert timing_mark is not None
+                    total = fit_schedule(
+                        step, total, timing_mark, now, deadline, batch_size * accumulation, run
                     )
-                    total = fitted
-                    run["schedule_cut_at_step"] = step
             if step >= total:
                 done = True
                 break
@@ -553,7 +605,7 @@ def train(
                 stop_reason = "time budget"
                 done = True
                 break
-            if save_every and now - last_save >= save_every:
+            if options.save_every and now - last_save >= options.save_every:
                 checkpoint(complete=False)
                 last_save = time.monotonic()
         epoch_index += 1
@@ -568,7 +620,7 @@ def train(
     if scoring:
         try:
             run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
-        except Exception as error:  # the weights are saved: report, and let a chained run go on
+        except Exception as error:  # the options.weights are saved: report, and let a chained run go on
             run["dev_error"] = f"{type(error).__name__}: {error}"
             log(f"dev scoring failed ({run['dev_error']}); score the unpacked reader with kotae evaluate")
         run["wall_seconds"] = time.monotonic() - began
@@ -578,7 +630,8 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reader_training.device_train", description="Train the reader from a device bundle."
+        prog="python -m kotae.reader_training.device.train",
+        description="Train the reader from a device bundle.",
     )
     parser.add_argument("--bundle", default=".device/bundle", help="bundle folder made by device_pack")
     parser.add_argument("--out", required=True, help="where the fp16 weights, run.json and the log go ($OUT)")
@@ -622,21 +675,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --steps-like {args.steps_like}: no global_step to copy ({error})", file=sys.stderr)
             return 2
     try:
-        train(
-            args.bundle,
-            args.out,
-            args.max_seconds,
-            args.max_steps,
-            args.device,
-            args.save_every,
-            args.threads,
-            args.overrides,
+        options = TrainOptions(
+            max_seconds=args.max_seconds,
+            max_steps=args.max_steps,
+            device=args.device,
+            save_every=args.save_every,
+            threads=args.threads,
+            overrides=args.overrides,
             dev=not args.no_dev,
             dev_seconds=args.dev_seconds,
             weights=not args.no_weights,
             variant=args.variant,
-            started=STARTED,
         )
+        train(args.bundle, args.out, options, started=STARTED)
     except BundleError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,14 +2,14 @@
 
 Reads a training config (``configs/train/*.yaml``, the same file ``kotae train`` takes), loads,
 validates, windows and labels the training data exactly as ``kotae train`` does (the same
-functions of :mod:`reader_training.train` and :mod:`reader_training.features`, with the real
-multilingual-e5-small tokenizer), and writes a bundle (format: :mod:`reader_training.device_bundle`)
-that ``python -m reader_training.device_train`` trains from with nothing but torch, transformers,
-numpy and safetensors. See ``reader_training/DEVICE.md`` for the whole round trip.
+functions of :mod:`kotae.reader_training.train` and :mod:`kotae.reader_training.features`, with the real
+multilingual-e5-small tokenizer), and writes a bundle (format: :mod:`kotae.reader_training.device.bundle`)
+that ``python -m kotae.reader_training.device.train`` trains from with nothing but torch, transformers,
+numpy and safetensors. See ``reader_training/device/DEVICE.md`` for the whole round trip.
 
 Example::
 
-    python -m reader_training.device_pack --config configs/train/default-reader.yaml \
+    python -m kotae.reader_training.device.pack --config configs/train/default-reader.yaml \
         --variant ja=configs/train/default-reader-ja.yaml
     # -> .device/bundle/: the full JaQuAD + SQuADShifts mix, the Japanese-only comparison as
     #    variant "ja", both dev sets and the tokenizer (see DEVICE.md for the sizes)
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from kotae.errors import KotaeError
-from reader_training.device_bundle import (
+from kotae.reader_training.device.bundle import (
     BASE_FILE,
     FORMAT,
     MANIFEST,
@@ -172,7 +172,7 @@ def dev_token_ids(
 ) -> np.ndarray:
     """Every token id of the dev sets' evaluation windows, for each ``(max_length, stride,
     max_question_length)`` in ``windowing`` (the device scores them with these rows)."""
-    from reader_training.features import prepare_eval_features
+    from kotae.reader_training.features import prepare_eval_features
 
     ids: set[int] = set()
     for loaded in dev_sets.values():
@@ -220,22 +220,10 @@ def _check_config(config: Any, where: str) -> None:
 
 def _training_windows(config: Any, tokenizer: Any, log: Log) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Load, validate, window and label one config's training data exactly as ``kotae train`` does."""
-    from reader_training.features import prepare_train_features
-    from reader_training.train import cap_windows, load_training_examples
+    from kotae.reader_training.train import load_training_examples, training_windows
 
     examples, train_reports = load_training_examples(config, log)
-    features = prepare_train_features(
-        tokenizer,
-        examples,
-        config.max_length,
-        config.stride,
-        config.max_question_length,
-        config.negative_window_ratio,
-        config.seed,
-    )
-    columns = cap_windows(features.columns, config.max_train_windows, config.seed)
-    stats = features.stats.as_dict() | {"windows_used": len(columns["input_ids"])}
-    log(f"{len(examples)} questions -> windows {stats}")
+    columns, stats = training_windows(config, tokenizer, examples, log)
     data = {"train_reports": train_reports, "train_questions": len(examples)}
     return flatten_windows(columns), {"stats": stats, "data": data}
 
@@ -248,6 +236,51 @@ def _features_entry(files: list[str], arrays: dict[str, np.ndarray], stats: dict
         "token_dtype": str(arrays["tokens"].dtype),
         "stats": stats,
     }
+
+
+def _variant_configs(variant_paths: Mapping[str, str]) -> dict[str, Any]:
+    """Each variant's validated training config, by name."""
+    from kotae.reader_training.config import load_train_config
+
+    variant_configs = {}
+    for name, path in variant_paths.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise KotaeError(f"variant name {name!r}: use letters, digits and _ only")
+        variant_configs[name] = load_train_config(path, [])
+        _check_config(variant_configs[name], path)
+    return variant_configs
+
+
+def used_token_ids(
+    tokenizer: Any,
+    windows: Sequence[dict[str, np.ndarray]],
+    dev_sets: dict[str, Any],
+    configs: Sequence[Any],
+) -> np.ndarray:
+    """Every token id the bundle's windows, the special tokens and (with dev sets, windowed as each
+    config does) the dev windows use, sorted: the embedding rows that travel."""
+    ids = [window["ids"] for window in windows]
+    specials = [
+        tokenizer.cls_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.unk_token_id,
+    ]
+    ids.append(np.asarray([i for i in specials if i is not None], dtype=np.int64))
+    if dev_sets:
+        windowing = [(c.max_length, c.stride, c.max_question_length) for c in configs]
+        ids.append(dev_token_ids(tokenizer, dev_sets, windowing))
+    return np.unique(np.concatenate(ids)).astype(np.int32)
+
+
+def _check_size(work: Path, files: Mapping[str, int]) -> None:
+    total = sum(files.values())
+    too_big = [name for name, size in files.items() if size > MAX_FILE_BYTES]
+    if too_big or total > MAX_BUNDLE_BYTES:
+        raise KotaeError(
+            f"bundle in {work} is {total / 2**20:.1f} MiB (files over 15 MiB: {too_big or 'none'}); it must "
+            "stay under 60 MiB to travel: lower max_train_windows or the data caps, or max_length"
+        )
 
 
 def pack(
@@ -271,20 +304,15 @@ def pack(
 
     from kotae.e5s1 import bert_config, read_e5s1
     from kotae.models import resolve_model
-    from reader_training.config import load_train_config
-    from reader_training.features import require_fast_tokenizer
-    from reader_training.train import load_dev_sets
+    from kotae.reader_training.config import load_train_config
+    from kotae.reader_training.features import require_fast_tokenizer
+    from kotae.reader_training.train import load_dev_sets
 
     started = time.perf_counter()
     config = load_train_config(config_path, list(overrides))
     _check_config(config, str(config_path or "--set"))
     variant_paths = {name: str(path) for name, path in (variants or {}).items()}
-    variant_configs = {}
-    for name, path in variant_paths.items():
-        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-            raise KotaeError(f"variant name {name!r}: use letters, digits and _ only")
-        variant_configs[name] = load_train_config(path, [])
-        _check_config(variant_configs[name], path)
+    variant_configs = _variant_configs(variant_paths)
     base_folder = resolve_model(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     require_fast_tokenizer(tokenizer, config.base_model)
@@ -295,20 +323,9 @@ def pack(
         log(f"variant {name}:")
         variant_windows[name] = _training_windows(variant_config, tokenizer, log)
 
-    ids = [flat["ids"], *(windows["ids"] for windows, _ in variant_windows.values())]
-    specials = [
-        tokenizer.cls_token_id,
-        tokenizer.sep_token_id,
-        tokenizer.pad_token_id,
-        tokenizer.unk_token_id,
-    ]
-    ids.append(np.asarray([i for i in specials if i is not None], dtype=np.int64))
     dev_sets = load_dev_sets(config.dev_data, log)[0] if dev else {}
-    if dev_sets:
-        settings = [config, *variant_configs.values()]
-        windowing = [(c.max_length, c.stride, c.max_question_length) for c in settings]
-        ids.append(dev_token_ids(tokenizer, dev_sets, windowing))
-    used_ids = np.unique(np.concatenate(ids)).astype(np.int32)
+    every_window = [flat, *(windows for windows, _ in variant_windows.values())]
+    used_ids = used_token_ids(tokenizer, every_window, dev_sets, [config, *variant_configs.values()])
 
     source = e5s1_source()
     e5 = read_e5s1(source)
@@ -377,13 +394,7 @@ def pack(
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     files[MANIFEST] = (work / MANIFEST).stat().st_size
 
-    total = sum(files.values())
-    too_big = [name for name, size in files.items() if size > MAX_FILE_BYTES]
-    if too_big or total > MAX_BUNDLE_BYTES:
-        raise KotaeError(
-            f"bundle in {work} is {total / 2**20:.1f} MiB (files over 15 MiB: {too_big or 'none'}); it must "
-            "stay under 60 MiB to travel: lower max_train_windows or the data caps, or max_length"
-        )
+    _check_size(work, files)
     if target.exists():
         shutil.rmtree(target)
     os.replace(work, target)
@@ -397,7 +408,7 @@ def pack(
     for name, size in files.items():
         log(f"  {name:28s} {size / 2**20:8.2f} MiB")
     log(
-        "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m reader_training.device_train "
+        "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m kotae.reader_training.device.train "
         f"--bundle {target} --out $OUT --max-seconds {max_seconds}', carry=['{target}'], timeout_s=600)"
     )
     return result
@@ -405,7 +416,7 @@ def pack(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m reader_training.device_pack", description=__doc__.split("\n")[0]
+        prog="python -m kotae.reader_training.device.pack", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--config", "-c", required=True, help="training YAML, e.g. configs/train/default-reader.yaml"

@@ -1,4 +1,4 @@
-"""``kotae index``: the command-line shell around :func:`indexing.job.run_index` (heavy imports inside)."""
+"""``kotae index``: the command-line shell around :func:`kotae.indexing.job.run_index` (heavy imports inside)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ def index(
     ),
     more: list[Path] | None = typer.Argument(None, help="More corpus paths.", show_default=False),
     config: Path | None = typer.Option(
-        None, "--config", help="Pipeline YAML (its embedder and index sections)."
+        None,
+        "--config",
+        help="Pipeline YAML path or shipped config (default, dense, bm25); its embedder and index sections.",
     ),
     index_dir: Path | None = typer.Option(None, "--index-dir", help="Index directory (default: index.dir)."),
     full: bool = typer.Option(False, "--full", help="Rebuild from scratch instead of updating."),
     json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
     set_overrides: list[str] = typer.Option(
         [], "--set", help="Override a config key, e.g. --set index.passage_tokens=150."
+    ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="Accept a corpus with no documents (the index is emptied to match)."
     ),
     engine: str | None = typer.Option(
         None, "--engine", help="Where passages are split and embedded: local (default) or ray."
@@ -46,9 +51,9 @@ def index(
     ),
 ) -> None:
     """Index a corpus into passages, embeddings (FAISS) and BM25; re-runs only embed what changed."""
-    from indexing.job import run_index
     from kotae.errors import KotaeError
-    from pipeline.config import load_pipeline_config
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.config import load_pipeline_config
 
     corpus = [*corpus, *(more or [])]
     if not corpus:
@@ -70,6 +75,7 @@ def index(
         full=full,
         progress=sys.stderr.isatty(),
         ray_input=ray_input,
+        allow_empty=allow_empty,
         follow_symlinks=follow_symlinks,
     )
     if json:
