@@ -68,6 +68,15 @@ def milvus_passages(config: IndexJobConfig) -> int:
     return store.count_documents()
 
 
+def milvus_state(config: IndexJobConfig, key: str) -> str | None:
+    """A value the index job recorded in the config's Milvus collection (``set_state``), or None."""
+    settings = config.index
+    store = _shared_milvus(
+        config.index_dir, milvus_uri(config), settings.milvus_collection, settings.milvus_index
+    )
+    return store.state(key)
+
+
 def store_from_dict(data: dict[str, Any]) -> IndexStore:
     """Re-open either store from its ``to_dict`` output (only these two classes are accepted)."""
     for kind in STORE_TYPES:

@@ -155,18 +155,28 @@ def same_model(recorded: Path, wanted: Path) -> bool:
     return _folder_digest(recorded) == _folder_digest(wanted)
 
 
+def _recorded_fingerprint(config: PipelineConfig) -> str | None:
+    """The embedder fingerprint the index job recorded: in ``store.sqlite3``, or in the Milvus collection."""
+    if config.index.store == "milvus":
+        from kotae.indexing.stores import milvus_state
+
+        return milvus_state(config, "fingerprint")
+    return index_state(config.index_dir, "fingerprint")
+
+
 def require_same_embedder(config: PipelineConfig, config_path: str | Path | None = None) -> None:
     """Refuse, in one line naming both, to retrieve densely with another embedder than the index's.
 
-    The index job records its embedder's fingerprint (model folder and passage prefix); questions
-    embedded by another model would be compared with meaningless vectors. Another folder holding
+    The index job records its embedder's fingerprint (model folder and passage prefix; in the Milvus
+    collection with ``index.store: milvus``); questions embedded by another model would be compared
+    with meaningless vectors. Another folder holding
     the same model (:func:`same_model`), BM25-only retrieval and indexes without a record pass.
     """
     if config.retriever.type == "bm25":
         return
     from kotae.indexing.embedder import SentenceTransformerEmbedder, resolve_embedder_dir
 
-    recorded = index_state(config.index_dir, "fingerprint")
+    recorded = _recorded_fingerprint(config)
     if recorded is None:
         return
     wanted = SentenceTransformerEmbedder(

@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 pytest.importorskip("pymilvus", reason="the Milvus store needs kotae[milvus]")
 
 from kotae.cli import app
+from kotae.errors import KotaeError
 from kotae.indexing.bm25 import load_bm25
 from kotae.indexing.job import run_index
 from kotae.indexing.stores import open_store
-from kotae.indexing.testing import HashEmbedder
+from kotae.indexing.testing import HashEmbedder, build_tiny_model
 from kotae.pipeline.config import PipelineConfig, load_pipeline_config
 from kotae.pipeline.testing import QUESTIONS, ServedApp, TinySetup, build_tiny_setup
 
@@ -282,3 +283,17 @@ def test_pipeline_yaml_round_trips_without_the_token(
     store = loaded.get_component("dense_retriever").document_store
     assert isinstance(store, MilvusDocumentStore) and store.uri == config.index.milvus_uri
     assert loaded.get_component("bm25_retriever").document_store.count_documents() > 0
+
+
+def test_another_embedder_is_refused_for_a_milvus_index(
+    setup: TinySetup, both: dict[str, list[str]], tmp_path: Path
+) -> None:
+    from kotae.pipeline.server import create_app
+
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    config = load_pipeline_config(
+        CONFIGS / "dense.yaml", [*both["milvus"], f"embedder.model={json.dumps(str(other))}"]
+    )
+    with pytest.raises(KotaeError, match="was built with embedder") as refused:
+        create_app(config)
+    assert str(setup.embedder.resolve()) in str(refused.value) and str(other) in str(refused.value)
