@@ -59,22 +59,21 @@ def _shared_milvus(folder: Path, uri: str, collection: str, index_type: str) -> 
     return MilvusDocumentStore(folder, uri=uri, collection=collection, index_type=index_type)
 
 
-def milvus_passages(config: IndexJobConfig) -> int:
-    """How many passages the config's Milvus collection holds (one connection per process, reused)."""
+def _milvus_for(config: IndexJobConfig) -> MilvusDocumentStore:
     settings = config.index
-    store = _shared_milvus(
+    return _shared_milvus(
         config.index_dir, milvus_uri(config), settings.milvus_collection, settings.milvus_index
     )
-    return store.count_documents()
+
+
+def milvus_passages(config: IndexJobConfig) -> int:
+    """How many passages the config's Milvus collection holds (one connection per process, reused)."""
+    return _milvus_for(config).count_documents()
 
 
 def milvus_state(config: IndexJobConfig, key: str) -> str | None:
     """A value the index job recorded in the config's Milvus collection (``set_state``), or None."""
-    settings = config.index
-    store = _shared_milvus(
-        config.index_dir, milvus_uri(config), settings.milvus_collection, settings.milvus_index
-    )
-    return store.state(key)
+    return _milvus_for(config).state(key)
 
 
 def store_from_dict(data: dict[str, Any]) -> IndexStore:
