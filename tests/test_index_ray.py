@@ -38,6 +38,10 @@ from kotae.pipeline.config import load_pipeline_config
 for _key, _value in RAY_ENVIRONMENT.items():
     os.environ.setdefault(_key, _value)
 os.environ["RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S"] = "120"  # a stall fails the test, never hangs CI
+# Every Ray these tests start (in-process, `ray start --head`, the drivers) listens on 127.0.0.1 only:
+# with this off, Ray takes the loopback address as the node's (its single-machine mode), instead of
+# the machine's network address. Tests send traffic to this machine's loopback and nowhere else.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import ray  # noqa: E402 - after the quiet environment
 
