@@ -68,7 +68,8 @@ from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 
-from kotae.indexing.store import FaissDocumentStore, _validate_filters, matches_filter
+from kotae.indexing.store import _validate_filters, matches_filter
+from kotae.indexing.store_protocol import CommitStore
 
 TOKEN_VARIABLE = "KOTAE_MILVUS_TOKEN"
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
@@ -83,6 +84,12 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,180}")
 
 
 _Call = TypeVar("_Call", bound=Any)
+
+
+_CONSISTENCY = "Strong"
+"""Every read sees every write acknowledged before it: the journal, the generation and the passages
+are read back right after they are written (Milvus' default, Bounded, may serve a slightly stale view
+on a cluster; Milvus Lite is always current)."""
 
 
 class _QuietIterator(logging.Filter):
@@ -164,7 +171,7 @@ class _View:
     state: dict[str, str] = field(default_factory=dict)
 
 
-class MilvusDocumentStore:
+class MilvusDocumentStore(CommitStore):
     """Passages in a Milvus collection; kotae's manifest, state and commit journal beside it.
 
     The same protocol as :class:`~kotae.indexing.store.FaissDocumentStore` (Haystack's DocumentStore
@@ -264,7 +271,9 @@ class MilvusDocumentStore:
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=2)
         index = self._client.prepare_index_params()
         index.add_index(field_name="vec", index_type="FLAT", metric_type="L2")
-        self._client.create_collection(name, schema=schema, index_params=index)
+        self._client.create_collection(
+            name, schema=schema, index_params=index, consistency_level=_CONSISTENCY
+        )
 
     def _create_passages(self, dim: int) -> None:
         from pymilvus import DataType, MilvusClient
@@ -279,7 +288,9 @@ class MilvusDocumentStore:
             self.index_type, {}
         )
         index.add_index(field_name="vec", index_type=self.index_type, metric_type="COSINE", params=params)
-        self._client.create_collection(self.collection, schema=schema, index_params=index)
+        self._client.create_collection(
+            self.collection, schema=schema, index_params=index, consistency_level=_CONSISTENCY
+        )
 
     def _passages_exist(self) -> bool:
         return bool(self._client.has_collection(self.collection))
@@ -701,50 +712,9 @@ class MilvusDocumentStore:
 
     # ------------------------------------------------------------------ Haystack protocol: writing
 
-    def write_documents(
-        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
-    ) -> int:
-        """Write documents in one commit (policy NONE means FAIL); returns how many were written."""
-        if (
-            not isinstance(documents, Iterable)
-            or isinstance(documents, str)
-            or any(not isinstance(doc, Document) for doc in documents)
-        ):
-            raise ValueError("Please provide a list of Documents.")
-        if policy == DuplicatePolicy.NONE:
-            policy = DuplicatePolicy.FAIL
-        return self.apply(write=list(documents), policy=policy)
-
-    def delete_documents(self, document_ids: list[str]) -> None:
-        """Delete the documents with these ids; unknown ids are ignored."""
-        self.apply(delete_ids=document_ids)
-
     def delete_all_documents(self, recreate_index: bool = False) -> None:
         """Delete every document and the job's manifest (the collection is dropped and re-created)."""
         self.apply(clear=True)
-
-    def delete_by_filter(self, filters: dict[str, Any]) -> int:
-        """Delete the documents matching ``filters``; returns how many were deleted."""
-        with self._lock:
-            ids = [d.id for d in self._matching(filters, with_embedding=False)]
-            if ids:
-                self.apply(delete_ids=ids)
-            return len(ids)
-
-    def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
-        """Merge ``meta`` into the metadata of the documents matching ``filters``; returns how many."""
-        with self._lock:
-            ids = [d.id for d in self._matching(filters, with_embedding=False)]
-            if ids:
-                self.apply(update_meta={doc_id: meta for doc_id in ids})
-            return len(ids)
-
-    # The metadata summaries are kotae's store's own, over the documents :meth:`_matching` returns.
-    count_documents_by_filter = FaissDocumentStore.count_documents_by_filter
-    count_unique_metadata_by_filter = FaissDocumentStore.count_unique_metadata_by_filter
-    get_metadata_fields_info = FaissDocumentStore.get_metadata_fields_info
-    get_metadata_field_min_max = FaissDocumentStore.get_metadata_field_min_max
-    get_metadata_field_unique_values = FaissDocumentStore.get_metadata_field_unique_values
 
     # ------------------------------------------------------------------ retrieval
 

@@ -52,6 +52,7 @@ from kotae.indexing.faiss_index import (
     normalise,
     set_search_parameters,
 )
+from kotae.indexing.store_protocol import CommitStore
 from kotae.indexing.vector_file import (
     VectorFile,
     read_vector_file,
@@ -108,7 +109,7 @@ def matches_filter(filters: dict[str, Any], document: Document) -> bool:
         raise FilterError(f"filter cannot be applied: {error}") from None
 
 
-class FaissDocumentStore:
+class FaissDocumentStore(CommitStore):
     """Documents in SQLite, their normalised embeddings in FAISS, both in one directory.
 
     Follows Haystack's DocumentStore protocol (``count_documents``, ``filter_documents``,
@@ -490,24 +491,6 @@ class FaissDocumentStore:
             documents = self._matching(filters, with_embedding=self.return_embedding)
         return documents
 
-    def write_documents(
-        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
-    ) -> int:
-        """Write documents in one commit (policy NONE means FAIL); returns how many were written."""
-        if (
-            not isinstance(documents, Iterable)
-            or isinstance(documents, str)
-            or any(not isinstance(doc, Document) for doc in documents)
-        ):
-            raise ValueError("Please provide a list of Documents.")
-        if policy == DuplicatePolicy.NONE:
-            policy = DuplicatePolicy.FAIL
-        return self.apply(write=list(documents), policy=policy)
-
-    def delete_documents(self, document_ids: list[str]) -> None:
-        """Delete the documents with these ids; unknown ids are ignored."""
-        self.apply(delete_ids=document_ids)
-
     def delete_all_documents(self, recreate_index: bool = False) -> None:
         """Delete every document and the job's manifest; ``recreate_index`` also forgets the dimension."""
         with self._lock:
@@ -516,93 +499,6 @@ class FaissDocumentStore:
             else:
                 ids = [doc_id for (doc_id,) in self._conn.execute("SELECT id FROM documents")]
                 self.apply(delete_ids=ids, delete_sources=list(self.source_manifest()))
-
-    def delete_by_filter(self, filters: dict[str, Any]) -> int:
-        """Delete the documents matching ``filters``; returns how many were deleted."""
-        with self._lock:
-            ids = [d.id for d in self._matching(filters, with_embedding=False)]
-            if ids:
-                self.apply(delete_ids=ids)
-            return len(ids)
-
-    def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
-        """Merge ``meta`` into the metadata of the documents matching ``filters``; returns how many."""
-        with self._lock:
-            ids = [d.id for d in self._matching(filters, with_embedding=False)]
-            if ids:
-                self.apply(update_meta={doc_id: meta for doc_id in ids})
-            return len(ids)
-
-    def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
-        """Number of documents matching ``filters``."""
-        with self._lock:
-            return len(self._matching(filters, with_embedding=False)) if filters else self.count_documents()
-
-    def count_unique_metadata_by_filter(
-        self, filters: dict[str, Any], metadata_fields: list[str]
-    ) -> dict[str, int]:
-        """Number of distinct values of each metadata field among the documents matching ``filters``."""
-        with self._lock:
-            documents = self._matching(filters, with_embedding=False)
-        result: dict[str, int] = {}
-        for name in metadata_fields:
-            key = name.removeprefix("meta.")
-            values = {_hashable(d.meta[key]) for d in documents if d.meta.get(key) is not None}
-            result[key] = len(values)
-        return result
-
-    def get_metadata_fields_info(self) -> dict[str, dict[str, str]]:
-        """Metadata field names with an inferred type (keyword, int, float, boolean)."""
-        with self._lock:
-            documents = self._matching(None, with_embedding=False)
-        types: dict[str, str] = {}
-        for document in documents:
-            for key, value in document.meta.items():
-                if value is None:
-                    continue
-                if isinstance(value, bool):
-                    types[key] = "boolean"
-                elif isinstance(value, int):
-                    types[key] = "int"
-                elif isinstance(value, float):
-                    types[key] = "float"
-                else:
-                    types[key] = "keyword"
-        return {key: {"type": value} for key, value in types.items()}
-
-    def get_metadata_field_min_max(self, metadata_field: str) -> dict[str, Any]:
-        """Smallest and largest value of a metadata field (``None`` for both when absent)."""
-        key = metadata_field.removeprefix("meta.")
-        with self._lock:
-            documents = self._matching(None, with_embedding=False)
-        values = [d.meta[key] for d in documents if isinstance(d.meta.get(key), (int, float, str))]
-        try:
-            return {"min": min(values), "max": max(values)} if values else {"min": None, "max": None}
-        except TypeError:
-            return {"min": None, "max": None}
-
-    def get_metadata_field_unique_values(
-        self,
-        metadata_field: str,
-        search_term: str | None = None,
-        from_: int = 0,
-        size: int = 10,
-        filters: dict[str, Any] | None = None,
-    ) -> tuple[list[Any], int]:
-        """A page of the distinct values of a metadata field, and how many there are in all."""
-        key = metadata_field.removeprefix("meta.")
-        with self._lock:
-            documents = self._matching(filters, with_embedding=False)
-        unique: dict[tuple[str, Any], Any] = {}
-        for document in documents:
-            value = document.meta.get(key)
-            if value is not None:
-                unique.setdefault((type(value).__name__, _hashable(value)), value)
-        if search_term:
-            term = search_term.lower()
-            unique = {k: v for k, v in unique.items() if term in str(v).lower()}
-        ordered = sorted(unique, key=lambda k: (str(unique[k]), k[0]))
-        return [unique[k] for k in ordered[from_ : from_ + size]], len(ordered)
 
     # ------------------------------------------------------------------ retrieval
 
@@ -743,14 +639,6 @@ class FaissDocumentStore:
 
 def _scaled(score: float, scale: bool) -> float:
     return (score + 1.0) / 2.0 if scale else score
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    return value
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

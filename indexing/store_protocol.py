@@ -1,0 +1,150 @@
+"""The part of Haystack's document-store protocol that kotae's two stores share, on top of a commit.
+
+A store that applies one commit at a time (:meth:`apply`: write with a duplicate policy, delete ids,
+update metadata) and lists the documents matching a filter (:meth:`_matching`) under a re-entrant
+``_lock`` gets the rest here: writing with Haystack's policies, deleting and updating by id or by
+filter, and the metadata summaries (counts, field types, min/max, unique values), all computed in
+Python over the matching documents. :class:`~kotae.indexing.store.FaissDocumentStore` and
+:class:`~kotae.indexing.milvus_store.MilvusDocumentStore` inherit it; each keeps its own storage,
+counting, retrieval and ``delete_all_documents``.
+
+Example::
+
+    class MyStore(CommitStore):
+        def apply(self, write=(), policy=DuplicatePolicy.FAIL, delete_ids=(), update_meta=None, clear=False): ...
+        def _matching(self, filters, with_embedding=True): ...
+        def count_documents(self): ...
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from haystack import Document
+from haystack.document_stores.types import DuplicatePolicy
+
+
+class CommitStore:
+    """Haystack's write/delete/update and metadata-summary methods over ``apply`` and ``_matching``."""
+
+    _lock: threading.RLock
+    apply: Callable[..., int]
+    """One commit: ``apply(write=, policy=, delete_ids=, update_meta=, clear=)``; returns documents written."""
+    _matching: Callable[..., list[Document]]
+    """``_matching(filters, with_embedding=...)``: the documents matching Haystack ``filters`` (all for None)."""
+    count_documents: Callable[[], int]
+
+    def write_documents(
+        self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
+    ) -> int:
+        """Write documents in one commit (policy NONE means FAIL); returns how many were written."""
+        if (
+            not isinstance(documents, Iterable)
+            or isinstance(documents, str)
+            or any(not isinstance(doc, Document) for doc in documents)
+        ):
+            raise ValueError("Please provide a list of Documents.")
+        if policy == DuplicatePolicy.NONE:
+            policy = DuplicatePolicy.FAIL
+        return self.apply(write=list(documents), policy=policy)
+
+    def delete_documents(self, document_ids: list[str]) -> None:
+        """Delete the documents with these ids; unknown ids are ignored."""
+        self.apply(delete_ids=document_ids)
+
+    def delete_by_filter(self, filters: dict[str, Any]) -> int:
+        """Delete the documents matching ``filters``; returns how many were deleted."""
+        with self._lock:
+            ids = [d.id for d in self._matching(filters, with_embedding=False)]
+            if ids:
+                self.apply(delete_ids=ids)
+            return len(ids)
+
+    def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        """Merge ``meta`` into the metadata of the documents matching ``filters``; returns how many."""
+        with self._lock:
+            ids = [d.id for d in self._matching(filters, with_embedding=False)]
+            if ids:
+                self.apply(update_meta={doc_id: meta for doc_id in ids})
+            return len(ids)
+
+    def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
+        """Number of documents matching ``filters``."""
+        with self._lock:
+            return len(self._matching(filters, with_embedding=False)) if filters else self.count_documents()
+
+    def count_unique_metadata_by_filter(
+        self, filters: dict[str, Any], metadata_fields: list[str]
+    ) -> dict[str, int]:
+        """Number of distinct values of each metadata field among the documents matching ``filters``."""
+        with self._lock:
+            documents = self._matching(filters, with_embedding=False)
+        result: dict[str, int] = {}
+        for name in metadata_fields:
+            key = name.removeprefix("meta.")
+            values = {_hashable(d.meta[key]) for d in documents if d.meta.get(key) is not None}
+            result[key] = len(values)
+        return result
+
+    def get_metadata_fields_info(self) -> dict[str, dict[str, str]]:
+        """Metadata field names with an inferred type (keyword, int, float, boolean)."""
+        with self._lock:
+            documents = self._matching(None, with_embedding=False)
+        types: dict[str, str] = {}
+        for document in documents:
+            for key, value in document.meta.items():
+                if value is None:
+                    continue
+                if isinstance(value, bool):
+                    types[key] = "boolean"
+                elif isinstance(value, int):
+                    types[key] = "int"
+                elif isinstance(value, float):
+                    types[key] = "float"
+                else:
+                    types[key] = "keyword"
+        return {key: {"type": value} for key, value in types.items()}
+
+    def get_metadata_field_min_max(self, metadata_field: str) -> dict[str, Any]:
+        """Smallest and largest value of a metadata field (``None`` for both when absent)."""
+        key = metadata_field.removeprefix("meta.")
+        with self._lock:
+            documents = self._matching(None, with_embedding=False)
+        values = [d.meta[key] for d in documents if isinstance(d.meta.get(key), (int, float, str))]
+        try:
+            return {"min": min(values), "max": max(values)} if values else {"min": None, "max": None}
+        except TypeError:
+            return {"min": None, "max": None}
+
+    def get_metadata_field_unique_values(
+        self,
+        metadata_field: str,
+        search_term: str | None = None,
+        from_: int = 0,
+        size: int = 10,
+        filters: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], int]:
+        """A page of the distinct values of a metadata field, and how many there are in all."""
+        key = metadata_field.removeprefix("meta.")
+        with self._lock:
+            documents = self._matching(filters, with_embedding=False)
+        unique: dict[tuple[str, Any], Any] = {}
+        for document in documents:
+            value = document.meta.get(key)
+            if value is not None:
+                unique.setdefault((type(value).__name__, _hashable(value)), value)
+        if search_term:
+            term = search_term.lower()
+            unique = {k: v for k, v in unique.items() if term in str(v).lower()}
+        ordered = sorted(unique, key=lambda k: (str(unique[k]), k[0]))
+        return [unique[k] for k in ordered[from_ : from_ + size]], len(ordered)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
