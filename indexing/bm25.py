@@ -27,15 +27,16 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
 
+from kotae.errors import KotaeError
 from kotae.indexing.store import matches_filter
 from kotae.indexing.stores import STORE_TYPES, IndexStore, store_from_dict
+from kotae.japanese import mecab
 
 Tokenizer = Callable[[str], list[str]]
 TOKENIZERS = ("bigram", "fugashi")
@@ -63,18 +64,13 @@ def bigram_tokenize(text: str) -> list[str]:
     return tokens
 
 
-@lru_cache(maxsize=1)
 def _tagger() -> Any:
     try:
-        import fugashi
-    except ImportError:
-        from kotae.errors import KotaeError
-
+        return mecab()
+    except KotaeError as error:
         raise KotaeError(
-            "index.bm25_tokenizer 'fugashi' needs fugashi and unidic-lite (pip install fugashi unidic-lite), "
-            "or set index.bm25_tokenizer=bigram"
+            f"index.bm25_tokenizer 'fugashi': {error}, or set index.bm25_tokenizer=bigram"
         ) from None
-    return fugashi.Tagger()
 
 
 def fugashi_tokenize(text: str) -> list[str]:

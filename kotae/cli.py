@@ -25,9 +25,12 @@ app = typer.Typer(
 def _print_version(value: bool) -> None:
     """``kotae --version``: the installed package's version, then exit."""
     if value:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        typer.echo(f"kotae {version('kotae')}")
+        try:
+            typer.echo(f"kotae {version('kotae')}")
+        except PackageNotFoundError:  # a checkout run without installing it
+            typer.echo("kotae (not installed: run `pip install -e .` for its version)")
         raise typer.Exit()
 
 

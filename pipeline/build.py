@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 from contextlib import closing
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ import yaml
 from kotae.errors import IndexUnavailable, KotaeError
 from kotae.model_files import SAFE_MODEL_KWARGS, require_safetensors
 from kotae.pipeline.config import PipelineConfig
+from kotae.weight_files import sha256
 
 if TYPE_CHECKING:
     from haystack import Pipeline
@@ -131,20 +133,23 @@ def index_state(index_dir: Path, key: str) -> str | None:
 
 
 def _folder_digest(folder: Path) -> str:
-    """A digest of a model folder's weights (the ``.safetensors`` files kotae loads): names, sizes and
-    their first and last MiB, so copies agree whatever else lies beside them."""
+    """A digest of a model folder's weights (the ``.safetensors`` files kotae loads, whole), so copies
+    agree whatever else lies beside them and two fine-tunes of one base do not."""
     import hashlib
 
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*.safetensors")):
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder)}|{size}|".encode())
-        with path.open("rb") as handle:
-            digest.update(handle.read(1 << 20))
-            if size > 2 << 20:
-                handle.seek(-(1 << 20), 2)
-                digest.update(handle.read())
+        stat = path.stat()
+        digest.update(
+            f"{path.relative_to(folder)}|{_file_digest(path, stat.st_size, stat.st_mtime_ns)}|".encode()
+        )
     return digest.hexdigest()
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """:func:`kotae.weight_files.sha256`, once per file version (size and mtime are the cache key)."""
+    return sha256(path)
 
 
 def same_model(recorded: Path, wanted: Path) -> bool:
@@ -365,16 +370,30 @@ def check_allowed(data: Any) -> None:
             )
 
 
-UNSAFE_PARAMETERS: dict[str, bool] = {"trust_remote_code": False, "use_safetensors": True}
+UNSAFE_PARAMETERS = SAFE_MODEL_KWARGS
 """Loading parameters a pipeline YAML may only give their safe value (code from a model folder, pickles)."""
+
+
+def init_parameter_names(dotted: str) -> set[str]:
+    """The ``__init__`` parameter names of the (allowed, already checked) class ``dotted``."""
+    import importlib
+    import inspect
+
+    module, _, name = dotted.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return set(inspect.signature(cls.__init__).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return set()  # Haystack's own deserialiser names the problem
 
 
 def safe_parameters(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a checked pipeline mapping) with loading forced safe; a one-line KotaeError for an unsafe value.
 
     Every :data:`UNSAFE_PARAMETERS` key, at any depth of a component's ``init_parameters``, must hold
-    its safe value (or null); a component with a ``model_kwargs`` parameter gets
-    ``use_safetensors: true`` in it, and ``trust_remote_code: false`` where it has that parameter.
+    its safe value (or null). Whatever the YAML gives or leaves out, a component whose class takes
+    ``model_kwargs`` gets ``use_safetensors: true`` in it, and one that takes ``trust_remote_code``
+    gets ``false``.
     """
 
     def check(value: Any, where: str) -> None:
@@ -394,10 +413,15 @@ def safe_parameters(data: dict[str, Any]) -> dict[str, Any]:
     components = {}
     for name, spec in data.get("components", {}).items():
         parameters = dict(spec.get("init_parameters") or {})
-        check(parameters, f"components.{name}.init_parameters")
-        if "model_kwargs" in parameters:
-            parameters["model_kwargs"] = {**(parameters["model_kwargs"] or {}), "use_safetensors": True}
-        if "trust_remote_code" in parameters:
+        where = f"components.{name}.init_parameters"
+        check(parameters, where)
+        accepted = init_parameter_names(str(spec.get("type", "")))
+        if "model_kwargs" in accepted or "model_kwargs" in parameters:
+            given = parameters.get("model_kwargs") or {}
+            if not isinstance(given, dict):
+                raise KotaeError(f"pipeline YAML: {where}.model_kwargs must be a mapping, but got {given!r}")
+            parameters["model_kwargs"] = {**given, "use_safetensors": True}
+        if "trust_remote_code" in accepted or "trust_remote_code" in parameters:
             parameters["trust_remote_code"] = False
         components[name] = {**spec, "init_parameters": parameters}
     return {**data, "components": components}

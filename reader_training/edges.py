@@ -14,13 +14,13 @@ at a morpheme boundary, keyed by what would be cut off: the morphemes between th
 token's edge (``助詞:に`` for the に of ``年に``; content words by their part of speech only, since
 particles and auxiliaries are a small closed class and content words are not). At decode time an
 edge moves to the boundary whose key was cut in more than half of at least ``min_support`` training
-cases. Tokens with no Japanese character are never touched, so English answers are unchanged.
+cases. An edge token with no Japanese character is never cut, so English answers are unchanged.
 
 Everything here is pure given the text, except :func:`morphemes`, which calls MeCab.
 
 Example::
 
-    table = learn_edge_table(contexts_and_answers, tokenizer)          # from training data
+    table = learn_from_examples(training_examples, tokenizer)          # from training labels
     refine = EdgeRefiner(table)
     refine(context, start, end, start_token=(0, 5), end_token=(4, 6))  # -> (start, end) refined
 """
@@ -35,9 +35,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kotae.errors import KotaeError
+from kotae.japanese import mecab
 from kotae.reader_training.data import QAExample, load_examples
 from kotae.reader_training.metrics import normalize_japanese, resolve_language
 from kotae.reader_weights import SPAN_EDGES_FILE as EDGE_TABLE
+
+MIN_SUPPORT = 20
+"""Training cases a cut key needs before the decoder acts on it."""
 
 CLOSED_CLASSES = ("助詞", "助動詞", "補助記号")
 """Parts of speech keyed by their surface form as well (particles, auxiliaries, brackets)."""
@@ -45,7 +50,7 @@ CLOSED_CLASSES = ("助詞", "助動詞", "補助記号")
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Morpheme:
     start: int
     end: int
@@ -53,19 +58,12 @@ class Morpheme:
     pos: str
 
 
-@lru_cache(maxsize=1)
-def _tagger() -> Any:
-    import fugashi
-
-    return fugashi.Tagger()
-
-
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # the passages of a few questions; serve reads new ones all day
 def morphemes(text: str) -> tuple[Morpheme, ...]:
     """MeCab's morphemes of ``text`` with their character offsets (whitespace lies between them)."""
     found: list[Morpheme] = []
     cursor = 0
-    for word in _tagger()(text):
+    for word in mecab()(text):
         surface = word.surface
         start = text.find(surface, cursor)
         if start < 0:  # MeCab normalised something away; skip rather than misplace offsets
@@ -111,12 +109,18 @@ class EdgeTable:
 
     end: dict[str, list[int]] = field(default_factory=dict)
     start: dict[str, list[int]] = field(default_factory=dict)
-    min_support: int = 20
+    min_support: int = MIN_SUPPORT
 
     def should_cut(self, side: str, key: str) -> float:
         """The share of training edges cut at such a boundary, or 0 below ``min_support`` cases."""
         cut, seen = getattr(self, side).get(key, (0, 0))
         return cut / seen if seen >= self.min_support else 0.0
+
+    def moving_keys(self) -> int:
+        """How many keys move an edge (cut in more than half of at least ``min_support`` cases)."""
+        return sum(
+            1 for side in ("start", "end") for key in getattr(self, side) if self.should_cut(side, key) > 0.5
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"min_support": self.min_support, "end": self.end, "start": self.start}
@@ -126,7 +130,7 @@ class EdgeTable:
         return cls(
             end={k: list(v) for k, v in data.get("end", {}).items()},
             start={k: list(v) for k, v in data.get("start", {}).items()},
-            min_support=int(data.get("min_support", 20)),
+            min_support=int(data.get("min_support", MIN_SUPPORT)),
         )
 
     def save(self, folder: Path) -> Path:
@@ -146,7 +150,7 @@ def _count(counts: dict[str, list[int]], key: str, cut: bool) -> None:
 def learn_edge_table(
     examples: Iterable[tuple[str, int, int]],
     token_offsets: Any,
-    min_support: int = 20,
+    min_support: int = MIN_SUPPORT,
 ) -> EdgeTable:
     """Count the cuts of gold answers ``(context, start, end)`` inside their edge tokens.
 
@@ -188,25 +192,19 @@ class EdgeRefiner:
     def __call__(
         self, context: str, start: int, end: int, start_token: tuple[int, int], end_token: tuple[int, int]
     ) -> tuple[int, int]:
-        if not has_japanese(context[start_token[0] : end_token[1]]):
+        cut_end = has_japanese(context[end_token[0] : end_token[1]])
+        cut_start = has_japanese(context[start_token[0] : start_token[1]])
+        if not (cut_end or cut_start):
             return start, end
         words = morphemes(context)
-        new_end = self._best(
-            "end",
-            [
-                (b, end_cut(words, b, end_token[1]))
-                for b in inner_boundaries(words, max(end_token[0], start), end)
-            ],
-            end,
-        )
-        new_start = self._best(
-            "start",
-            [
-                (b, start_cut(words, start_token[0], b))
-                for b in inner_boundaries(words, start, min(start_token[1], new_end))
-            ],
-            start,
-        )
+        new_end = end
+        if cut_end:
+            ends = inner_boundaries(words, max(end_token[0], start), end)
+            new_end = self._best("end", [(b, end_cut(words, b, end_token[1])) for b in ends], end)
+        new_start = start
+        if cut_start:
+            starts = inner_boundaries(words, start, min(start_token[1], new_end))
+            new_start = self._best("start", [(b, start_cut(words, start_token[0], b)) for b in starts], start)
         return new_start, new_end
 
     def _best(self, side: str, options: list[tuple[int, str]], default: int) -> int:
@@ -224,9 +222,20 @@ def load_edge_table(folder: Path) -> EdgeTable | None:
     if not path.is_file():
         return None
     try:
-        return EdgeTable.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, AttributeError):
-        return None
+        table = EdgeTable.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        for side in ("start", "end"):
+            for key, counts in getattr(table, side).items():
+                if not (
+                    isinstance(key, str) and len(counts) == 2 and all(isinstance(n, int) for n in counts)
+                ):
+                    raise ValueError(f"{side} key {key!r} needs [times cut, times seen], got {counts!r}")
+                if not 0 <= counts[0] <= counts[1]:
+                    raise ValueError(f"{side} key {key!r} was cut {counts[0]} times of {counts[1]}")
+    except (ValueError, TypeError, AttributeError) as error:
+        raise KotaeError(
+            f"{path} is damaged ({error}); delete it or relearn it (python -m kotae.reader_training.edges)"
+        ) from None
+    return table
 
 
 def edge_refiner_from_folder(folder: Path) -> EdgeRefiner | None:
@@ -285,7 +294,7 @@ def classify_miss(context: str, prediction: tuple[int, int], golds: Sequence[tup
     def inside(a: int, b: int) -> list[Morpheme]:
         return [m for m in words if a <= m.start and m.end <= b]
 
-    function_words = {"助詞", "助動詞", "補助記号"}
+    function_words = set(CLOSED_CLASSES)
     if set(changed) == {"extra_right"} and {end, gold_end} <= bounds:
         extra = inside(gold_end, end)
         if extra and all(m.pos in function_words for m in extra):
@@ -309,7 +318,9 @@ def classify_miss(context: str, prediction: tuple[int, int], golds: Sequence[tup
     return "longer span" if grew else "shorter span" if shrank else "shifted span"
 
 
-def learn_from_examples(examples: Iterable[QAExample], tokenizer: Any, min_support: int = 20) -> EdgeTable:
+def learn_from_examples(
+    examples: Iterable[QAExample], tokenizer: Any, min_support: int = MIN_SUPPORT
+) -> EdgeTable:
     """The edge table of the first answers of the Japanese questions among ``examples``, with the
     reader tokenizer ``tokenizer``'s token edges."""
 
@@ -336,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Learn a reader's span-edge table from training labels.")
     parser.add_argument("folder", type=Path, help="reader folder (its tokenizer; the table is written there)")
     parser.add_argument("data", nargs="+", help="SQuAD-format training data (Japanese questions are used)")
-    parser.add_argument("--min-support", type=int, default=20)
+    parser.add_argument("--min-support", type=int, default=MIN_SUPPORT)
     parser.add_argument(
         "--out", type=Path, default=None, help="folder to write the table to (default: FOLDER)"
     )
@@ -345,13 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = [e for source in args.data for e in load_examples(source).examples]
     table = learn_from_examples(examples, tokenizer, args.min_support)
     path = table.save(args.out or args.folder)
-    kept = sum(
-        1
-        for side in (table.end, table.start)
-        for c, n in side.values()
-        if n >= table.min_support and c / n > 0.5
+    print(
+        f"{path}: {len(table.end)} end keys, {len(table.start)} start keys, {table.moving_keys()} that move an edge"
     )
-    print(f"{path}: {len(table.end)} end keys, {len(table.start)} start keys, {kept} that move an edge")
     return 0
 
 

@@ -397,3 +397,14 @@ def test_7_pipeline_yaml_cannot_turn_on_remote_code_or_pickled_weights(setup: Ti
     forced = load_pipeline_yaml(edited(model_kwargs=None, trust_remote_code=None))
     embedder = forced.get_component("query_embedder")
     assert embedder.model_kwargs["use_safetensors"] is True and embedder.trust_remote_code is False
+
+    def without(*names: str) -> str:  # a hand-written YAML that leaves the loading parameters out
+        data = json.loads(json.dumps(good))
+        for name in names:
+            data["components"]["query_embedder"]["init_parameters"].pop(name, None)
+        return yaml.safe_dump(data)
+
+    omitted = load_pipeline_yaml(without("model_kwargs", "trust_remote_code")).get_component("query_embedder")
+    assert omitted.model_kwargs["use_safetensors"] is True and omitted.trust_remote_code is False
+    with pytest.raises(KotaeError, match="model_kwargs must be a mapping"):
+        load_pipeline_yaml(edited(model_kwargs="x"))

@@ -5,7 +5,9 @@ the e5 tokenizer cuts these texts (``▁1983 | 年に | 生まれた``)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from kotae.errors import KotaeError
 from kotae.reader_training.decode import WindowLogits, decode
 from kotae.reader_training.edges import (
     EdgeRefiner,
@@ -93,3 +95,28 @@ def test_misses_are_classified_by_what_differs_at_the_edges() -> None:
     assert classify_miss("「源氏物語」を書いた", (0, 7), [(1, 5)]) == "trailing particle"
     assert classify_miss("作品『源氏物語』の", (2, 9), [(3, 7)]) == "trailing particle"  # 』の
     assert classify_miss("作品『源氏物語』の作者", (2, 11), [(3, 7)]) == "quotes and brackets"
+
+
+def test_an_english_edge_token_is_not_cut_when_the_other_edge_is_japanese() -> None:
+    text = "東京のTokyo-based"  # MeCab: 東京 | の | Tokyo | - | based; tokens 東京の | Tokyo-based
+    refine = EdgeRefiner(EdgeTable(end={"名詞": [100, 100], "記号|名詞": [100, 100]}, min_support=1))
+    assert refine(text, 0, 14, (0, 3), (3, 14)) == (0, 14)  # the span has Japanese, its last token not
+    assert refine("東京のトウキョウ-based", 0, 14, (0, 3), (3, 14)) != (0, 14)  # a Japanese last token is cut
+
+
+def test_a_damaged_table_is_a_one_line_error_naming_the_file(tmp_path) -> None:
+
+    (tmp_path / "span_edges.json").write_text('{"end": {"助詞:に": "ab"}}', encoding="utf-8")
+    with pytest.raises(KotaeError, match=r"span_edges\.json is damaged"):
+        load_edge_table(tmp_path)
+    (tmp_path / "span_edges.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(KotaeError, match=r"span_edges\.json is damaged"):
+        load_edge_table(tmp_path)
+
+
+def test_the_shipped_table_moves_the_particle_edges() -> None:
+    from kotae.reader_weights import WEIGHTS_DIR
+
+    table = load_edge_table(WEIGHTS_DIR / "reader-e5-small-ja-en")
+    assert table is not None and table.moving_keys() == 8
+    assert table.should_cut("end", "助詞:に") > 0.99 and table.should_cut("end", "接尾辞") < 0.1
