@@ -69,7 +69,7 @@ from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumen
 from haystack.document_stores.types import DuplicatePolicy
 
 from kotae.indexing.store import _validate_filters, matches_filter
-from kotae.indexing.store_protocol import CommitStore
+from kotae.indexing.store_protocol import CommitStore, exact_top_k, scaled
 
 TOKEN_VARIABLE = "KOTAE_MILVUS_TOKEN"
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
@@ -765,27 +765,14 @@ class MilvusDocumentStore(CommitStore):
             if hit["id"] in view.hidden:
                 continue
             row = {"id": hit["id"], **hit["entity"]}
-            results.append(self._decode(row, with_embedding, _scaled(float(hit["distance"]), scale_score)))
+            results.append(self._decode(row, with_embedding, scaled(float(hit["distance"]), scale_score)))
         return results[:top_k]
 
     def _filtered_retrieval(
         self, query: np.ndarray, filters: dict[str, Any], top_k: int, scale_score: bool, with_embedding: bool
     ) -> list[Document]:
         candidates = [d for d in self._matching(filters, with_embedding=True) if d.embedding is not None]
-        if not candidates:
-            return []
-        vectors = np.asarray([d.embedding for d in candidates], dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
-        scores = (vectors @ query) / np.where(norms == 0, 1.0, norms)
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [
-            replace(
-                candidates[i],
-                score=_scaled(float(scores[i]), scale_score),
-                embedding=candidates[i].embedding if with_embedding else None,
-            )
-            for i in order
-        ]
+        return exact_top_k(candidates, query, top_k, scale_score, with_embedding)
 
     # ------------------------------------------------------------------ lifecycle and serialisation
 
@@ -809,7 +796,3 @@ class MilvusDocumentStore(CommitStore):
     def from_dict(cls, data: dict[str, Any]) -> MilvusDocumentStore:
         """Re-open a store from :meth:`to_dict` output."""
         return default_from_dict(cls, data)
-
-
-def _scaled(score: float, scale: bool) -> float:
-    return (score + 1.0) / 2.0 if scale else score

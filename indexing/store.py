@@ -34,7 +34,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ from kotae.indexing.faiss_index import (
     normalise,
     set_search_parameters,
 )
-from kotae.indexing.store_protocol import CommitStore
+from kotae.indexing.store_protocol import CommitStore, exact_top_k, scaled
 from kotae.indexing.vector_file import (
     VectorFile,
     read_vector_file,
@@ -539,18 +538,7 @@ class FaissDocumentStore(CommitStore):
                     for d in self._matching(filters, with_embedding=True)
                     if d.embedding is not None and len(d.embedding) == dim
                 ]
-                if not candidates:
-                    return []
-                scores = normalise(np.asarray([d.embedding for d in candidates])) @ query[0]
-                order = np.argsort(-scores, kind="stable")[:top_k]
-                return [
-                    replace(
-                        candidates[i],
-                        score=_scaled(float(scores[i]), scale_score),
-                        embedding=candidates[i].embedding if with_embedding else None,
-                    )
-                    for i in order
-                ]
+                return exact_top_k(candidates, query[0], top_k, scale_score, with_embedding)
             distances, labels = self._index.search(query, min(top_k, max(self._index.ntotal, 1)))
             hits = [(int(v), float(s)) for v, s in zip(labels[0], distances[0], strict=True) if v >= 0]
             rows = self._rows_by_vid([v for v, _ in hits])
@@ -558,7 +546,7 @@ class FaissDocumentStore(CommitStore):
             for vid, score in hits:
                 row = rows.get(vid)
                 if row is not None:
-                    results.append(self._decode(row[0], row[1], with_embedding, _scaled(score, scale_score)))
+                    results.append(self._decode(row[0], row[1], with_embedding, scaled(score, scale_score)))
             return results
 
     def _rows_by_vid(self, vids: list[int]) -> dict[int, tuple[str, bytes | None]]:
@@ -635,10 +623,6 @@ class FaissDocumentStore(CommitStore):
     def from_dict(cls, data: dict[str, Any]) -> FaissDocumentStore:
         """Re-open a store from :meth:`to_dict` output."""
         return default_from_dict(cls, data)
-
-
-def _scaled(score: float, scale: bool) -> float:
-    return (score + 1.0) / 2.0 if scale else score
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

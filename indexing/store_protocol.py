@@ -6,7 +6,8 @@ update metadata) and lists the documents matching a filter (:meth:`_matching`) u
 filter, and the metadata summaries (counts, field types, min/max, unique values), all computed in
 Python over the matching documents. :class:`~kotae.indexing.store.FaissDocumentStore` and
 :class:`~kotae.indexing.milvus_store.MilvusDocumentStore` inherit it; each keeps its own storage,
-counting, retrieval and ``delete_all_documents``.
+counting, retrieval and ``delete_all_documents``; a filtered embedding retrieval in either is
+:func:`exact_top_k` over the matching documents.
 
 Example::
 
@@ -19,11 +20,15 @@ Example::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
+
+from kotae.indexing.faiss_index import normalise
 
 
 class CommitStore:
@@ -148,3 +153,28 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
     return value
+
+
+def scaled(score: float, scale: bool) -> float:
+    """A cosine similarity, mapped from [-1, 1] to [0, 1] when ``scale`` (Haystack's ``scale_score``)."""
+    return (score + 1.0) / 2.0 if scale else score
+
+
+def exact_top_k(
+    candidates: Sequence[Document], query: np.ndarray, top_k: int, scale_score: bool, with_embedding: bool
+) -> list[Document]:
+    """The ``top_k`` of ``candidates`` (documents with embeddings) by exact cosine similarity to
+    ``query`` (one vector), best first; how both stores answer a filtered embedding retrieval."""
+    if not candidates:
+        return []
+    vectors = normalise(np.asarray([d.embedding for d in candidates]))
+    scores = vectors @ normalise(np.asarray(query).reshape(1, -1))[0]
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    return [
+        replace(
+            candidates[i],
+            score=scaled(float(scores[i]), scale_score),
+            embedding=candidates[i].embedding if with_embedding else None,
+        )
+        for i in order
+    ]
