@@ -289,6 +289,8 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             batch_size=reader.batch_size,
             device=reader.device,
             relative_scores=reader.relative_scores,
+            retriever_weight=reader.retriever_weight,
+            retriever_evidence=reader.retriever_evidence,
         )
     else:
         from haystack_integrations.components.readers.transformers import TransformersExtractiveReader

@@ -45,6 +45,11 @@ class ReaderConfig(_Section):
     with), else the ``kotae evaluate`` defaults. ``max_answer_length`` counts tokens.
     ``relative_scores`` (kotae reader) ranks spans from different passages by their margin over
     their own window's no-answer score instead of raw logit sums (see reader_training/decode.py).
+    ``retriever_weight`` w (0-1) ranks answers from different passages by
+    ``(1 - w) * reader score + w * retriever evidence``, the evidence being ``-log`` of the passage's
+    retrieval rank (``retriever_evidence: rank``) or its retrieval score (``score``); 0 is the reader
+    alone (see pipeline/ranking.py; the shipped configs' values are measured by
+    bench/rank_interpolation.py).
     """
 
     type: Literal["kotae", "haystack"] = "kotae"
@@ -60,6 +65,8 @@ class ReaderConfig(_Section):
     batch_size: int | None = Field(None, gt=0)
     device: str | None = None
     relative_scores: bool = True  # rank spans by margin over their window's no-answer score
+    retriever_weight: float = Field(0.0, ge=0.0, le=1.0)  # retriever's share of an answer's ranking score
+    retriever_evidence: Literal["rank", "score"] = "rank"  # -log(retrieval rank) or the passage's score
 
 
 class PipelineConfig(_Section):

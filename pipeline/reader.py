@@ -5,8 +5,11 @@ run through the model in length-sorted batches (:func:`kotae.reader_training.eva
 decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
 ``relative_scores=True`` (the default) a span scores its margin over its own window's no-answer
 score, because raw ``start + end`` logit sums of different passages are on different scales; with
-``False`` it scores the raw sum. This is the same windowing and the same decoder as
-``kotae evaluate``: on one passage the pipeline's best answer is exactly the answer that was scored.
+``False`` it scores the raw sum. With ``retriever_weight > 0`` the span's score is combined with its
+passage's retrieval rank or score (:mod:`kotae.pipeline.ranking`), so an answer from a passage both
+retrievers put first can beat a slightly higher-scored span from the tenth. This is the same windowing
+and the same decoder as ``kotae evaluate``: on one passage the pipeline's best answer is exactly the
+answer that was scored.
 
 Offsets are characters (Japanese has no word boundaries): ``document_offset`` is the span in the
 passage; ``meta["source_start"]``/``meta["source_end"]`` are the span in the original source
@@ -17,11 +20,16 @@ document (the passage's ``meta["start"]`` plus the passage offset, as written by
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from haystack import Document, ExtractedAnswer, component, default_from_dict, default_to_dict
 
 from kotae.pipeline.answers import sentence_around, source_span
+from kotae.pipeline.ranking import Evidence, combined_scores, rank_order, retriever_evidence
+
+if TYPE_CHECKING:
+    from kotae.reader_training.decode import Decoded, Span
 
 
 @component
@@ -30,10 +38,14 @@ class KotaeExtractiveReader:
 
     Spans are ranked by their margin over their own window's no-answer (CLS) score
     (``relative_scores=True``, see ``kotae.reader_training.decode``): raw logit sums of different passages
-    are on different scales, and the margin picks the right passage far more often. The score of an
-    answer is its share of probability among the decoded candidate spans (and the no-answer score):
-    a softmax over those margins, so its order is the decoder's order; the margin is kept in
-    ``meta["logit_score"]``. On a single short passage both rankings equal ``kotae evaluate``'s.
+    are on different scales, and the margin picks the right passage far more often. With
+    ``retriever_weight`` w > 0 the ranking score is ``(1 - w) * margin + w * retriever evidence`` of the
+    span's passage (``-log`` of its retrieval rank by default; see :mod:`kotae.pipeline.ranking`).
+    The score of an answer is its share of probability among the decoded candidate spans (and the
+    no-answer score): a softmax over the ranking scores, so its order is the answers' order; the
+    reader's margin is kept in ``meta["logit_score"]``, the ranking score in ``meta["rank_score"]``.
+    Whether the no-answer comes first is decided on the reader's own scores. On a single passage
+    every ranking equals ``kotae evaluate``'s.
 
     ### Usage example
     ```python
@@ -62,6 +74,8 @@ class KotaeExtractiveReader:
         batch_size: int | None = None,
         device: str | None = None,
         relative_scores: bool = True,
+        retriever_weight: float = 0.0,
+        retriever_evidence: Evidence = "rank",
     ) -> None:
         """
         Create the reader; the model loads in :meth:`warm_up`.
@@ -80,10 +94,16 @@ class KotaeExtractiveReader:
         :param device: Torch device (``cpu``, ``cuda``, ``cuda:1``); None picks CUDA when available.
         :param relative_scores: Rank spans by their margin over their window's no-answer score
             (True) or by raw logit sums, as ``kotae evaluate`` does within one context (False).
+        :param retriever_weight: The retriever's share ``w`` (0-1) of an answer's ranking score,
+            ``(1 - w) * reader score + w * retriever evidence`` (:mod:`kotae.pipeline.ranking`);
+            0 ranks by the reader alone.
+        :param retriever_evidence: ``rank`` (``-log`` of the passage's retrieval rank) or ``score``
+            (the passage's ``Document.score``).
 
         Settings left as None come from the model's ``reader_config.json`` (what it was trained and
         measured with), else the ``kotae evaluate`` defaults.
-        :raises ValueError: If ``top_k`` or a length setting is not greater than 0.
+        :raises ValueError: If ``top_k`` or a length setting is not greater than 0, or
+            ``retriever_weight`` is not between 0 and 1.
         """
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
@@ -98,6 +118,10 @@ class KotaeExtractiveReader:
                 raise ValueError(f"{name} must be greater than 0, but got {value}")
         if stride is not None and stride < 0:
             raise ValueError(f"stride must be 0 or more, but got {stride}")
+        if not 0.0 <= retriever_weight <= 1.0:
+            raise ValueError(f"retriever_weight must be between 0 and 1, but got {retriever_weight}")
+        if retriever_evidence not in ("rank", "score"):
+            raise ValueError(f"retriever_evidence must be rank or score, but got {retriever_evidence!r}")
         self.model = model
         self.top_k = top_k
         self.max_answer_length = max_answer_length
@@ -110,6 +134,8 @@ class KotaeExtractiveReader:
         self.batch_size = batch_size
         self.device = device
         self.relative_scores = relative_scores
+        self.retriever_weight = retriever_weight
+        self.retriever_evidence: Evidence = retriever_evidence
         self._model: Any = None
         self._tokenizer: Any = None
         self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
@@ -131,6 +157,8 @@ class KotaeExtractiveReader:
             batch_size=self.batch_size,
             device=self.device,
             relative_scores=self.relative_scores,
+            retriever_weight=self.retriever_weight,
+            retriever_evidence=self.retriever_evidence,
         )
 
     @classmethod
@@ -187,9 +215,7 @@ class KotaeExtractiveReader:
             in ``meta``, the sentence around the answer as ``context``, and a score.
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
-        from kotae.reader_training.decode import WindowLogits, choose_answer, decode, softmax
-        from kotae.reader_training.evaluate import window_logits
-        from kotae.reader_training.features import tokenize_windows
+        from kotae.reader_training.decode import choose_answer, softmax
 
         top_k = self.top_k if top_k is None else top_k
         if top_k <= 0:
@@ -198,6 +224,59 @@ class KotaeExtractiveReader:
         passages = [d for d in documents if d.content]
         if not passages or not query.strip():
             return {"answers": []}
+        decoded = self.read(query, passages, top_k, max_answer_length)
+        combined = self.span_scores(decoded, passages)
+        order = rank_order(combined)
+        has_null = decoded.null_score is not None
+        scores = [float(s) for s in combined]
+        if decoded.null_score is not None:  # the no-answer gets retriever evidence 0
+            scores.append((1.0 - self.retriever_weight) * decoded.null_score)
+        probabilities = softmax(scores)
+        answers: list[ExtractedAnswer] = []
+        seen: set[tuple[str, int, int]] = set()
+        for position in order:
+            span = decoded.answers[position]
+            answer = self._answer(
+                query,
+                passages[span.context_index],
+                span,
+                float(probabilities[position]),
+                float(combined[position]),
+            )
+            # Overlapping passages of one source document can hold the same span: keep its best.
+            key = (str(answer.meta["document_id"]), answer.meta["source_start"], answer.meta["source_end"])
+            if key not in seen:
+                seen.add(key)
+                answers.append(answer)
+            if len(answers) == top_k:
+                break
+        if with_null:
+            null_wins = (
+                choose_answer(decoded, allow_null=True, null_threshold=self.settings.null_score_threshold)
+                is None
+            )
+            null = ExtractedAnswer(
+                query=query,
+                score=float(probabilities[-1]) if has_null else 0.0,
+                data=None,
+                meta={"logit_score": decoded.null_score},
+            )
+            answers = [null, *answers] if null_wins else [*answers, null]
+        return {"answers": answers}
+
+    def read(
+        self, query: str, passages: list[Document], top_k: int, max_answer_length: int | None = None
+    ) -> Decoded:
+        """The decoder's candidate spans for ``query`` in ``passages`` (all windowed and read together),
+        ranked by the reader's own score; ``span.context_index`` is the passage's position.
+
+        With the retriever's evidence in play (``retriever_weight > 0``) every passage's best spans are
+        kept as candidates, so that the combined ranking can lift a lower-scored passage's span.
+        """
+        from kotae.reader_training.decode import WindowLogits, decode
+        from kotae.reader_training.evaluate import window_logits
+        from kotae.reader_training.features import tokenize_windows
+
         self.warm_up()
         settings = self.settings
         if max_answer_length is not None:
@@ -212,7 +291,8 @@ class KotaeExtractiveReader:
             settings.max_question_length,
         )
         logits = window_logits(self._model, self._tokenizer, windows, settings.batch_size)
-        decoded = decode(
+        candidates = max(top_k, settings.n_best) * (len(contexts) if self.retriever_weight > 0 else 1)
+        return decode(
             [
                 WindowLogits(start, end, window.offsets, window.cls_index, context_index=window.example_index)
                 for window, (start, end) in zip(windows, logits, strict=True)
@@ -220,44 +300,28 @@ class KotaeExtractiveReader:
             contexts,
             n_best=settings.n_best,
             max_answer_length=settings.max_answer_length,
-            top_k=max(top_k, settings.n_best),
+            top_k=candidates,
             relative_to_null=self.relative_scores,
             refine=self._refine,
         )
-        raw = [span.score for span in decoded.answers]
-        has_null = decoded.null_score is not None
-        probabilities = softmax([*raw, decoded.null_score] if decoded.null_score is not None else raw)
-        answers: list[ExtractedAnswer] = []
-        seen: set[tuple[str, int, int]] = set()
-        for span, probability in zip(decoded.answers, probabilities, strict=False):
-            answer = self._answer(
-                query, passages[span.context_index], span.start, span.end, float(probability), span.score
-            )
-            # Overlapping passages of one source document can hold the same span: keep its best.
-            key = (str(answer.meta["document_id"]), answer.meta["source_start"], answer.meta["source_end"])
-            if key not in seen:
-                seen.add(key)
-                answers.append(answer)
-            if len(answers) == top_k:
-                break
-        if with_null:
-            null_wins = (
-                choose_answer(decoded, allow_null=True, null_threshold=settings.null_score_threshold) is None
-            )
-            null = ExtractedAnswer(
-                query=query,
-                score=float(probabilities[-1]) if has_null else 0.0,
-                data=None,
-                meta={"logit_score": decoded.null_score},
-            )
-            answers = [null, *answers] if null_wins else [*answers, null]
-        return {"answers": answers}
+
+    def span_scores(self, decoded: Decoded, passages: list[Document]) -> np.ndarray:
+        """Each decoded span's ranking score: the reader's score combined with its passage's retrieval
+        evidence (:func:`kotae.pipeline.ranking.combined_scores`); ``passages`` in retrieval order."""
+        evidence = retriever_evidence([d.score for d in passages], self.retriever_evidence)
+        return combined_scores(
+            [span.score for span in decoded.answers],
+            [span.context_index for span in decoded.answers],
+            evidence,
+            self.retriever_weight,
+        )
 
     @staticmethod
     def _answer(
-        query: str, passage: Document, start: int, end: int, score: float, logit_score: float
+        query: str, passage: Document, span: Span, score: float, rank_score: float
     ) -> ExtractedAnswer:
         text = passage.content or ""
+        start, end = span.start, span.end
         context, context_start, context_end = sentence_around(text, start, end)
         source_start, source_end = source_span(passage, start, end)
         return ExtractedAnswer(
@@ -272,6 +336,7 @@ class KotaeExtractiveReader:
                 "document_id": (passage.meta or {}).get("document_id", passage.id),
                 "source_start": source_start,
                 "source_end": source_end,
-                "logit_score": logit_score,
+                "logit_score": span.score,
+                "rank_score": rank_score,
             },
         )

@@ -1,0 +1,115 @@
+"""Ranking answers across passages: the pure combination of reader and retriever scores, and the real
+pipeline reader ordering its answers by it (tiny real models, real index)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from haystack import Document
+
+from kotae.pipeline.config import load_pipeline_config
+from kotae.pipeline.ranking import combined_scores, rank_order, retriever_evidence
+from kotae.pipeline.reader import KotaeExtractiveReader
+from kotae.pipeline.testing import TinySetup, build_tiny_setup
+
+# ------------------------------------------------------------------ pure functions, hand-computed
+
+
+def test_rank_evidence_is_minus_log_rank() -> None:
+    assert retriever_evidence([0.9, None, 0.1], "rank") == pytest.approx([0.0, -math.log(2), -math.log(3)])
+    assert retriever_evidence([], "rank").size == 0
+
+
+def test_score_evidence_is_the_passage_score_or_zero() -> None:
+    assert retriever_evidence([0.9, None, 0.25], "score") == pytest.approx([0.9, 0.0, 0.25])
+
+
+def test_unknown_evidence_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="rank, score"):
+        retriever_evidence([1.0], "bm25")  # type: ignore[arg-type]
+
+
+def test_combined_scores_interpolate_reader_and_passage_evidence() -> None:
+    prior = retriever_evidence([0.9, 0.5, 0.4], "rank")
+    # span 0: margin 3.0 in the 2nd passage; span 1: margin 2.5 in the 1st
+    assert combined_scores([3.0, 2.5], [1, 0], prior, 0.0) == pytest.approx([3.0, 2.5])
+    assert combined_scores([3.0, 2.5], [1, 0], prior, 0.5) == pytest.approx(
+        [0.5 * 3.0 - 0.5 * math.log(2), 1.25]
+    )
+    assert combined_scores([3.0, 2.5], [1, 0], prior, 1.0) == pytest.approx([-math.log(2), 0.0])
+    assert list(rank_order(combined_scores([3.0, 2.5], [1, 0], prior, 0.5))) == [1, 0]
+    assert combined_scores([], [], prior, 0.3).size == 0
+
+
+def test_combined_scores_check_their_inputs() -> None:
+    with pytest.raises(ValueError, match="weight must be between 0 and 1"):
+        combined_scores([1.0], [0], [0.0], 1.5)
+    with pytest.raises(ValueError, match="2 reader scores but 1 passage indexes"):
+        combined_scores([1.0, 2.0], [0], [0.0], 0.5)
+
+
+def test_rank_order_is_stable_on_ties() -> None:
+    assert list(rank_order(np.array([1.0, 2.0, 1.0, 2.0]))) == [1, 3, 0, 2]
+
+
+# ------------------------------------------------------------------ config and component
+
+
+def test_config_keys_validate_and_reach_the_reader() -> None:
+    from kotae.errors import KotaeError
+    from kotae.pipeline.build import build_components
+
+    with pytest.raises(KotaeError, match="retriever_weight"):
+        load_pipeline_config(None, ["reader.retriever_weight=2"])
+    with pytest.raises(KotaeError, match="retriever_evidence"):
+        load_pipeline_config(None, ["reader.retriever_evidence=bm25"])
+    with pytest.raises(ValueError, match="retriever_weight must be between 0 and 1"):
+        KotaeExtractiveReader(model="x", retriever_weight=-0.1)
+    reader = KotaeExtractiveReader(model="some/reader", retriever_weight=0.3, retriever_evidence="score")
+    again = KotaeExtractiveReader.from_dict(reader.to_dict())
+    assert (again.retriever_weight, again.retriever_evidence) == (0.3, "score")
+    del build_components  # imported to show where the keys are wired (pipeline/build.py)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> TinySetup:
+    return build_tiny_setup(tmp_path_factory.mktemp("ranking"), index=False)
+
+
+def _passages(setup: TinySetup) -> list[Document]:
+    return [Document(content=text, meta={"source": name}, score=0.1) for name, text in setup.texts.items()]
+
+
+def test_reader_orders_answers_by_the_combined_score(setup: TinySetup) -> None:
+    """With the retriever's share at 0 the answers follow the reader's margins; with a share, every
+    answer's ``rank_score`` is the combined score of its span and its passage's rank, and the answers
+    come in that order, best first, with the scores' softmax order too."""
+    passages = _passages(setup)
+    question = "富士山の高さは？"
+    alone = KotaeExtractiveReader(model=str(setup.reader), top_k=50, max_length=40, stride=8)
+    answers = alone.run(query=question, documents=passages)["answers"]
+    margins = [a.meta["logit_score"] for a in answers]
+    assert margins == sorted(margins, reverse=True)
+    assert [a.meta["rank_score"] for a in answers] == pytest.approx(margins)
+
+    # move the reader's favourite passage to the end of the retrieval order
+    favourite = answers[0].document
+    passages = [p for p in passages if p is not favourite] + [p for p in passages if p is favourite]
+    weight = 0.9
+    mixed = KotaeExtractiveReader(
+        model=str(setup.reader), top_k=8, max_length=40, stride=8, retriever_weight=weight
+    )
+    ranked = mixed.run(query=question, documents=passages)["answers"]
+    position = {id(p): i for i, p in enumerate(passages)}
+    expected = [
+        (1 - weight) * a.meta["logit_score"] - weight * math.log(position[id(a.document)] + 1) for a in ranked
+    ]
+    assert [a.meta["rank_score"] for a in ranked] == pytest.approx(expected)
+    assert expected == sorted(expected, reverse=True)
+    assert [a.score for a in ranked] == sorted((a.score for a in ranked), reverse=True)
+    # the retriever's first passage now gives the top answer: its best span by the reader's margin
+    assert ranked[0].document is passages[0] is not favourite
+    first = [a for a in answers if a.document is passages[0]]
+    assert first and ranked[0].meta["logit_score"] == pytest.approx(first[0].meta["logit_score"])
