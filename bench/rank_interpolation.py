@@ -3,7 +3,8 @@
 Runs retrieval + kotae's reader ONCE per question (cached in ``runs/rank_interpolation/*.npz``), keeps
 every passage's candidate spans with their reader scores, then sweeps the ranking of
 :mod:`kotae.pipeline.ranking` offline, ``(1 - w) * reader + w * retriever evidence``, for
-``w`` in a grid, evidence ``rank`` / ``score`` and reader score ``margin`` / ``raw``. It prints
+``w`` in a grid, evidence ``rank`` / ``score`` and reader score ``margin`` / ``raw`` / ``factored``
+(a softmax over passages, :func:`factored_scores`). It prints
 end-to-end EM/F1 of the top answer and its share of the reader's F1 on the gold contexts, per data set,
 on a choosing split and a reporting split (disjoint question ranges), and the setting that is best on
 the choosing split (mean share over the data sets).
@@ -27,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from kotae.pipeline.ranking import EVIDENCE, combined_scores, rank_order, retriever_evidence
 
 WEIGHTS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-READER_SCORES = ("margin", "raw")
+READER_SCORES = ("margin", "raw", "factored")
 
 
 @dataclass
@@ -56,7 +58,9 @@ class Cache:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+        partial = path.with_name(path.name + ".partial.npz")
+        np.savez_compressed(partial, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+        partial.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> Cache:
@@ -79,19 +83,28 @@ class Cache:
             self.passage_score[p0:p1],
         )
 
+    def extend(self, more: Cache) -> Cache:
+        """This cache followed by ``more`` (later questions)."""
+        return Cache(
+            np.concatenate([self.ids, more.ids]),
+            np.concatenate([self.gold_f1, more.gold_f1]),
+            np.concatenate([self.span_offsets, more.span_offsets[1:] + self.span_offsets[-1]]),
+            np.concatenate([self.span_passage, more.span_passage]),
+            np.concatenate([self.span_margin, more.span_margin]),
+            np.concatenate([self.span_raw, more.span_raw]),
+            np.concatenate([self.span_em, more.span_em]),
+            np.concatenate([self.span_f1, more.span_f1]),
+            np.concatenate([self.passage_offsets, more.passage_offsets[1:] + self.passage_offsets[-1]]),
+            np.concatenate([self.passage_score, more.passage_score]),
+        )
 
-def build_cache(config_path: str, data: str, count: int, progress: bool = True) -> Cache:
-    """Retrieve and read the first ``count`` questions of ``data`` with ``config_path``'s pipeline."""
+
+def build_cache(config_path: str, data: str, count: int, path: Path, chunk: int = 25) -> Cache:
+    """Retrieve and read the first ``count`` questions of ``data`` with ``config_path``'s pipeline,
+    saving to ``path`` every ``chunk`` questions and resuming from what ``path`` already holds."""
     from kotae.indexing.job import run_index
     from kotae.pipeline.config import load_pipeline_config
-    from kotae.pipeline.eval_job import (
-        default_index_dir,
-        load_questions,
-        read_gold_contexts,
-        retrieve_deep,
-        squad_files,
-    )
-    from kotae.pipeline.evaluation import score_answer
+    from kotae.pipeline.eval_job import default_index_dir, load_questions, squad_files
     from kotae.pipeline.qa import QuestionAnswerer
 
     config = load_pipeline_config(config_path)
@@ -99,15 +112,36 @@ def build_cache(config_path: str, data: str, count: int, progress: bool = True) 
     questions = load_questions(files, count)
     directory = default_index_dir(config, files)
     config = load_pipeline_config(config_path, [f"index.dir={json.dumps(str(directory))}"])
+    print(f"indexing {data} into {directory} (incremental)", file=sys.stderr, flush=True)
     run_index(config, files, progress=False)
     answerer = QuestionAnswerer.from_config(config, config_path)
     components = {name: answerer.pipeline.get_component(name) for name in answerer.components}
+    cache = Cache.load(path) if path.is_file() else None
+    started = time.perf_counter()
+    for first in range(0 if cache is None else len(cache.ids), len(questions), chunk):
+        part = read_questions(config, components, questions[first : first + chunk])
+        cache = part if cache is None else cache.extend(part)
+        cache.save(path)
+        print(
+            f"  {data}: {len(cache.ids)}/{len(questions)} ({time.perf_counter() - started:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    assert cache is not None
+    return cache
+
+
+def read_questions(config: Any, components: dict[str, Any], questions: list[Any]) -> Cache:
+    """Each question's passages (the pipeline's retrievers) and every candidate span of the reader,
+    scored against the gold answers; and the reader alone on each gold context."""
+    from kotae.pipeline.eval_job import read_gold_contexts, retrieve_deep
+    from kotae.pipeline.evaluation import score_answer
+
     reader = components["reader"]
     reader.warm_up()
     spans: dict[str, list[float]] = {k: [] for k in ("passage", "margin", "raw", "em", "f1")}
     span_offsets, passage_offsets, passage_score = [0], [0], []
-    started = time.perf_counter()
-    for number, question in enumerate(questions, start=1):
+    for question in questions:
         passages = [
             d for d in retrieve_deep(components, question.question, config.retriever.top_k) if d.content
         ]
@@ -123,10 +157,6 @@ def build_cache(config_path: str, data: str, count: int, progress: bool = True) 
         span_offsets.append(len(spans["f1"]))
         passage_score.extend(np.nan if d.score is None else d.score for d in passages)
         passage_offsets.append(len(passage_score))
-        if progress and number % 25 == 0:
-            print(
-                f"  {data}: {number}/{len(questions)} ({time.perf_counter() - started:.0f}s)", file=sys.stderr
-            )
     gold, _ = read_gold_contexts(config, reader, questions)
     return Cache(
         ids=np.array([q.id for q in questions]),
@@ -145,7 +175,7 @@ def build_cache(config_path: str, data: str, count: int, progress: bool = True) 
 def end_to_end(cache: Cache, reader_score: str, evidence: str, weight: float) -> tuple[float, float]:
     """Mean EM and F1 (percent) of each question's top answer under one ranking setting."""
     ems, f1s = [], []
-    scores = cache.span_margin if reader_score == "margin" else cache.span_raw
+    scores = cache.span_margin if reader_score in ("margin", "factored") else cache.span_raw
     for q in range(len(cache.ids)):
         s0, s1 = cache.span_offsets[q], cache.span_offsets[q + 1]
         if s0 == s1:
@@ -155,11 +185,32 @@ def end_to_end(cache: Cache, reader_score: str, evidence: str, weight: float) ->
         p0, p1 = cache.passage_offsets[q], cache.passage_offsets[q + 1]
         raw_scores = cache.passage_score[p0:p1]
         prior = retriever_evidence([None if np.isnan(s) else float(s) for s in raw_scores], evidence)  # type: ignore[arg-type]
-        combined = combined_scores(scores[s0:s1], cache.span_passage[s0:s1], prior, weight)
+        if reader_score == "factored":
+            combined = factored_scores(
+                scores[s0:s1], cache.span_raw[s0:s1], cache.span_passage[s0:s1], prior, weight
+            )
+        else:
+            combined = combined_scores(scores[s0:s1], cache.span_passage[s0:s1], prior, weight)
         top = s0 + int(rank_order(combined)[0])
         ems.append(float(cache.span_em[top]))
         f1s.append(float(cache.span_f1[top]))
     return float(np.mean(ems)), float(np.mean(f1s))
+
+
+def factored_scores(
+    margin: np.ndarray, raw: np.ndarray, passage: np.ndarray, prior: np.ndarray, weight: float
+) -> np.ndarray:
+    """A softmax over passages: ``log P(span | passage) + log P(passage)``, where ``P(span | passage)``
+    is a softmax of raw scores over the passage's candidate spans and ``P(passage)`` a softmax over
+    passages of ``(1 - w) * best margin + w * retriever evidence`` (the normaliser of ``log P(passage)``
+    is the same for every span of a question, so it is left out)."""
+    within = np.empty_like(raw)
+    best = np.full(len(prior), -np.inf)
+    for p in np.unique(passage):
+        mask = passage == p
+        within[mask] = raw[mask] - np.logaddexp.reduce(raw[mask])
+        best[p] = margin[mask].max()
+    return within + combined_scores(best[passage], passage, prior, weight)
 
 
 def parse_range(text: str) -> tuple[int, int]:
@@ -174,17 +225,23 @@ def main() -> None:
     parser.add_argument("--report", default="0:300", help="questions reported on (start:stop)")
     parser.add_argument("--choose", default="300:500", help="questions the setting is chosen on")
     parser.add_argument("--cache-dir", default="runs/rank_interpolation")
+    parser.add_argument("--no-read", action="store_true", help="sweep what is cached, read nothing")
     args = parser.parse_args()
     report, choose = parse_range(args.report), parse_range(args.choose)
     count = max(report[1], choose[1])
     caches: dict[str, Cache] = {}
     for data in args.data:
-        name = Path(data).resolve().name if Path(data).name != "dev" else "jaquad-dev"
-        path = Path(args.cache_dir) / f"{name}-{Path(args.config).stem}-{count}.npz"
-        if not path.is_file():
-            print(f"reading {count} questions of {data} (cache {path})", file=sys.stderr)
-            build_cache(args.config, data, count).save(path)
+        name = f"{Path(data).parent.name}-dev" if Path(data).name == "dev" else Path(data).name
+        path = Path(args.cache_dir) / f"{name}-{Path(args.config).stem}.npz"
+        held = len(Cache.load(path).ids) if path.is_file() else 0
+        if held < count and not args.no_read:
+            print(f"reading {count} questions of {data} (cache {path}, {held} there)", file=sys.stderr)
+            build_cache(args.config, data, count, path)
         caches[name] = Cache.load(path)
+    held = min(len(c.ids) for c in caches.values())
+    if held < count:  # --no-read with a partial cache: the choosing split ends where the cache does
+        choose = (choose[0], min(choose[1], held))
+        print(f"only {held} questions cached: choosing on {choose[0]}-{choose[1]}", file=sys.stderr)
 
     settings = [(r, e, w) for r in READER_SCORES for e in EVIDENCE for w in WEIGHTS if e == "rank" or w > 0]
     table: dict[tuple[str, str, float], dict[str, dict[str, tuple[float, float, float]]]] = {}

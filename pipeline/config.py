@@ -45,7 +45,7 @@ class ReaderConfig(_Section):
     with), else the ``kotae evaluate`` defaults. ``max_answer_length`` counts tokens.
     ``relative_scores`` (kotae reader) ranks spans from different passages by their margin over
     their own window's no-answer score instead of raw logit sums (see reader_training/decode.py).
-    ``retriever_weight`` w (0-1) ranks answers from different passages by
+    ``retriever_weight`` w (0-1; kotae reader) ranks answers from different passages by
     ``(1 - w) * reader score + w * retriever evidence``, the evidence being ``-log`` of the passage's
     retrieval rank (``retriever_evidence: rank``) or its retrieval score (``score``); 0 is the reader
     alone (see pipeline/ranking.py; the shipped configs' values are measured by
