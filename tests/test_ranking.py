@@ -113,3 +113,37 @@ def test_reader_orders_answers_by_the_combined_score(setup: TinySetup) -> None:
     assert ranked[0].document is passages[0] is not favourite
     first = [a for a in answers if a.document is passages[0]]
     assert first and ranked[0].meta["logit_score"] == pytest.approx(first[0].meta["logit_score"])
+
+
+def test_pipeline_orders_answers_by_reader_and_retrieval_rank(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The real hybrid pipeline (tiny models, real FAISS + BM25 index): each answer's ranking score is
+    ``(1 - w) * margin - w * log(rank)`` of its passage in the fused retrieval order, and the answers
+    come best first by it."""
+    from pathlib import Path
+
+    from kotae.pipeline.eval_job import retrieve_deep
+    from kotae.pipeline.qa import QuestionAnswerer
+
+    setup = build_tiny_setup(tmp_path_factory.mktemp("ranked-pipeline"))
+    default = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "default.yaml"
+    weight = 0.6
+    config = setup.config(
+        default, [f"reader.retriever_weight={weight}", "reader.top_k=6", "retriever.top_k=4"]
+    )
+    answerer = QuestionAnswerer.from_config(config)
+    reader = answerer.pipeline.get_component("reader")
+    assert reader.retriever_weight == weight
+    components = {name: answerer.pipeline.get_component(name) for name in answerer.components}
+    for question in ("富士山の高さは？", "What is the capital of Japan?"):
+        answers = answerer.ask(question)
+        order = [d.id for d in retrieve_deep(components, question, config.retriever.top_k)]
+        assert len(answers) == 6 and len({a.document.id for a in answers if a.document}) >= 2
+        expected = [
+            (1 - weight) * a.meta["logit_score"] - weight * math.log(order.index(a.document.id) + 1)
+            for a in answers
+            if a.document is not None
+        ]
+        assert [a.meta["rank_score"] for a in answers] == pytest.approx(expected)
+        assert expected == sorted(expected, reverse=True)
