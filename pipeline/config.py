@@ -97,5 +97,5 @@ def load_pipeline_config(
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
         raise KotaeError(
-            describe_validation_error(error, source, "kotae pipeline show --config default")
+            describe_validation_error(error, source, "kotae pipeline show --config default", PipelineConfig)
         ) from None

@@ -26,10 +26,8 @@ import json
 import os
 import platform
 import shlex
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +45,7 @@ from kotae.pipeline.evaluation import (
     squad_questions,
     summarize,
 )
+from kotae.progress import progress as progress_of
 from kotae.reader_training.metrics import resolve_language
 
 if TYPE_CHECKING:
@@ -238,52 +237,6 @@ def retrieve_deep(components: Mapping[str, Any], question: str, depth: int) -> l
     return lists[0] if lists else []
 
 
-@contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on a terminal; on a log file, a line at every tenth of the way."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        done, started, step = 0, time.perf_counter(), max(1, total // 10)
-
-        def advance() -> None:
-            nonlocal done
-            done += 1
-            if done % step == 0 or done == total:
-                print(
-                    f"{label} {done}/{total} ({time.perf_counter() - started:.0f}s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        yield advance
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda: progress.advance(task)
-
-
 def read_gold_contexts(
     config: PipelineConfig, reader_component: Any, questions: Sequence[EvalQuestion]
 ) -> tuple[dict[str, str], float]:
@@ -338,7 +291,7 @@ def ask_all(
     predictions: list[str] = []
     latencies: list[float] = []
     retrieved: list[list[Document]] = []
-    with _progress(progress, len(questions), "asking") as advance:
+    with progress_of("asking", len(questions), progress) as advance:
         for question in questions:
             started = time.perf_counter()
             answers = answerer.ask(question.question)

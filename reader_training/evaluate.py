@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from kotae.errors import KotaeError
+from kotae.progress import progress as progress_of
 from kotae.reader_training.data import LoadReport, QAExample, load_examples
 from kotae.reader_training.decode import EdgeRefine, WindowLogits, choose_answer, decode
 from kotae.reader_training.edges import edge_refiner_from_folder
@@ -90,9 +91,8 @@ def window_logits(
     model: Any, tokenizer: Any, windows: Sequence[Window], batch_size: int, progress: bool = False
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Start/end logits for every window (trimmed to its length), in the order given; ``progress``
-    shows a bar on a terminal."""
+    shows a bar on a terminal and lines in a log (:func:`kotae.progress.progress`)."""
     import torch
-    from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
@@ -102,20 +102,22 @@ def window_logits(
     try:
         with torch.inference_mode():
             starts_at = range(0, len(order), batch_size)
-            for first in tqdm(starts_at, desc="reading", unit="batch", disable=None if progress else True):
-                batch_ids = order[first : first + batch_size]
-                batch = tokenizer.pad(
-                    [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="pt"
-                )
-                batch = {k: v.to(device) for k, v in batch.items()}
-                output = model(**batch)
-                starts = output.start_logits.float().cpu().numpy()
-                ends = output.end_logits.float().cpu().numpy()
-                left = getattr(tokenizer, "padding_side", "right") == "left"
-                for row, index in enumerate(batch_ids):
-                    length = len(windows[index].input_ids)
-                    cut = slice(starts.shape[1] - length, None) if left else slice(0, length)
-                    results[index] = (starts[row, cut], ends[row, cut])
+            with progress_of("reading batches", len(starts_at), progress) as advance:
+                for first in starts_at:
+                    batch_ids = order[first : first + batch_size]
+                    batch = tokenizer.pad(
+                        [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="pt"
+                    )
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    output = model(**batch)
+                    starts = output.start_logits.float().cpu().numpy()
+                    ends = output.end_logits.float().cpu().numpy()
+                    left = getattr(tokenizer, "padding_side", "right") == "left"
+                    for row, index in enumerate(batch_ids):
+                        length = len(windows[index].input_ids)
+                        cut = slice(starts.shape[1] - length, None) if left else slice(0, length)
+                        results[index] = (starts[row, cut], ends[row, cut])
+                    advance(1)
     finally:
         if was_training:
             model.train()
