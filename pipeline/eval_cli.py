@@ -28,7 +28,8 @@ def eval_command(
         int | None, typer.Option("--limit", min=1, help="ask only the first N questions")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="report folder (default: runs/eval/<config>-<data>)")
+        Path | None,
+        typer.Option("--out", "-o", help="report folder (default: runs/eval/<config>-<data>)"),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     set_: Annotated[
