@@ -89,6 +89,9 @@ def models_prepare(
 ) -> None:
     """Materialise model aliases into $KOTAE_HOME/models (idempotent; safe to interrupt)."""
     from kotae import models
+    from kotae.progress import quiet_third_party
+
+    quiet_third_party()
 
     for name in aliases or list(models.ALIASES):
         path, did_work = models.prepare(name, log=lambda message: typer.echo(message, err=True))
@@ -120,6 +123,9 @@ def models_check(
     """Load a sentence embedder (preparing it if needed) and embed a Japanese and an English sentence."""
     from kotae.model_files import load_sentence_transformer
     from kotae.models import resolve_model
+    from kotae.progress import quiet_third_party
+
+    quiet_third_party()
 
     path = resolve_model(alias)
     model = load_sentence_transformer(path)

@@ -90,10 +90,11 @@ def freeze(model: Any, word_embeddings: bool, layers: int) -> dict[str, int]:
 def check_data(config: TrainConfig) -> None:
     """Every training and dev source exists (or is a well-formed hub name); the first that does
     not fails in one line naming its key, e.g. ``train_data[1].path: data not found: ...``."""
-    for key, sources in (("train_data", config.train_data), ("dev_data", config.dev_data)):
-        for number, source in enumerate(sources):
+    paths = {"train_data": [s.path for s in config.train_data], "dev_data": [s.path for s in config.dev_data]}
+    for key, sources in paths.items():
+        for number, path in enumerate(sources):
             with _naming(f"{key}[{number}].path"):
-                check_source(source.path)
+                check_source(path)
 
 
 @contextmanager
