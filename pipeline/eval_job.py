@@ -238,7 +238,7 @@ def retrieve_deep(components: Mapping[str, Any], question: str, depth: int) -> l
 
 
 def read_gold_contexts(
-    config: PipelineConfig, reader_component: Any, questions: Sequence[EvalQuestion]
+    config: PipelineConfig, reader_component: Any, questions: Sequence[EvalQuestion], progress: bool = False
 ) -> tuple[dict[str, str], float]:
     """The reader alone on each question's gold context, as ``kotae evaluate`` runs it.
 
@@ -278,7 +278,9 @@ def read_gold_contexts(
         )
         for q in questions
     ]
-    report = evaluate_examples(model, tokenizer, examples, settings, "auto", allow_null=False)
+    report = evaluate_examples(
+        model, tokenizer, examples, settings, "auto", allow_null=False, progress=progress
+    )
     return {p.id: p.text for p in report.predictions}, report.seconds
 
 
@@ -353,7 +355,7 @@ def run_eval(
 
     log("reader alone on the gold contexts")
     reader = answerer.pipeline.get_component("reader")
-    reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions)
+    reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions, progress)
 
     results: list[QuestionResult] = []
     ids: list[list[str | None]] = []

@@ -210,4 +210,4 @@ def test_index_and_eval_log_plain_progress_lines(tmp_path: Path) -> None:
     ]
     _run([*args, "-o", str(tmp_path / "report"), "--json", *sets], tmp_path / "e.log", tmp_path)
     evaluated = _clean(tmp_path / "e.log")
-    assert "asking: 2/2 (100%)" in evaluated, evaluated
+    assert "asking: 2/2 (100%)" in evaluated and "reading batches: " in evaluated, evaluated

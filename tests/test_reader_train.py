@@ -304,3 +304,31 @@ def test_data_paths_are_checked_before_the_model_loads(workspace: Path, tmp_path
     hub = load_train_config(config, ["dev_data=[{path: 'squad:@validation'}]"])
     with pytest.raises(KotaeError, match=r"^dev_data\[0\].path: 'squad:@validation': .*NAME\[:CONFIG\]"):
         run_training(hub, log=lambda message: None)
+
+
+def test_card_metadata_names_the_hub_base_and_data() -> None:
+    from kotae.reader_training.report import all_results, card_metadata
+
+    metrics: dict[str, Any] = {
+        "output_dir": "runs/reader-ja",
+        "base_model": "multilingual-e5-small",
+        "hyperparameters": {"language": "ja"},
+        "train_data": [{"path": "/data/jaquad/train"}, {"path": "shunk031/JGLUE:JSQuAD@train"}],
+        "dev": {
+            "jaquad-dev": {"exact_match": 63.19, "f1": 75.744, "n": 3939},
+            "squad": {"exact_match": 1.0, "f1": 2.0, "n": 3},
+        },
+        "training": {"epochs": 2.0, "train_loss": 1.5, "train_seconds": 10.0, "sequences_per_second": 5.0},
+        "data": {"features": {"windows_used": 50}},
+    }
+    metadata = card_metadata(metrics)
+    assert metadata["base_model"] == "intfloat/multilingual-e5-small" and metadata["license"] == "mit"
+    assert metadata["language"] == ["ja"] and metadata["pipeline_tag"] == "question-answering"
+    assert metadata["datasets"] == ["jaquad/train", "shunk031/JGLUE"]
+    result = metadata["model-index"][0]["results"][0]
+    assert result["dataset"]["name"] == "jaquad-dev" and result["metrics"][1] == {
+        "type": "f1",
+        "value": 75.74,
+    }
+    results = all_results(metrics)
+    assert results["eval_f1"] == 75.744 and results["eval_squad_f1"] == 2.0 and results["train_samples"] == 50
