@@ -323,7 +323,8 @@ def _read_hub(name: str) -> Iterator[QAExample]:
     try:
         import datasets
 
-        rows = datasets.load_dataset(hub.dataset, hub.config, split=hub.split)
+        named = (hub.dataset,) if hub.config is None else (hub.dataset, hub.config)
+        rows = datasets.load_dataset(*named, split=hub.split)
     except Exception as error:  # offline, unknown name, bad split: all one line for the user
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise KotaeError(

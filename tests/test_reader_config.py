@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,9 +142,29 @@ def test_hub_dataset_names_take_a_config_and_split(monkeypatch: pytest.MonkeyPat
             parse_hub_name(bad)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(KotaeError) as error:
+    with pytest.raises(KotaeError) as error:  # the hub fails offline: one line naming the set
         load_examples("shunk031/JGLUE:JSQuAD@validation")
     assert "shunk031/JGLUE:JSQuAD@validation" in str(error.value) and "\n" not in str(error.value)
+
+    import datasets
+
+    calls: list[tuple[Any, ...]] = []
+
+    def fake_load(*named: str, split: str) -> list[dict[str, Any]]:  # what reaches the datasets library
+        calls.append((*named, split))
+        context = "JGLUE's JSQuAD is a Japanese reading set."
+        return [
+            {
+                "id": "j1",
+                "question": "?",
+                "context": context,
+                "answers": {"text": ["JSQuAD"], "answer_start": [8]},
+            }
+        ]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert load_examples("shunk031/JGLUE:JSQuAD@validation").report.kept == 1
+    assert calls == [("shunk031/JGLUE", "JSQuAD", "validation")]
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
