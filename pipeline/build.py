@@ -289,6 +289,7 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             batch_size=reader.batch_size,
             device=reader.device,
             relative_scores=reader.relative_scores,
+            runtime=reader.runtime,
         )
     else:
         from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
