@@ -78,6 +78,19 @@ def test_onnx_int8_agrees_with_torch(home: Path, reader_dir: Path) -> None:
     assert sum(same) >= len(same) - 1, same  # an untrained reader's near-ties may swap once at most
 
 
+def test_torch_bf16_stays_close_to_float32(reader_dir: Path) -> None:
+    bf16, tokenizer, _ = load_runtime(str(reader_dir), "torch-bf16", device="cpu")
+    exact, _, _ = load_runtime(str(reader_dir), "torch", device="cpu")
+    assert bf16.name == "torch-bf16"
+    windows = tokenize_windows(tokenizer, QUESTIONS[:2], CONTEXTS[:1] * 2, 32, 8, 16)
+    for (start, _), (start_ref, _) in zip(
+        bf16.window_logits(windows, 4), exact.window_logits(windows, 4), strict=True
+    ):
+        assert start.dtype == np.float32 and np.abs(start - start_ref).max() < 0.05 * (
+            float(np.ptp(start_ref)) + 1e-6
+        )
+
+
 def test_pipeline_reader_on_onnx_says_so(home: Path, reader_dir: Path) -> None:
     from kotae.pipeline.reader import KotaeExtractiveReader
 
