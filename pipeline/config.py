@@ -46,7 +46,7 @@ class ReaderConfig(_Section):
     ``relative_scores`` (kotae reader) ranks spans from different passages by their margin over
     their own window's no-answer score instead of raw logit sums (see reader_training/decode.py).
     ``runtime`` (kotae reader) is how the model runs: ``torch`` (float32), ``torch-bf16``,
-    ``onnx-int8`` or ``auto`` (the int8 ONNX form where onnxruntime is installed, on CPU; see
+    ``onnx`` (float32 ONNX), ``onnx-int8`` or ``auto`` (the int8 ONNX form where onnxruntime is installed, on CPU; see
     reader_training/runtime.py and docs/speed.md); ``auto`` is the default.
     """
 
@@ -63,7 +63,7 @@ class ReaderConfig(_Section):
     batch_size: int | None = Field(None, gt=0)
     device: str | None = None
     relative_scores: bool = True  # rank spans by margin over their window's no-answer score
-    runtime: Literal["auto", "torch", "torch-bf16", "onnx-int8"] = "auto"
+    runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
 
 
 class PipelineConfig(_Section):

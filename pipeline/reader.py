@@ -81,8 +81,8 @@ class KotaeExtractiveReader:
         :param device: Torch device (``cpu``, ``cuda``, ``cuda:1``); None picks CUDA when available.
         :param relative_scores: Rank spans by their margin over their window's no-answer score
             (True) or by raw logit sums, as ``kotae evaluate`` does within one context (False).
-        :param runtime: How the model runs: ``torch`` (float32), ``torch-bf16``, ``onnx-int8`` (the
-            cached int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8`` where onnxruntime is
+        :param runtime: How the model runs: ``torch`` (float32), ``torch-bf16``, ``onnx`` or
+            ``onnx-int8`` (the cached float32 or int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8`` where onnxruntime is
             installed and the device is a CPU, else ``torch``); see ``kotae.reader_training.runtime``.
 
         Settings left as None come from the model's ``reader_config.json`` (what it was trained and
@@ -150,7 +150,7 @@ class KotaeExtractiveReader:
         return default_from_dict(cls, data)
 
     def warm_up(self) -> None:
-        """Load the model's runtime (preparing its ONNX form once, for ``onnx-int8``) and fast tokenizer
+        """Load the model's runtime (preparing its ONNX form once, for the ONNX runtimes) and fast tokenizer
         (once), and settle the windowing settings."""
         if self._model is not None:
             return

@@ -74,7 +74,7 @@ def evaluate(
     runtime: Annotated[
         str,
         typer.Option(
-            help="how the model runs: torch (float32), torch-bf16, onnx-int8 or auto (see docs/speed.md)"
+            help="how the model runs: torch (float32), torch-bf16, onnx (float32), onnx-int8 or auto (docs/speed.md)"
         ),
     ] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,

@@ -15,7 +15,7 @@ from kotae.errors import KotaeError
 from kotae.reader_training.data import QAExample
 from kotae.reader_training.evaluate import DecodeSettings, load_model, load_runtime, predict
 from kotae.reader_training.features import tokenize_windows
-from kotae.reader_training.onnx_form import ONNX_FILE, is_onnx_prepared, onnx_folder, prepare_onnx
+from kotae.reader_training.onnx_form import FLOAT_FILE, ONNX_FILE, is_onnx_prepared, onnx_folder, prepare_onnx
 from kotae.reader_training.runtime import OnnxRuntime, TorchRuntime
 from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
 
@@ -55,6 +55,11 @@ def test_onnx_int8_agrees_with_torch(home: Path, reader_dir: Path) -> None:
     contexts = [c for _ in QUESTIONS for c in CONTEXTS]
     windows = tokenize_windows(tokenizer, questions, contexts, 32, 8, 16)  # several windows per passage
     fast, exact = onnx.window_logits(windows, 3), torch_runtime.window_logits(windows, 3)
+    float_onnx, _, _ = load_runtime(str(reader_dir), "onnx")
+    assert float_onnx.name == "onnx"
+    for (start, end), (start_ref, end_ref) in zip(float_onnx.window_logits(windows, 5), exact, strict=True):
+        np.testing.assert_allclose(start, start_ref, atol=1e-4)
+        np.testing.assert_allclose(end, end_ref, atol=1e-4)
     for window, (start, end), (start_ref, end_ref) in zip(windows, fast, exact, strict=True):
         assert start.shape == end.shape == (len(window.input_ids),)
         spread = float(np.ptp(start_ref)) + 1e-6
@@ -123,7 +128,8 @@ def test_onnx_form_is_prepared_once_atomically(home: Path, reader_dir: Path) -> 
         return load_model(reader_dir)
 
     first = prepare_onnx(reader_dir, load)
-    assert (first / ONNX_FILE).is_file() and (first / "kotae-prepared.json").is_file() and loads == [1]
+    assert (first / ONNX_FILE).is_file() and (first / FLOAT_FILE).is_file() and loads == [1]
+    assert (first / "kotae-prepared.json").is_file()
     assert prepare_onnx(reader_dir, killed) == first  # cached: the model is not loaded again
 
     weights = reader_dir / "model.safetensors"
