@@ -110,7 +110,9 @@ def _prepare_reader_runtime(name: str, folder: Path, log: Callable[[str], None])
     from kotae.reader_training.onnx_form import is_onnx_prepared, onnxruntime_version, prepare_onnx
 
     if onnxruntime_version() is None:
-        typer.echo(f"{name} ONNX forms (float32, int8): skipped, onnxruntime is not installed (the reader runs on torch)")
+        typer.echo(
+            f"{name} ONNX forms (float32, int8): skipped, onnxruntime is not installed (the reader runs on torch)"
+        )
         return
     done = is_onnx_prepared(folder)
     path = prepare_onnx(folder, lambda: load_model(folder), log)
