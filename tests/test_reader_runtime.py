@@ -155,3 +155,32 @@ def test_auto_falls_back_to_torch_without_onnxruntime(
 def test_unknown_runtime_is_one_line(reader_dir: Path) -> None:
     with pytest.raises(KotaeError, match="reader runtime 'fast' is unknown; use one of auto, torch"):
         load_runtime(str(reader_dir), "fast")
+
+
+def test_kotae_evaluate_runs_on_the_runtime_it_is_given(home: Path, reader_dir: Path, tmp_path: Path) -> None:
+    """``kotae evaluate``'s code (evaluate_folder) reads through the runtime it is given and says which."""
+    import json
+
+    from kotae.reader_training.evaluate import evaluate_folder
+
+    paragraphs = [
+        {
+            "context": context,
+            "qas": [
+                {"id": f"q{i}-{j}", "question": q, "answers": [{"text": context[:5], "answer_start": 0}]}
+                for j, q in enumerate(QUESTIONS)
+            ],
+        }
+        for i, context in enumerate(CONTEXTS)
+    ]
+    data = tmp_path / "dev.json"
+    data.write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]}), encoding="utf-8")
+    reports = {
+        runtime: evaluate_folder(str(reader_dir), str(data), runtime=runtime)
+        for runtime in ("torch", "onnx-int8")
+    }
+    assert {runtime: report.summary()["runtime"] for runtime, report in reports.items()} == {
+        "torch": "torch",
+        "onnx-int8": "onnx-int8",
+    }
+    assert reports["torch"].scores["n"] == reports["onnx-int8"].scores["n"] == len(CONTEXTS) * len(QUESTIONS)
