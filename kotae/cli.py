@@ -90,7 +90,7 @@ def models_prepare(
     aliases: list[str] = typer.Argument(None, help="Aliases to prepare (default: all)."),
 ) -> None:
     """Materialise model aliases into $KOTAE_HOME/models (idempotent; safe to interrupt); a reader
-    also gets its int8 ONNX form in $KOTAE_HOME/runtime when onnxruntime is installed."""
+    also gets its ONNX forms (float32, int8) in $KOTAE_HOME/runtime when onnxruntime is installed."""
     from kotae import models
 
     def log(message: str) -> None:
@@ -105,7 +105,7 @@ def models_prepare(
 
 
 def _prepare_reader_runtime(name: str, folder: Path, log: Callable[[str], None]) -> None:
-    """The reader's int8 ONNX form (reader runtime ``onnx-int8``/``auto``), unless onnxruntime is missing."""
+    """The reader's ONNX forms (reader runtimes ``onnx``, ``onnx-int8``, ``auto``), unless onnxruntime is missing."""
     from kotae.reader_training.evaluate import load_model
     from kotae.reader_training.onnx_form import is_onnx_prepared, onnxruntime_version, prepare_onnx
 
