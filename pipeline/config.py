@@ -45,6 +45,9 @@ class ReaderConfig(_Section):
     with), else the ``kotae evaluate`` defaults. ``max_answer_length`` counts tokens.
     ``relative_scores`` (kotae reader) ranks spans from different passages by their margin over
     their own window's no-answer score instead of raw logit sums (see reader_training/decode.py).
+    ``runtime`` (kotae reader) is how the model runs: ``torch`` (float32), ``torch-bf16``,
+    ``onnx`` (float32 ONNX), ``onnx-int8`` or ``auto`` (the int8 ONNX form where onnxruntime is installed, on CPU; see
+    reader_training/runtime.py and docs/speed.md); ``auto`` is the default.
     """
 
     type: Literal["kotae", "haystack"] = "kotae"
@@ -60,6 +63,7 @@ class ReaderConfig(_Section):
     batch_size: int | None = Field(None, gt=0)
     device: str | None = None
     relative_scores: bool = True  # rank spans by margin over their window's no-answer score
+    runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
 
 
 class PipelineConfig(_Section):

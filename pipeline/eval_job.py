@@ -67,6 +67,7 @@ JSON_KEYS = (
     "latency_p95_ms",
     "questions_per_second",
     "n",
+    "reader_runtime",
 )
 """What ``kotae eval --json`` prints (``latency_mean_ms`` too)."""
 
@@ -75,7 +76,7 @@ JSON_KEYS = (
 class EvalRun:
     """One evaluation: the headline numbers, every question's result, the full report and where it went."""
 
-    summary: dict[str, float | int]
+    summary: dict[str, Any]
     results: list[QuestionResult]
     report: dict[str, Any]
     out_dir: Path
@@ -243,17 +244,14 @@ def read_gold_contexts(
     """The reader alone on each question's gold context, as ``kotae evaluate`` runs it.
 
     The windowing/decoding settings are the pipeline reader's own when it is kotae's reader, else the
-    model's ``reader_config.json`` with the config's explicit values on top.
+    model's ``reader_config.json`` with the config's explicit values on top; the runtime is the
+    pipeline reader's (``reader.runtime``), torch for Haystack's reader.
     """
-    import torch
-
     from kotae.reader_training.data import Answer, QAExample
-    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_reader, saved_settings
+    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_runtime, saved_settings
 
-    model, tokenizer, folder = load_reader(config.reader.model)
-    device = config.reader.device or ("cuda" if torch.cuda.is_available() else None)
-    if device is not None:
-        model.to(device)
+    runtime = config.reader.runtime if config.reader.type == "kotae" else "torch"
+    model, tokenizer, folder = load_runtime(config.reader.model, runtime, config.reader.device)
     settings = getattr(reader_component, "settings", None)
     if not isinstance(settings, DecodeSettings):
         values = saved_settings(folder)
@@ -282,6 +280,12 @@ def read_gold_contexts(
         model, tokenizer, examples, settings, "auto", allow_null=False, progress=progress
     )
     return {p.id: p.text for p in report.predictions}, report.seconds
+
+
+def reader_runtime(reader_component: Any) -> str:
+    """Which runtime answered: kotae's reader says (``runtime_name``); Haystack's reader runs torch."""
+    name = getattr(reader_component, "runtime_name", None)
+    return str(name) if name else "torch (Haystack TransformersExtractiveReader)"
 
 
 def ask_all(
@@ -384,7 +388,7 @@ def run_eval(
                 reader_prediction=reader_prediction,
             )
         )
-    summary = summarize(results, depth)
+    summary: dict[str, Any] = {**summarize(results, depth), "reader_runtime": reader_runtime(reader)}
     ranks = [r.rank for r in results]
     report: dict[str, Any] = {
         "summary": summary,
@@ -402,6 +406,7 @@ def run_eval(
             "retrieval_depth": depth,
             "reader_type": config.reader.type,
             "reader_model": config.reader.model,
+            "reader_runtime": summary["reader_runtime"],
             "reader_top_k": config.reader.top_k,
             "limit": limit,
         },

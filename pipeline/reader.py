@@ -1,8 +1,8 @@
 """kotae's extractive reader as a Haystack component: the decoder ``kotae evaluate`` scores, over many passages.
 
 All retrieved passages are windowed together (:func:`kotae.reader_training.features.tokenize_windows`),
-run through the model in length-sorted batches (:func:`kotae.reader_training.evaluate.window_logits`) and
-decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
+run through the model in length-sorted batches by a runtime (:mod:`kotae.reader_training.runtime`:
+torch, torch-bf16 or the int8 ONNX form; ``runtime_name`` says which answered) and decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
 ``relative_scores=True`` (the default) a span scores its margin over its own window's no-answer
 score, because raw ``start + end`` logit sums of different passages are on different scales; with
 ``False`` it scores the raw sum. This is the same windowing and the same decoder as
@@ -62,6 +62,7 @@ class KotaeExtractiveReader:
         batch_size: int | None = None,
         device: str | None = None,
         relative_scores: bool = True,
+        runtime: str = "torch",
     ) -> None:
         """
         Create the reader; the model loads in :meth:`warm_up`.
@@ -80,11 +81,18 @@ class KotaeExtractiveReader:
         :param device: Torch device (``cpu``, ``cuda``, ``cuda:1``); None picks CUDA when available.
         :param relative_scores: Rank spans by their margin over their window's no-answer score
             (True) or by raw logit sums, as ``kotae evaluate`` does within one context (False).
+        :param runtime: How the model runs: ``torch`` (float32), ``torch-bf16``, ``onnx`` or
+            ``onnx-int8`` (the cached float32 or int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8`` where onnxruntime is
+            installed and the device is a CPU, else ``torch``); see ``kotae.reader_training.runtime``.
 
         Settings left as None come from the model's ``reader_config.json`` (what it was trained and
         measured with), else the ``kotae evaluate`` defaults.
-        :raises ValueError: If ``top_k`` or a length setting is not greater than 0.
+        :raises ValueError: If ``top_k`` or a length setting is not greater than 0, or ``runtime`` is unknown.
         """
+        from kotae.reader_training.runtime import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, but got {runtime!r}")
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
         for name, value in (
@@ -110,7 +118,9 @@ class KotaeExtractiveReader:
         self.batch_size = batch_size
         self.device = device
         self.relative_scores = relative_scores
-        self._model: Any = None
+        self.runtime = runtime
+        self.runtime_name: str | None = None  # which runtime answers, set by warm_up
+        self._model: Any = None  # kotae.reader_training.runtime.ReaderRuntime
         self._tokenizer: Any = None
         self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
         self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
@@ -131,6 +141,7 @@ class KotaeExtractiveReader:
             batch_size=self.batch_size,
             device=self.device,
             relative_scores=self.relative_scores,
+            runtime=self.runtime,
         )
 
     @classmethod
@@ -139,18 +150,19 @@ class KotaeExtractiveReader:
         return default_from_dict(cls, data)
 
     def warm_up(self) -> None:
-        """Load the model and its fast tokenizer (once), and settle the windowing settings."""
+        """Load the model's runtime (preparing its ONNX form once, for the ONNX runtimes) and fast tokenizer
+        (once), and settle the windowing settings."""
         if self._model is not None:
             return
-        import torch
+        import sys
 
         from kotae.reader_training.edges import edge_refiner_from_folder
-        from kotae.reader_training.evaluate import DecodeSettings, load_reader, saved_settings
+        from kotae.reader_training.evaluate import DecodeSettings, load_runtime, saved_settings
 
-        model, tokenizer, folder = load_reader(self.model)
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(device)
-        model.eval()
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
+        model, tokenizer, folder = load_runtime(self.model, self.runtime, self.device, log)
         values = saved_settings(folder)
         explicit = {
             "max_answer_length": self.max_answer_length,
@@ -165,6 +177,7 @@ class KotaeExtractiveReader:
         self.settings = DecodeSettings(**values)
         self._refine = edge_refiner_from_folder(folder)
         self._model, self._tokenizer = model, tokenizer
+        self.runtime_name = model.name
 
     @component.output_types(answers=list[ExtractedAnswer])
     def run(
@@ -188,7 +201,6 @@ class KotaeExtractiveReader:
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
         from kotae.reader_training.decode import WindowLogits, choose_answer, decode, softmax
-        from kotae.reader_training.evaluate import window_logits
         from kotae.reader_training.features import tokenize_windows
 
         top_k = self.top_k if top_k is None else top_k
@@ -211,7 +223,7 @@ class KotaeExtractiveReader:
             settings.stride,
             settings.max_question_length,
         )
-        logits = window_logits(self._model, self._tokenizer, windows, settings.batch_size)
+        logits = self._model.window_logits(windows, settings.batch_size)
         decoded = decode(
             [
                 WindowLogits(start, end, window.offsets, window.cls_index, context_index=window.example_index)

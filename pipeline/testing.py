@@ -55,6 +55,10 @@ class TinySetup:
             f"index.dir={json.dumps(str(self.index_dir))}",
             "index.passage_tokens=24",
             "index.overlap_tokens=4",
+            # The shipped configs read with runtime auto (int8 ONNX); an untrained tiny reader's answers
+            # are near-ties that int8 may reorder, and each export costs seconds and a cache entry.
+            # tests/test_reader_runtime.py covers the ONNX runtime on the tiny reader itself.
+            "reader.runtime=torch",
         ]
 
     def config(self, path: str | Path | None = None, extra: list[str] | None = None) -> PipelineConfig:

@@ -71,8 +71,15 @@ def evaluate(
     null_threshold: Annotated[float | None, typer.Option(help="SQuAD v2: null-score margin")] = None,
     device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: torch's choice)", min=1)
+        int | None,
+        typer.Option(help="CPU threads for torch and ONNX Runtime (default: torch's choice)", min=1),
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="how the model runs: torch (float32), torch-bf16, onnx (float32), onnx-int8 or auto (docs/speed.md)"
+        ),
+    ] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     predictions: Annotated[Path | None, typer.Option(help="also write {id: answer} JSON here")] = None,
 ) -> None:
@@ -108,6 +115,8 @@ def evaluate(
         },
         device=device,
         progress=True,  # a bar on a terminal, lines in a log
+        runtime=runtime,
+        log=_log,
     )
     if predictions is not None:
         predictions.write_text(
@@ -122,7 +131,7 @@ def evaluate(
         _log(report.load_report.summary())
     typer.echo(
         f"EM {summary['exact_match']:.2f}  F1 {summary['f1']:.2f}  n {summary['n']}  "
-        f"{summary['examples_per_second']:.1f} examples/s"
+        f"{summary['examples_per_second']:.1f} examples/s  runtime {summary['runtime']}"
     )
     if "has_ans_f1" in summary:
         typer.echo(
