@@ -214,6 +214,7 @@ class MilvusDocumentStore(CommitStore):
         self._journal_name = f"{collection}_kotae_journal"
         self._lock = threading.RLock()
         self._view_cache: tuple[str, _View] | None = None
+        self._wrote = False
         self.folder.mkdir(parents=True, exist_ok=True)
         if not is_server_uri(self.uri):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
@@ -637,6 +638,7 @@ class MilvusDocumentStore(CommitStore):
 
     def _commit(self, journal: dict[str, Any], header: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """Steps 2-4 of a commit, after the journal and its ``prepare`` header are written."""
+        self._wrote = True
         for chunk in _chunks(rows, _BATCH):
             self._client.upsert(self.collection, chunk)
         header = {**header, "phase": "commit"}
@@ -777,9 +779,25 @@ class MilvusDocumentStore(CommitStore):
     # ------------------------------------------------------------------ lifecycle and serialisation
 
     def close(self) -> None:
-        """Close the connection to Milvus."""
+        """Seal what this store wrote (see :meth:`_seal`), then close the connection to Milvus."""
         with self._lock:
+            if self._wrote:
+                self._seal()
             self._client.close()
+
+    def _seal(self) -> None:
+        """Flush the passage collection once after writing, so searches use its vector index.
+
+        Milvus searches rows still in the growing segment by a scan; Milvus Lite keeps them in its
+        memtable, where a FLAT search over 2,527 passages took ~250 ms instead of ~30 ms here. A
+        cluster seals segments by itself and rate-limits flushes, so a refused flush is only logged.
+        """
+        self._wrote = False
+        try:
+            if self._passages_exist():
+                self._client.flush(self.collection)
+        except Exception as error:  # the data is durable already; sealing only speeds up search
+            logging.getLogger(__name__).warning("Milvus flush of %s skipped: %s", self.collection, error)
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the store's settings (never the token, which stays in the environment)."""
