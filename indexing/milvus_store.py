@@ -16,27 +16,38 @@ on ``pymilvus``.
 **Collections.** ``NAME`` holds passages (``id``, ``data``: the document as JSON without its
 embedding, ``has_vec``, ``vec``: float32, cosine); ``NAME_kotae_state`` holds the generation,
 the embedding dimension, job state (``user.*``) and the manifest (``source:<key>`` rows);
-``NAME_kotae_journal`` holds the journal of the commit in progress.
+``NAME_kotae_journal`` holds the journal of the commit in progress. The first write creates them;
+opening a store and reading create nothing (a mistyped collection name reads as empty).
 
 **Commits.** Milvus makes each insert, upsert or delete request atomic and durable once
 acknowledged (Milvus Lite: one WAL record per request), but no transaction spans two requests or
 two collections. kotae adds one with a journal:
 
-1. *prepare*: the change set (ids written for the first time, ids to delete, manifest and state
-   changes, the next generation) is written to the journal collection, then a ``journal`` header
-   row with phase ``prepare``;
-2. the passages are upserted;
+1. *prepare*: the change set (ids written for the first time, ids written over existing
+   documents, ids to delete, manifest and state changes, the next generation) is written to the
+   journal collection, then a ``journal`` header row with phase ``prepare``;
+2. the passages are upserted: new ones under their ids, new versions of existing ones (OVERWRITE,
+   metadata updates) *staged* under ``__kotae_staged__/<generation>/<id>``, the old rows untouched;
 3. *commit point*: the header is rewritten with phase ``commit`` (one atomic row write);
-4. old passages are deleted, manifest and state rows written, the generation bumped, the journal
-   removed.
+4. the staged rows are copied over the old ones, the header becomes ``copied``, the staged rows,
+   old passages, manifest and state rows are brought to the new state, the generation bumped, the
+   journal removed.
 
 A writer killed anywhere leaves the header behind; the next writer (:meth:`recover`, run by every
-:meth:`apply`) rolls a ``prepare`` back (deletes the ids it wrote for the first time) and a
-``commit`` forward (repeats step 4, whose requests are idempotent). Readers never wait for that:
-while a header exists they read the state it implies (``prepare``: without the new ids;
-``commit``: the new state, old ids hidden, the journal's manifest overlaid), so every reader sees
-either the last committed generation or the next one, never half of one. One writer at a time, as
-with kotae's own store (the job's lock file covers one machine).
+:meth:`apply`) rolls a ``prepare`` back (deletes the new and staged rows) and a ``commit`` or
+``copied`` forward (repeats step 4, whose requests are idempotent). Readers never wait for that:
+while a header exists they read the state it implies (``prepare``: the last commit, new and staged
+rows hidden; ``commit``: the next one, deleted and replaced documents hidden, staged rows read in
+their place; ``copied``: the next one, staged rows hidden). Every read takes the header, generation
+and dimension before and after (one request each) and reads again if they changed, so a reader
+sees either the last committed generation or the next one, never half of one. One writer at a
+time, as with kotae's own store (the job's lock file covers one machine).
+
+**Dimension.** A collection's vector size is fixed when it is created, from the first embeddings
+written. Documents written without embeddings first get a placeholder size; embeddings can follow
+only while that collection is empty, otherwise the write is refused in one line: empty it
+(``delete_all_documents()``, or ``kotae index --full``, which is one journalled commit) and write
+again. A new embedder is the same path: the job rebuilds (``--full``) when the fingerprint changes.
 
 Filters are Haystack's own (:func:`~kotae.indexing.store.matches_filter`) over the
 documents read back, exactly as in kotae's store; unfiltered dense retrieval is Milvus's search.
