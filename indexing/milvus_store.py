@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from haystack import Document, default_from_dict, default_to_dict
+from haystack import Document
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 
@@ -963,18 +963,12 @@ class MilvusDocumentStore(CommitStore):
         except Exception as error:  # the data is durable already; sealing only speeds up search
             logging.getLogger(__name__).warning("Milvus flush of %s skipped: %s", self.collection, error)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Serialise the store's settings (never the token, which stays in the environment)."""
-        return default_to_dict(
-            self,
-            path=str(self.folder),
-            uri=self.uri,
-            collection=self.collection,
-            index_type=self.index_type,
-            return_embedding=self.return_embedding,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MilvusDocumentStore:
-        """Re-open a store from :meth:`to_dict` output."""
-        return default_from_dict(cls, data)
+    def _settings(self) -> dict[str, Any]:
+        """The settings :meth:`to_dict` writes (never the token, which stays in the environment)."""
+        return {
+            "path": str(self.folder),
+            "uri": self.uri,
+            "collection": self.collection,
+            "index_type": self.index_type,
+            "return_embedding": self.return_embedding,
+        }
