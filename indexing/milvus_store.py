@@ -68,6 +68,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -479,10 +480,13 @@ class MilvusDocumentStore(CommitStore):
 
         A reader takes the header, generation and dimension (one request), reads, and takes them again:
         if they changed, a writer passed a commit point or ended a journal in between, and the
-        reader's requests may mix two states, so it reads again. A writer in one phase only changes
-        rows the view hides or overlays, so an unchanged marker means a consistent read.
+        reader's requests may mix two states, so it reads again (after a short, growing pause; about
+        20 s in all before it gives up with one line). A writer in one phase only changes rows the
+        view hides or overlays, so an unchanged marker means a consistent read.
         """
-        for _ in range(_READ_TRIES):
+        for attempt in range(_READ_TRIES):
+            if attempt:
+                time.sleep(min(0.01 * 2**attempt, 0.5))  # let a writer's phase change pass
             marker = self._marker()
             view = self._view(marker)
             if view is None:
