@@ -15,8 +15,9 @@
    result for hybrid.
 
 Prints one JSON object: recall@1/5/20 per store and retriever, per-query latency (p50/p95, ms, query
-embedding excluded), passages, bytes on disk per passage, and the Milvus Lite server's resident
-memory per passage (RSS after loading the collection minus RSS of the empty server).
+embedding excluded; hybrid = the dense time + BM25 + join), passages, bytes on disk per passage,
+the Milvus Lite server's resident memory per passage (RSS after loading the collection minus RSS
+of the empty server), and seconds per step (indexing, question embedding, Milvus write, asking).
 Timings on a shared machine vary; say so with the figures.
 """
 
