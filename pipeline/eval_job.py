@@ -5,7 +5,8 @@ The imperative shell around :mod:`kotae.pipeline.evaluation` (the command line i
 
 1. Read the data set's questions (answerable ones; ``--limit`` keeps the first N) and index *every*
    context of the data set with ``kotae index``'s job, incrementally, in its own index folder
-   (``$KOTAE_HOME/eval/<data>-<hash>`` unless ``--index-dir``), never the config's own index.
+   (``$KOTAE_HOME/eval/<data>-<hash>`` unless ``--index-dir``; with Milvus, a collection of its own),
+   never the config's own index.
 2. Build the config's pipeline once and ask every question with no context, one at a time, timing
    each: the top answer gives end-to-end EM/F1 and the time gives latency.
 3. Ask the same retriever components for ``max(20, retriever.top_k)`` passages (so recall@20 and MRR
@@ -151,6 +152,16 @@ def default_index_dir(config: PipelineConfig, files: Sequence[Path]) -> Path:
     )
     name = files[0].parent.name if len(files) > 1 else files[0].stem
     return kotae_home() / "eval" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def eval_index_overrides(config: PipelineConfig, directory: Path) -> list[str]:
+    """Settings that put the data set's index in ``directory``, and with ``index.store: milvus`` in a
+    collection of its own (``<collection>_eval_<hash of directory>``), never the config's collection."""
+    overrides = [f"index.dir={json.dumps(str(directory))}"]
+    if config.index.store == "milvus":
+        digest = hashlib.sha256(str(directory).encode()).hexdigest()[:10]
+        overrides.append(f"index.milvus_collection={config.index.milvus_collection}_eval_{digest}")
+    return overrides
 
 
 def data_name(data: str | Path) -> str:
@@ -333,7 +344,7 @@ def run_eval(
     files = squad_files(data)
     questions = load_questions(files, limit)
     directory = Path(index_dir).expanduser() if index_dir is not None else default_index_dir(config, files)
-    config = load_pipeline_config(config_path, [*overrides, f"index.dir={json.dumps(str(directory))}"])
+    config = load_pipeline_config(config_path, [*overrides, *eval_index_overrides(config, directory)])
     config_name = Path(config_path).name if config_path else "built-in defaults"
     out_dir = (
         Path(out)
