@@ -4,12 +4,15 @@ JaQuAD dev contexts are the corpus (indexed once into ``--index-dir``; re-runs o
 seeded sample of dev questions is asked through each config with the same reader. Then the two
 readers — kotae's ``KotaeExtractiveReader`` and transformers-haystack's ``TransformersExtractiveReader`` —
 are compared on the same model and the same questions, twice: inside the default (hybrid) pipeline,
-and alone on each question's gold context. F1/EM are JaQuAD's character-level scores from
-``kotae.reader_training.metrics`` (the ``kotae evaluate`` implementation), for the top answer.
+and alone on each question's gold context; kotae's reader once per ``--runtimes`` entry (torch float32,
+the int8 ONNX form, ...). F1/EM are JaQuAD's character-level scores from ``kotae.reader_training.metrics``
+(the ``kotae evaluate`` implementation), for the top answer; ``kotae_vs_haystack`` gives each kotae
+runtime's speed-up (Haystack's mean ms / kotae's) and F1 difference.
 
     .venv/bin/python bench/bench_pipeline.py                         # trained reader if prepared
     .venv/bin/python bench/bench_pipeline.py --reader runs/jaquad-small --questions 100
     .venv/bin/python bench/bench_pipeline.py --reader multilingual-e5-small   # untrained head: latency only
+    .venv/bin/python bench/bench_pipeline.py --gold-only --questions 100 --threads 2   # readers only, no index
 
 Prints one JSON object (and a Markdown table on stderr). Needs ../shared/data/jaquad/dev.
 """
@@ -141,11 +144,27 @@ def evaluate_agreement(reader: Any, examples: list[Any], predictions: dict[str, 
     }
 
 
+def speedups(group: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each kotae runtime against Haystack's reader: speed-up (mean wall ms, and CPU ms) and F1 difference."""
+    haystack = group.get("haystack")
+    if not haystack:
+        return {}
+    return {
+        name: {
+            "speedup_wall": round(haystack["mean_ms"] / max(row["mean_ms"], 1e-9), 2),
+            "speedup_cpu": round(haystack["cpu_ms_per_question"] / max(row["cpu_ms_per_question"], 1e-9), 2),
+            "f1_minus_haystack": round(row["f1"] - haystack["f1"], 2),
+        }
+        for name, row in group.items()
+        if name != "haystack"
+    }
+
+
 def main() -> None:
     import torch
 
     from kotae.indexing.job import run_index
-    from kotae.pipeline.build import build_components
+    from kotae.pipeline.build import build_reader
     from kotae.pipeline.config import load_pipeline_config
     from kotae.pipeline.qa import QuestionAnswerer
     from kotae.reader_training.data import load_examples
@@ -158,12 +177,21 @@ def main() -> None:
     )
     parser.add_argument("--questions", type=int, default=50, help="sampled dev questions (seeded)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--configs", nargs="+", default=["default", "dense", "bm25"])
+    parser.add_argument("--configs", nargs="*", default=["default", "dense", "bm25"])
+    parser.add_argument(
+        "--runtimes", nargs="+", default=["torch", "onnx-int8"], help="kotae reader runtimes to compare"
+    )
+    parser.add_argument(
+        "--gold-only", action="store_true", help="only the readers on gold contexts (no index, no pipelines)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch and ONNX Runtime)")
     parser.add_argument(
         "--device", default=None, help="torch device for the models (default: cuda if available)"
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override a.b=c")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.data.exists():
         raise SystemExit(f"data not found: {args.data}")
     reader_ref = args.reader or default_reader()
@@ -177,9 +205,11 @@ def main() -> None:
     def config(name: str, *extra: str) -> Any:
         return load_pipeline_config(CONFIGS / f"{name}.yaml", [*overrides, *extra])
 
-    started = time.perf_counter()
-    summary = run_index(config("default"), [args.data.resolve()], progress=sys.stderr.isatty())
-    index_info = {"passages": summary.passages_total, "seconds": round(time.perf_counter() - started, 1)}
+    index_info: dict[str, Any] = {}
+    if not args.gold_only:
+        started = time.perf_counter()
+        summary = run_index(config("default"), [args.data.resolve()], progress=sys.stderr.isatty())
+        index_info = {"passages": summary.passages_total, "seconds": round(time.perf_counter() - started, 1)}
 
     examples = list(load_examples(str(args.data)).examples)
     random.Random(args.seed).shuffle(examples)
@@ -190,7 +220,7 @@ def main() -> None:
         "questions": len(examples),
         "index": index_info,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"cuda {torch.cuda.is_available()}",
+        f"cuda {torch.cuda.is_available()}, load average {os.getloadavg()[0]:.1f} at start",
         "pipeline": {},
         "readers_in_pipeline": {},
         "readers_on_gold_context": {},
@@ -198,33 +228,33 @@ def main() -> None:
     retriever_top_k = config("default").retriever.top_k
     result["retriever_top_k"] = retriever_top_k
 
-    for name in args.configs:
+    for name in [] if args.gold_only else args.configs:
         answerer = QuestionAnswerer.from_config(config(name))
         predictions, timer = ask_all(answerer, examples)
         result["pipeline"][name] = {**latency_summary(timer), **scores(predictions, examples)}
-        if name == "default":
-            result["readers_in_pipeline"]["kotae"] = result["pipeline"][name]
         print(f"{name}: {result['pipeline'][name]}", file=sys.stderr)
 
-    for reader_type in ("kotae", "haystack"):
-        if reader_type not in result["readers_in_pipeline"]:
-            answerer = QuestionAnswerer.from_config(config("default", f"reader.type={reader_type}"))
+    variants = [
+        (f"kotae/{runtime}", ["reader.type=kotae", f"reader.runtime={runtime}"]) for runtime in args.runtimes
+    ]
+    variants.append(("haystack", ["reader.type=haystack"]))
+    for label, extra in variants:
+        if not args.gold_only:
+            answerer = QuestionAnswerer.from_config(config("default", *extra))
             predictions, timer = ask_all(answerer, examples)
-            result["readers_in_pipeline"][reader_type] = {
-                **latency_summary(timer),
-                **scores(predictions, examples),
-            }
-        reader = build_components(config("bm25", f"reader.type={reader_type}"))["reader"]
+            result["readers_in_pipeline"][label] = {**latency_summary(timer), **scores(predictions, examples)}
+            print(f"{label} in the pipeline: {result['readers_in_pipeline'][label]}", file=sys.stderr)
+        reader = build_reader(config("default", *extra).reader)
         predictions, timer = read_gold(reader, examples)
-        result["readers_on_gold_context"][reader_type] = {
-            **latency_summary(timer),
-            **scores(predictions, examples),
-        }
-        print(f"{reader_type}: {result['readers_on_gold_context'][reader_type]}", file=sys.stderr)
-        if reader_type == "kotae":
+        result["readers_on_gold_context"][label] = {**latency_summary(timer), **scores(predictions, examples)}
+        print(f"{label} on gold contexts: {result['readers_on_gold_context'][label]}", file=sys.stderr)
+        if label.startswith("kotae/"):
             agreement = evaluate_agreement(reader, examples, predictions)
-            result["kotae_evaluate_on_gold_context"] = agreement
-            print(f"kotae evaluate: {agreement}", file=sys.stderr)
+            result.setdefault("kotae_evaluate_on_gold_context", {})[label] = agreement
+            print(f"kotae evaluate ({label}): {agreement}", file=sys.stderr)
+    result["kotae_vs_haystack"] = {
+        group: speedups(result[group]) for group in ("readers_in_pipeline", "readers_on_gold_context")
+    }
 
     print(json.dumps(result, ensure_ascii=False, indent=1))
     lines = ["| run | p50 ms | p95 ms | F1 | EM |", "|---|---|---|---|---|"]
@@ -232,6 +262,12 @@ def main() -> None:
         for name, row in result[group].items():
             lines.append(
                 f"| {group}/{name} | {row['p50_ms']} | {row['p95_ms']} | {row['f1']} | {row['exact_match']} |"
+            )
+    for group, rows in result["kotae_vs_haystack"].items():
+        for name, row in rows.items():
+            lines.append(
+                f"{group}: {name} is {row['speedup_wall']}x Haystack's speed (wall; {row['speedup_cpu']}x CPU), "
+                f"F1 {row['f1_minus_haystack']:+.2f}"
             )
     print("\n".join(lines), file=sys.stderr)
 

@@ -40,6 +40,7 @@ from kotae.indexing.engine import PassageEngine, make_engine
 from kotae.indexing.readers import Problem, SourceDocument, read_corpus
 from kotae.indexing.settings import IndexJobConfig
 from kotae.indexing.split import Passage
+from kotae.progress import progress
 
 if TYPE_CHECKING:
     from kotae.indexing.stores import IndexStore
@@ -162,28 +163,14 @@ def index_lock(index_dir: Path) -> Iterator[None]:
 
 @contextmanager
 def _progress(enabled: bool, total: int, console: Any = None) -> Iterator[Callable[[int, int], None]]:
-    """A bar over the documents to embed on ``console`` (default: stderr); ``advance(documents, passages)``."""
-    if not enabled or total == 0:
-        yield lambda documents, passages: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Progress over the documents to embed (:func:`kotae.progress.progress`: a bar on a terminal or
+    on ``console``, lines in a log); ``advance(documents, passages)``."""
+    passages = [0]
+    with progress("embedding documents", total, enabled and total > 0, console) as step:
 
-    with Progress(
-        TextColumn("embedding documents"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[passages]} passages"),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("embed", total=total, passages=0)
-        done = [0]
-
-        def advance(documents: int, passages: int) -> None:
-            done[0] += passages
-            progress.update(task, advance=documents, passages=done[0])
+        def advance(documents: int, count: int) -> None:
+            passages[0] += count
+            step(documents, f"{passages[0]:,} passages")
 
         yield advance
 

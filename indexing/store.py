@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from haystack import Document, default_from_dict, default_to_dict
+from haystack import Document
 from haystack.document_stores.errors import DocumentStoreError, DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.errors import FilterError
@@ -608,21 +608,15 @@ class FaissDocumentStore(CommitStore):
 
     # ------------------------------------------------------------------ serialisation
 
-    def to_dict(self) -> dict[str, Any]:
-        """Serialise the store's settings (not its contents, which live in ``path``)."""
-        return default_to_dict(
-            self,
-            path=str(self.path),
-            faiss_factory=self.faiss_factory,
-            nprobe=self.nprobe,
-            ef_search=self.ef_search,
-            return_embedding=self.return_embedding,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaissDocumentStore:
-        """Re-open a store from :meth:`to_dict` output."""
-        return default_from_dict(cls, data)
+    def _settings(self) -> dict[str, Any]:
+        """The settings :meth:`to_dict` writes (the contents live in ``path``)."""
+        return {
+            "path": str(self.path),
+            "faiss_factory": self.faiss_factory,
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "return_embedding": self.return_embedding,
+        }
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -4,7 +4,7 @@ A store that applies one commit at a time (:meth:`apply`: write with a duplicate
 update metadata) and lists the documents matching a filter (:meth:`_matching`) under a re-entrant
 ``_lock`` gets the rest here: writing with Haystack's policies, deleting and updating by id or by
 filter, and the metadata summaries (counts, field types, min/max, unique values), all computed in
-Python over the matching documents. :class:`~kotae.indexing.store.FaissDocumentStore` and
+Python over the matching documents; ``to_dict``/``from_dict`` over the store's ``_settings()``. :class:`~kotae.indexing.store.FaissDocumentStore` and
 :class:`~kotae.indexing.milvus_store.MilvusDocumentStore` inherit it; each keeps its own storage,
 counting, retrieval and ``delete_all_documents``; a filtered embedding retrieval in either is
 :func:`exact_top_k` over the matching documents.
@@ -22,10 +22,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
-from haystack import Document
+from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.types import DuplicatePolicy
 
 from kotae.indexing.faiss_index import normalise
@@ -40,6 +40,17 @@ class CommitStore:
     _matching: Callable[..., list[Document]]
     """``_matching(filters, with_embedding=...)``: the documents matching Haystack ``filters`` (all for None)."""
     count_documents: Callable[[], int]
+    _settings: Callable[[], dict[str, Any]]
+    """The ``__init__`` arguments that re-open this store (its contents stay where they are)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the store's settings (:meth:`_settings`), not its contents."""
+        return default_to_dict(self, **self._settings())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Re-open a store from :meth:`to_dict` output."""
+        return default_from_dict(cls, data)
 
     def write_documents(
         self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,13 +89,38 @@ app.add_typer(models_app, name="models")
 def models_prepare(
     aliases: list[str] = typer.Argument(None, help="Aliases to prepare (default: all)."),
 ) -> None:
-    """Materialise model aliases into $KOTAE_HOME/models (idempotent; safe to interrupt)."""
+    """Materialise model aliases into $KOTAE_HOME/models (idempotent; safe to interrupt); a reader
+    also gets its ONNX forms (float32, int8) in $KOTAE_HOME/runtime when onnxruntime is installed."""
     from kotae import models
+    from kotae.progress import quiet_third_party
+
+    quiet_third_party()
+
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
 
     for name in aliases or list(models.ALIASES):
-        path, did_work = models.prepare(name, log=lambda message: typer.echo(message, err=True))
+        path, did_work = models.prepare(name, log=log)
         state = "prepared" if did_work else "already prepared, nothing to do"
         typer.echo(f"{name}: {state} ({path})")
+        if name in models.READERS:
+            _prepare_reader_runtime(name, path, log)
+
+
+def _prepare_reader_runtime(name: str, folder: Path, log: Callable[[str], None]) -> None:
+    """The reader's ONNX forms (reader runtimes ``onnx``, ``onnx-int8``, ``auto``), unless onnxruntime is missing."""
+    from kotae.reader_training.evaluate import load_model
+    from kotae.reader_training.onnx_form import is_onnx_prepared, onnxruntime_version, prepare_onnx
+
+    if onnxruntime_version() is None:
+        typer.echo(
+            f"{name} ONNX forms (float32, int8): skipped, onnxruntime is not installed (the reader runs on torch)"
+        )
+        return
+    done = is_onnx_prepared(folder)
+    path = prepare_onnx(folder, lambda: load_model(folder), log)
+    state = "already prepared, nothing to do" if done else "prepared"
+    typer.echo(f"{name} ONNX forms (float32, int8): {state} ({path})")
 
 
 @models_app.command("list")
@@ -120,6 +147,9 @@ def models_check(
     """Load a sentence embedder (preparing it if needed) and embed a Japanese and an English sentence."""
     from kotae.model_files import load_sentence_transformer
     from kotae.models import resolve_model
+    from kotae.progress import quiet_third_party
+
+    quiet_third_party()
 
     path = resolve_model(alias)
     model = load_sentence_transformer(path)

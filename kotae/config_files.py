@@ -3,11 +3,13 @@ validation errors. Pipeline and training configs differ only in their pydantic m
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kotae.errors import KotaeError
 
@@ -73,12 +75,61 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], example: str) -> 
     return result
 
 
-def describe_validation_error(error: ValidationError, source: str, example_config: str) -> str:
-    """One line: which key, which value, what is allowed."""
+def did_you_mean(key: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the nearest of ``choices`` (difflib), or ``""``.
+
+    >>> did_you_mean("learning_rat", ["learning_rate", "seed"])
+    "; did you mean 'learning_rate'?"
+    """
+    close = difflib.get_close_matches(key, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _model_at(model: type[BaseModel], location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the last key of ``location`` (list indexes skipped), if any."""
+    current: Any = model
+    for part in location:
+        if isinstance(part, int):
+            continue
+        is_model = isinstance(current, type) and issubclass(current, BaseModel)
+        field = current.model_fields.get(part) if is_model else None
+        if field is None:
+            return None
+        current = _inner_model(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    """``X`` out of ``X``, ``X | None``, ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        inner = _inner_model(argument)
+        if inner is not None:
+            return inner
+    return None
+
+
+def describe_validation_error(
+    error: ValidationError,
+    source: str,
+    example_config: str,
+    model: type[BaseModel] | None = None,
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """One line: which key, which value, what is allowed; for an unknown key, the nearest valid one
+    of ``model`` at that level (and of ``aliases``' names at the top level)."""
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}; check the spelling (see {example_config})"
+        hint = ""
+        holder = _model_at(model, tuple(first["loc"][:-1])) if model is not None else None
+        if holder is not None:
+            names = list(holder.model_fields)
+            if len(first["loc"]) == 1:
+                names += list(aliases or ())
+            hint = did_you_mean(str(first["loc"][-1]), names)
+        return f"{source}: unknown key {key!r}{hint or '; check the spelling'} (see {example_config})"
     if first["type"] == "missing":
         return f"{source}: required key {key!r} is missing"
     message = first["msg"].removeprefix("Value error, ")

@@ -130,6 +130,10 @@ ALIASES: dict[str, Alias] = {
 }
 
 
+READERS = (DEFAULT_READER,)
+"""The aliases that are extractive readers (``kotae models prepare`` also prepares their int8 ONNX form)."""
+
+
 def alias_path(name: str) -> Path:
     return models_dir() / name
 
@@ -157,13 +161,35 @@ def prepare(name: str, log: Callable[[str], None] = lambda message: None) -> tup
     the folder is built under a temporary name and renamed into place only when complete."""
     if name not in ALIASES:
         raise KotaeError(f"unknown model alias {name!r}; known aliases: {', '.join(ALIASES)}")
-    target = alias_path(name)
-    if is_prepared(name):
+    alias = ALIASES[name]
+
+    def fill(work: Path) -> dict[str, str]:
+        stamp = {"alias": name, "source": alias.prepare(work)}
+        if alias.version is not None:
+            stamp["version"] = alias.version()
+        return stamp
+
+    return build_atomically(alias_path(name), fill, lambda: is_prepared(name), log)
+
+
+def build_atomically(
+    target: Path,
+    fill: Callable[[Path], dict[str, str]],
+    done: Callable[[], bool],
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[Path, bool]:
+    """Build folder ``target`` once: ``fill`` fills a temporary sibling folder and returns the stamp's
+    fields, the stamp (:data:`STAMP`) is written, and the folder is renamed into place. ``done`` says
+    whether ``target`` is already complete (checked before and, under a lock, again). Safe to kill at
+    any moment; a second builder waits on the lock, then finds the work done. Returns (folder, whether
+    work was done)."""
+    if done():
         return target, False
     target.parent.mkdir(parents=True, exist_ok=True)
+    name = target.name
     with open(target.parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one preparer per alias; a second waits, then finds it done
-        if is_prepared(name):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done():
             return target, False
         for leftover in target.parent.glob(f".{name}.partial-*"):  # from a killed run
             shutil.rmtree(leftover, ignore_errors=True)
@@ -171,11 +197,8 @@ def prepare(name: str, log: Callable[[str], None] = lambda message: None) -> tup
         started = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
         try:
-            source = ALIASES[name].prepare(work)
-            stamp = {"alias": name, "source": source, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            version = ALIASES[name].version
-            if version is not None:
-                stamp["version"] = version()
+            stamp = fill(work)
+            stamp["prepared_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             (work / STAMP).write_text(json.dumps(stamp, indent=2))
             if target.exists():  # unstamped (incomplete) or from an older version: replaced
                 shutil.rmtree(target)

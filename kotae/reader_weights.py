@@ -32,7 +32,10 @@ DELTA_FILE = "delta.json"
 BASE_WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 SPAN_EDGES_FILE = "span_edges.json"  # kotae.reader_training.edges: where edges may move inside edge tokens
-CARRIED_FILES = ("config.json", "reader_config.json", SPAN_EDGES_FILE, "model_card.md")
+SHIPPED_CARD = (
+    "model_card.md"  # the shipped reader's card (a training run writes README.md; export renames it)
+)
+CARRIED_FILES = ("config.json", "reader_config.json", SPAN_EDGES_FILE, SHIPPED_CARD)
 
 
 def base_source(base_folder: Path) -> str | None:

@@ -37,7 +37,7 @@ import yaml
 
 from kotae.errors import IndexUnavailable, KotaeError
 from kotae.model_files import SAFE_MODEL_KWARGS, require_safetensors
-from kotae.pipeline.config import PipelineConfig
+from kotae.pipeline.config import PipelineConfig, ReaderConfig
 from kotae.weight_files import sha256
 
 if TYPE_CHECKING:
@@ -270,13 +270,20 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             weights=list(retriever.weights) if retriever.weights else None,
             top_k=retriever.top_k,
         )
+    components["reader"] = build_reader(reader, check_models)
+    return components
+
+
+def build_reader(reader: ReaderConfig, check_models: bool = True) -> Any:
+    """The reader component the ``reader`` section asks for (not warmed up): kotae's reader, or
+    transformers-haystack's ``TransformersExtractiveReader`` on the same model and windowing."""
     if check_models:
         check_reader_model(reader.model)
         require_safetensors(reader.model, "reader")  # a folder; an alias is checked once resolved
     if reader.type == "kotae":
         from kotae.pipeline.reader import KotaeExtractiveReader
 
-        components["reader"] = KotaeExtractiveReader(
+        return KotaeExtractiveReader(
             model=reader.model,
             top_k=reader.top_k,
             max_answer_length=reader.max_answer_length,
@@ -291,33 +298,32 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
             relative_scores=reader.relative_scores,
             retriever_weight=reader.retriever_weight,
             retriever_evidence=reader.retriever_evidence,
+            runtime=reader.runtime,
         )
-    else:
-        from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
+    from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 
-        from kotae.reader_training.evaluate import resolve_reference, saved_settings
+    from kotae.reader_training.evaluate import resolve_reference, saved_settings
 
-        model = reader.model
-        trained: dict[str, Any] = {}
-        if check_models:  # a local folder, and the windowing the model was trained with
-            folder = resolve_reference(reader.model)
-            require_safetensors(folder, "reader")
-            model, trained = str(folder), saved_settings(folder)
-        max_length = reader.max_length or trained.get("max_length", 384)
-        stride = reader.stride if reader.stride is not None else trained.get("stride", 128)
-        components["reader"] = TransformersExtractiveReader(
-            model=model,
-            device=_device(reader.device),
-            token=None,
-            top_k=reader.top_k,
-            max_seq_length=max_length,
-            stride=stride,
-            max_batch_size=reader.batch_size,
-            answers_per_seq=reader.n_best,
-            no_answer=reader.no_answer,
-            model_kwargs=dict(SAFE_MODEL_KWARGS),  # safetensors only, no code from the folder
-        )
-    return components
+    model = reader.model
+    trained: dict[str, Any] = {}
+    if check_models:  # a local folder, and the windowing the model was trained with
+        folder = resolve_reference(reader.model)
+        require_safetensors(folder, "reader")
+        model, trained = str(folder), saved_settings(folder)
+    max_length = reader.max_length or trained.get("max_length", 384)
+    stride = reader.stride if reader.stride is not None else trained.get("stride", 128)
+    return TransformersExtractiveReader(
+        model=model,
+        device=_device(reader.device),
+        token=None,
+        top_k=reader.top_k,
+        max_seq_length=max_length,
+        stride=stride,
+        max_batch_size=reader.batch_size,
+        answers_per_seq=reader.n_best,
+        no_answer=reader.no_answer,
+        model_kwargs=dict(SAFE_MODEL_KWARGS),  # safetensors only, no code from the folder
+    )
 
 
 def build_pipeline(config: PipelineConfig, check_models: bool = True) -> Pipeline:

@@ -35,12 +35,9 @@ def _quiet() -> None:
     """No download/weight-loading progress bars on stderr: the answer is the output."""
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as transformers_logging
+    from kotae.progress import quiet_third_party
 
-    transformers_logging.disable_progress_bar()
+    quiet_third_party()
 
 
 def _load_config(config: Path | None, set_: list[str] | None, index_dir: Path | None = None) -> Any:

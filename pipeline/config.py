@@ -50,6 +50,9 @@ class ReaderConfig(_Section):
     retrieval rank (``retriever_evidence: rank``) or its retrieval score (``score``); 0 is the reader
     alone (see pipeline/ranking.py; the shipped configs' values are measured by
     bench/rank_interpolation.py).
+    ``runtime`` (kotae reader) is how the model runs: ``torch`` (float32), ``torch-bf16``,
+    ``onnx`` (float32 ONNX), ``onnx-int8`` or ``auto`` (the int8 ONNX form where onnxruntime is installed, on CPU; see
+    reader_training/runtime.py and docs/speed.md); ``auto`` is the default.
     """
 
     type: Literal["kotae", "haystack"] = "kotae"
@@ -67,6 +70,7 @@ class ReaderConfig(_Section):
     relative_scores: bool = True  # rank spans by margin over their window's no-answer score
     retriever_weight: float = Field(0.0, ge=0.0, le=1.0)  # retriever's share of an answer's ranking score
     retriever_evidence: Literal["rank", "score"] = "rank"  # -log(retrieval rank) or the passage's score
+    runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
 
 
 class PipelineConfig(_Section):
@@ -104,5 +108,5 @@ def load_pipeline_config(
         return PipelineConfig.model_validate(raw)
     except ValidationError as error:
         raise KotaeError(
-            describe_validation_error(error, source, "kotae pipeline show --config default")
+            describe_validation_error(error, source, "kotae pipeline show --config default", PipelineConfig)
         ) from None

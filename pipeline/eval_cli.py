@@ -13,7 +13,8 @@ from kotae.pipeline.eval_job import JSON_KEYS, command_line, run_eval
 
 def eval_command(
     data: Annotated[
-        Path, typer.Option("--data", help="SQuAD-format .json file, or a folder of them (e.g. JaQuAD dev)")
+        Path,
+        typer.Option("--data", "-d", help="SQuAD-format .json file, or a folder of them (e.g. JaQuAD dev)"),
     ],
     config: Annotated[
         Path | None,
@@ -27,7 +28,8 @@ def eval_command(
         int | None, typer.Option("--limit", min=1, help="ask only the first N questions")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="report folder (default: runs/eval/<config>-<data>)")
+        Path | None,
+        typer.Option("--out", "-o", help="report folder (default: runs/eval/<config>-<data>)"),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     set_: Annotated[
@@ -38,9 +40,12 @@ def eval_command(
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads")] = None,
 ) -> None:
-    """Open-domain evaluation: index a SQuAD-format set's contexts, ask its questions with no context,
+    """Measure the whole pipeline end-to-end (retrieval + reader over an index); for the reader alone on gold contexts, see `kotae evaluate`.
+
+    Open-domain evaluation: index a SQuAD-format set's contexts, ask its questions with no context,
     report retrieval recall@1/5/20 and MRR, reader and end-to-end EM/F1, latency; write report.md,
-    report.json and plots."""
+    report.json and plots. `kotae evaluate` instead scores a reader folder on each question's own
+    (gold) context, with no retrieval."""
     from kotae.pipeline.cli import _quiet
 
     _quiet()

@@ -5,7 +5,8 @@ The imperative shell around :mod:`kotae.pipeline.evaluation` (the command line i
 
 1. Read the data set's questions (answerable ones; ``--limit`` keeps the first N) and index *every*
    context of the data set with ``kotae index``'s job, incrementally, in its own index folder
-   (``$KOTAE_HOME/eval/<data>-<hash>`` unless ``--index-dir``), never the config's own index.
+   (``$KOTAE_HOME/eval/<data>-<hash>`` unless ``--index-dir``; with Milvus, a collection of its own),
+   never the config's own index.
 2. Build the config's pipeline once and ask every question with no context, one at a time, timing
    each: the top answer gives end-to-end EM/F1 and the time gives latency.
 3. Ask the same retriever components for ``max(20, retriever.top_k)`` passages (so recall@20 and MRR
@@ -26,10 +27,8 @@ import json
 import os
 import platform
 import shlex
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from kotae.pipeline.evaluation import (
     squad_questions,
     summarize,
 )
+from kotae.progress import progress as progress_of
 from kotae.reader_training.metrics import resolve_language
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ JSON_KEYS = (
     "latency_p95_ms",
     "questions_per_second",
     "n",
+    "reader_runtime",
 )
 """What ``kotae eval --json`` prints (``latency_mean_ms`` too)."""
 
@@ -76,7 +77,7 @@ JSON_KEYS = (
 class EvalRun:
     """One evaluation: the headline numbers, every question's result, the full report and where it went."""
 
-    summary: dict[str, float | int]
+    summary: dict[str, Any]
     results: list[QuestionResult]
     report: dict[str, Any]
     out_dir: Path
@@ -151,6 +152,16 @@ def default_index_dir(config: PipelineConfig, files: Sequence[Path]) -> Path:
     )
     name = files[0].parent.name if len(files) > 1 else files[0].stem
     return kotae_home() / "eval" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def eval_index_overrides(config: PipelineConfig, directory: Path) -> list[str]:
+    """Settings that put the data set's index in ``directory``, and with ``index.store: milvus`` in a
+    collection of its own (``<collection>_eval_<hash of directory>``), never the config's collection."""
+    overrides = [f"index.dir={json.dumps(str(directory))}"]
+    if config.index.store == "milvus":
+        digest = hashlib.sha256(str(directory).encode()).hexdigest()[:10]
+        overrides.append(f"index.milvus_collection={config.index.milvus_collection}_eval_{digest}")
+    return overrides
 
 
 def data_name(data: str | Path) -> str:
@@ -238,69 +249,20 @@ def retrieve_deep(components: Mapping[str, Any], question: str, depth: int) -> l
     return lists[0] if lists else []
 
 
-@contextmanager
-def _progress(enabled: bool, total: int, label: str) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on a terminal; on a log file, a line at every tenth of the way."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        done, started, step = 0, time.perf_counter(), max(1, total // 10)
-
-        def advance() -> None:
-            nonlocal done
-            done += 1
-            if done % step == 0 or done == total:
-                print(
-                    f"{label} {done}/{total} ({time.perf_counter() - started:.0f}s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        yield advance
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda: progress.advance(task)
-
-
 def read_gold_contexts(
-    config: PipelineConfig, reader_component: Any, questions: Sequence[EvalQuestion]
+    config: PipelineConfig, reader_component: Any, questions: Sequence[EvalQuestion], progress: bool = False
 ) -> tuple[dict[str, str], float]:
     """The reader alone on each question's gold context, as ``kotae evaluate`` runs it.
 
     The windowing/decoding settings are the pipeline reader's own when it is kotae's reader, else the
-    model's ``reader_config.json`` with the config's explicit values on top.
+    model's ``reader_config.json`` with the config's explicit values on top; the runtime is the
+    pipeline reader's (``reader.runtime``), torch for Haystack's reader.
     """
-    import torch
-
     from kotae.reader_training.data import Answer, QAExample
-    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_reader, saved_settings
+    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_runtime, saved_settings
 
-    model, tokenizer, folder = load_reader(config.reader.model)
-    device = config.reader.device or ("cuda" if torch.cuda.is_available() else None)
-    if device is not None:
-        model.to(device)
+    runtime = config.reader.runtime if config.reader.type == "kotae" else "torch"
+    model, tokenizer, folder = load_runtime(config.reader.model, runtime, config.reader.device)
     settings = getattr(reader_component, "settings", None)
     if not isinstance(settings, DecodeSettings):
         values = saved_settings(folder)
@@ -325,8 +287,16 @@ def read_gold_contexts(
         )
         for q in questions
     ]
-    report = evaluate_examples(model, tokenizer, examples, settings, "auto", allow_null=False)
+    report = evaluate_examples(
+        model, tokenizer, examples, settings, "auto", allow_null=False, progress=progress
+    )
     return {p.id: p.text for p in report.predictions}, report.seconds
+
+
+def reader_runtime(reader_component: Any) -> str:
+    """Which runtime answered: kotae's reader says (``runtime_name``); Haystack's reader runs torch."""
+    name = getattr(reader_component, "runtime_name", None)
+    return str(name) if name else "torch (Haystack TransformersExtractiveReader)"
 
 
 def ask_all(
@@ -338,7 +308,7 @@ def ask_all(
     predictions: list[str] = []
     latencies: list[float] = []
     retrieved: list[list[Document]] = []
-    with _progress(progress, len(questions), "asking") as advance:
+    with progress_of("asking", len(questions), progress) as advance:
         for question in questions:
             started = time.perf_counter()
             answers = answerer.ask(question.question)
@@ -374,7 +344,7 @@ def run_eval(
     files = squad_files(data)
     questions = load_questions(files, limit)
     directory = Path(index_dir).expanduser() if index_dir is not None else default_index_dir(config, files)
-    config = load_pipeline_config(config_path, [*overrides, f"index.dir={json.dumps(str(directory))}"])
+    config = load_pipeline_config(config_path, [*overrides, *eval_index_overrides(config, directory)])
     config_name = Path(config_path).name if config_path else "built-in defaults"
     out_dir = (
         Path(out)
@@ -400,7 +370,7 @@ def run_eval(
 
     log("reader alone on the gold contexts")
     reader = answerer.pipeline.get_component("reader")
-    reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions)
+    reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions, progress)
 
     results: list[QuestionResult] = []
     ids: list[list[str | None]] = []
@@ -429,7 +399,7 @@ def run_eval(
                 reader_prediction=reader_prediction,
             )
         )
-    summary = summarize(results, depth)
+    summary: dict[str, Any] = {**summarize(results, depth), "reader_runtime": reader_runtime(reader)}
     ranks = [r.rank for r in results]
     report: dict[str, Any] = {
         "summary": summary,
@@ -447,6 +417,7 @@ def run_eval(
             "retrieval_depth": depth,
             "reader_type": config.reader.type,
             "reader_model": config.reader.model,
+            "reader_runtime": summary["reader_runtime"],
             "reader_top_k": config.reader.top_k,
             "limit": limit,
         },

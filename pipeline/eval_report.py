@@ -165,7 +165,8 @@ def markdown(report: dict[str, Any]) -> str:
         "## How this was measured",
         "",
         f"- Pipeline: `{settings['retriever_type']}` retrieval, {settings['retriever_top_k']} passages to the "
-        f"`{settings['reader_type']}` reader `{settings['reader_model']}`; EM/F1 score the top answer "
+        f"`{settings['reader_type']}` reader `{settings['reader_model']}` (runtime "
+        f"`{settings.get('reader_runtime', 'torch')}`); EM/F1 score the top answer "
         "(percent; character-level for Japanese questions, SQuAD words for English, chosen per question).",
         f"- Retrieval: the same retriever components, asked for {settings['retrieval_depth']} passages "
         "(at least 20, so recall@20 and MRR can be measured even when the pipeline reads fewer). A hit is a "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json as json_module
-import sys
 from pathlib import Path
 
 import typer
@@ -17,6 +16,7 @@ def index(
     config: Path | None = typer.Option(
         None,
         "--config",
+        "-c",
         help="Pipeline YAML path or shipped config (default, dense, bm25); its embedder and index sections.",
     ),
     index_dir: Path | None = typer.Option(None, "--index-dir", help="Index directory (default: index.dir)."),
@@ -54,6 +54,7 @@ def index(
     from kotae.errors import KotaeError
     from kotae.indexing.job import run_index
     from kotae.pipeline.config import load_pipeline_config
+    from kotae.progress import quiet_third_party
 
     corpus = [*corpus, *(more or [])]
     if not corpus:
@@ -68,12 +69,13 @@ def index(
     settings = load_pipeline_config(config, overrides)
     if ray_address:
         settings.index.ray_address = ray_address
+    quiet_third_party()  # kotae shows its own progress: a bar on a terminal, lines in a log
     summary = run_index(
         settings,
         list(corpus),
         index_dir=index_dir,
         full=full,
-        progress=sys.stderr.isatty(),
+        progress=True,
         ray_input=ray_input,
         allow_empty=allow_empty,
         follow_symlinks=follow_symlinks,

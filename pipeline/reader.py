@@ -1,8 +1,8 @@
 """kotae's extractive reader as a Haystack component: the decoder ``kotae evaluate`` scores, over many passages.
 
 All retrieved passages are windowed together (:func:`kotae.reader_training.features.tokenize_windows`),
-run through the model in length-sorted batches (:func:`kotae.reader_training.evaluate.window_logits`) and
-decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
+run through the model in length-sorted batches by a runtime (:mod:`kotae.reader_training.runtime`:
+torch, torch-bf16 or the int8 ONNX form; ``runtime_name`` says which answered) and decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
 ``relative_scores=True`` (the default) a span scores its margin over its own window's no-answer
 score, because raw ``start + end`` logit sums of different passages are on different scales; with
 ``False`` it scores the raw sum. With ``retriever_weight > 0`` the span's score is combined with its
@@ -76,6 +76,7 @@ class KotaeExtractiveReader:
         relative_scores: bool = True,
         retriever_weight: float = 0.0,
         retriever_evidence: Evidence = "rank",
+        runtime: str = "torch",
     ) -> None:
         """
         Create the reader; the model loads in :meth:`warm_up`.
@@ -99,12 +100,19 @@ class KotaeExtractiveReader:
             0 ranks by the reader alone.
         :param retriever_evidence: ``rank`` (``-log`` of the passage's retrieval rank) or ``score``
             (the passage's ``Document.score``).
+        :param runtime: How the model runs: ``torch`` (float32), ``torch-bf16``, ``onnx`` or
+            ``onnx-int8`` (the cached float32 or int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8`` where onnxruntime is
+            installed and the device is a CPU, else ``torch``); see ``kotae.reader_training.runtime``.
 
         Settings left as None come from the model's ``reader_config.json`` (what it was trained and
         measured with), else the ``kotae evaluate`` defaults.
-        :raises ValueError: If ``top_k`` or a length setting is not greater than 0, or
-            ``retriever_weight`` is not between 0 and 1.
+        :raises ValueError: If ``top_k`` or a length setting is not greater than 0, ``runtime`` is
+            unknown, or ``retriever_weight`` is not between 0 and 1.
         """
+        from kotae.reader_training.runtime import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, but got {runtime!r}")
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
         for name, value in (
@@ -136,7 +144,9 @@ class KotaeExtractiveReader:
         self.relative_scores = relative_scores
         self.retriever_weight = retriever_weight
         self.retriever_evidence: Evidence = retriever_evidence
-        self._model: Any = None
+        self.runtime = runtime
+        self.runtime_name: str | None = None  # which runtime answers, set by warm_up
+        self._model: Any = None  # kotae.reader_training.runtime.ReaderRuntime
         self._tokenizer: Any = None
         self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
         self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
@@ -159,6 +169,7 @@ class KotaeExtractiveReader:
             relative_scores=self.relative_scores,
             retriever_weight=self.retriever_weight,
             retriever_evidence=self.retriever_evidence,
+            runtime=self.runtime,
         )
 
     @classmethod
@@ -167,18 +178,19 @@ class KotaeExtractiveReader:
         return default_from_dict(cls, data)
 
     def warm_up(self) -> None:
-        """Load the model and its fast tokenizer (once), and settle the windowing settings."""
+        """Load the model's runtime (preparing its ONNX form once, for the ONNX runtimes) and fast tokenizer
+        (once), and settle the windowing settings."""
         if self._model is not None:
             return
-        import torch
+        import sys
 
         from kotae.reader_training.edges import edge_refiner_from_folder
-        from kotae.reader_training.evaluate import DecodeSettings, load_reader, saved_settings
+        from kotae.reader_training.evaluate import DecodeSettings, load_runtime, saved_settings
 
-        model, tokenizer, folder = load_reader(self.model)
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(device)
-        model.eval()
+        def log(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+
+        model, tokenizer, folder = load_runtime(self.model, self.runtime, self.device, log)
         values = saved_settings(folder)
         explicit = {
             "max_answer_length": self.max_answer_length,
@@ -193,6 +205,7 @@ class KotaeExtractiveReader:
         self.settings = DecodeSettings(**values)
         self._refine = edge_refiner_from_folder(folder)
         self._model, self._tokenizer = model, tokenizer
+        self.runtime_name = model.name
 
     @component.output_types(answers=list[ExtractedAnswer])
     def run(
@@ -274,7 +287,6 @@ class KotaeExtractiveReader:
         kept as candidates, so that the combined ranking can lift a lower-scored passage's span.
         """
         from kotae.reader_training.decode import WindowLogits, decode
-        from kotae.reader_training.evaluate import window_logits
         from kotae.reader_training.features import tokenize_windows
 
         self.warm_up()
@@ -290,7 +302,7 @@ class KotaeExtractiveReader:
             settings.stride,
             settings.max_question_length,
         )
-        logits = window_logits(self._model, self._tokenizer, windows, settings.batch_size)
+        logits = self._model.window_logits(windows, settings.batch_size)
         candidates = max(top_k, settings.n_best) * (len(contexts) if self.retriever_weight > 0 else 1)
         return decode(
             [

@@ -13,7 +13,10 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +58,10 @@ class TinySetup:
             f"index.dir={json.dumps(str(self.index_dir))}",
             "index.passage_tokens=24",
             "index.overlap_tokens=4",
+            # The shipped configs read with runtime auto (int8 ONNX); an untrained tiny reader's answers
+            # are near-ties that int8 may reorder, and each export costs seconds and a cache entry.
+            # tests/test_reader_runtime.py covers the ONNX runtime on the tiny reader itself.
+            "reader.runtime=torch",
         ]
 
     def config(self, path: str | Path | None = None, extra: list[str] | None = None) -> PipelineConfig:
@@ -122,3 +129,76 @@ class ServedApp:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class ServedCommand:
+    """``kotae serve ARGS --port PORT`` as its own process on a free port of 127.0.0.1, stopped on exit.
+
+    The process gets one thread per math library and no ``KOTAE_API_KEY``; entering waits until
+    ``/health`` answers 200 (or raises with the server's stderr when it exits or takes too long)::
+
+        with ServedCommand(["--config", "configs/pipeline/bm25.yaml"]) as served:
+            httpx.get(served.url + "/health")
+    """
+
+    def __init__(self, args: list[str], timeout: float = 240) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.timeout = timeout
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> ServedCommand:
+        """Start the process (without waiting; :meth:`wait` waits)."""
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "HAYSTACK_TELEMETRY_ENABLED": "False",
+        }
+        env.pop("KOTAE_API_KEY", None)
+        command = [
+            str(Path(sys.executable).with_name("kotae")),
+            "serve",
+            *self.args,
+            "--port",
+            str(self.port),
+        ]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        return self
+
+    def wait(self) -> ServedCommand:
+        """Wait until ``/health`` answers 200."""
+        import httpx
+
+        assert self.process is not None
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"kotae serve exited: {self.process.stderr.read() if self.process.stderr else ''}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kotae serve did not answer /health within {self.timeout:.0f} s")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def __enter__(self) -> ServedCommand:
+        try:
+            return self.start().wait()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

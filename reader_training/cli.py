@@ -33,8 +33,11 @@ def train(
 ) -> None:
     """Fine-tune an extractive QA reader on SQuAD-format data; writes a model folder with scores."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from kotae.progress import quiet_third_party
     from kotae.reader_training.config import load_train_config
     from kotae.reader_training.train import run_training
+
+    quiet_third_party()  # kotae logs loading and progress itself
 
     settings = load_train_config(config, set_ or [])
     command = " ".join(
@@ -68,16 +71,30 @@ def evaluate(
     null_threshold: Annotated[float | None, typer.Option(help="SQuAD v2: null-score margin")] = None,
     device: Annotated[str | None, typer.Option(help="torch device, e.g. cpu or cuda")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: torch's choice)", min=1)
+        int | None,
+        typer.Option(help="CPU threads for torch and ONNX Runtime (default: torch's choice)", min=1),
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="how the model runs: torch (float32), torch-bf16, onnx (float32), onnx-int8 or auto (docs/speed.md)"
+        ),
+    ] = "torch",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     predictions: Annotated[Path | None, typer.Option(help="also write {id: answer} JSON here")] = None,
 ) -> None:
-    """Score a reader on SQuAD-format questions: EM, F1, count and examples/s."""
+    """Score the reader alone on gold contexts (EM, F1); for the whole pipeline end-to-end, see `kotae eval`.
+
+    Reads SQuAD-format questions with their own context passages and scores a reader folder on
+    them: EM, F1, count and examples/s. No index and no retrieval are involved; `kotae eval`
+    measures retrieval + reader together over an index of the set's contexts."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if language not in ("auto", "en", "ja"):
         raise KotaeError(f"--language {language!r}: use auto, en or ja")
+    from kotae.progress import quiet_third_party
     from kotae.reader_training.evaluate import evaluate_folder
+
+    quiet_third_party()
 
     if threads:
         import torch
@@ -97,7 +114,9 @@ def evaluate(
             "null_score_threshold": null_threshold,
         },
         device=device,
-        progress=True,  # a bar on a terminal only
+        progress=True,  # a bar on a terminal, lines in a log
+        runtime=runtime,
+        log=_log,
     )
     if predictions is not None:
         predictions.write_text(
@@ -112,7 +131,7 @@ def evaluate(
         _log(report.load_report.summary())
     typer.echo(
         f"EM {summary['exact_match']:.2f}  F1 {summary['f1']:.2f}  n {summary['n']}  "
-        f"{summary['examples_per_second']:.1f} examples/s"
+        f"{summary['examples_per_second']:.1f} examples/s  runtime {summary['runtime']}"
     )
     if "has_ans_f1" in summary:
         typer.echo(

@@ -8,8 +8,9 @@ Sources, all returning the same :class:`QAExample` records:
 - JSONL, one flat record per line (``id``, ``question``, ``context``, ``answers`` as a list of
   ``{"text", "answer_start"}`` or as ``{"text": [...], "answer_start": [...]}``, optional
   ``is_impossible``) or one SQuAD article per line;
-- a Hugging Face dataset name, ``NAME[@SPLIT]`` (split defaults to ``train``), with the SQuAD
-  fields; offline this fails with one line.
+- a Hugging Face dataset name, ``NAME[:CONFIG][@SPLIT]`` (split defaults to ``train``), e.g.
+  ``squad@validation`` or ``shunk031/JGLUE:JSQuAD@validation``, with the SQuAD fields; offline this
+  fails with one line.
 
 Every answer is checked: when ``context[answer_start:answer_start + len(text)] != text`` it is
 repaired if the text occurs exactly once within :data:`REPAIR_WINDOW` characters of the stated
@@ -279,10 +280,36 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class HubName:
+    """A Hugging Face dataset named as ``NAME[:CONFIG][@SPLIT]``."""
+
+    dataset: str
+    config: str | None = None
+    split: str = "train"
+
+
+def parse_hub_name(text: str) -> HubName:
+    """Split ``NAME[:CONFIG][@SPLIT]``; one-line KotaeError when a part is empty.
+
+    >>> parse_hub_name("shunk031/JGLUE:JSQuAD@validation")
+    HubName(dataset='shunk031/JGLUE', config='JSQuAD', split='validation')
+    >>> parse_hub_name("squad")
+    HubName(dataset='squad', config=None, split='train')
+    """
+    rest, at, split = text.partition("@")
+    dataset, colon, config = rest.partition(":")
+    if not dataset or (colon and not config) or (at and not split):
+        raise KotaeError(
+            f"{text!r}: a Hugging Face dataset is NAME[:CONFIG][@SPLIT], e.g. shunk031/JGLUE:JSQuAD@validation"
+        )
+    return HubName(dataset, config or None, split or "train")
+
+
 def _read_hub(name: str) -> Iterator[QAExample]:
     import os
 
-    dataset_name, _, split = name.partition("@")
+    hub = parse_hub_name(name)
     offline_mode = any(
         os.environ.get(key, "").lower() in {"1", "true", "yes"}
         for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -296,7 +323,8 @@ def _read_hub(name: str) -> Iterator[QAExample]:
     try:
         import datasets
 
-        rows = datasets.load_dataset(dataset_name, split=split or "train")
+        named = (hub.dataset,) if hub.config is None else (hub.dataset, hub.config)
+        rows = datasets.load_dataset(*named, split=hub.split)
     except Exception as error:  # offline, unknown name, bad split: all one line for the user
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise KotaeError(
@@ -304,16 +332,33 @@ def _read_hub(name: str) -> Iterator[QAExample]:
             f"({first_line[:200]}); check the path, or when offline pass a local SQuAD JSON/JSONL file or folder"
         ) from None
     for number, row in enumerate(rows):
-        yield example_from_record(dict(row), fallback_id=f"{dataset_name}-{number}")
+        yield example_from_record(dict(row), fallback_id=f"{hub.dataset}-{number}")
 
 
 def looks_like_path(source: str) -> bool:
     """A source is a path when it exists, has a JSON suffix, or starts like a path."""
+    return is_local_source(source, Path.cwd())
+
+
+def is_local_source(source: str, folder: Path) -> bool:
+    """Whether ``source`` names a local file or folder (relative ones read from ``folder``) rather
+    than a Hugging Face dataset: it exists there, has a JSON suffix, or starts like a path."""
     return (
-        Path(source).expanduser().exists()
+        (folder / Path(source).expanduser()).exists()
         or source.endswith((".json", ".jsonl"))
         or source.startswith(("/", ".", "~"))
     )
+
+
+def check_source(source: str) -> None:
+    """Fail now, in one line, when ``source`` is a local path that does not exist or a malformed
+    hub name: what :func:`read_examples` would find only after a model is loaded."""
+    if looks_like_path(source):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise KotaeError(f"data not found: {path}")
+    else:
+        parse_hub_name(source)
 
 
 def read_examples(source: str | Path) -> Iterator[QAExample]:

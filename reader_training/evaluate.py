@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from kotae.errors import KotaeError
 from kotae.reader_training.data import LoadReport, QAExample, load_examples
 from kotae.reader_training.decode import EdgeRefine, WindowLogits, choose_answer, decode
 from kotae.reader_training.edges import edge_refiner_from_folder
-from kotae.reader_training.features import Window, prepare_eval_features, require_fast_tokenizer
+from kotae.reader_training.features import prepare_eval_features, require_fast_tokenizer
 from kotae.reader_training.metrics import LanguageChoice, evaluate_predictions
+from kotae.reader_training.runtime import ReaderRuntime, TorchRuntime, open_runtime, window_logits
+
+__all__ = ["DecodeSettings", "EvalReport", "Prediction", "evaluate_examples", "evaluate_folder", "predict"]
+__all__ += ["load_reader", "load_runtime", "resolve_reference", "saved_settings", "window_logits"]
 
 READER_SETTINGS = "reader_config.json"
 """Written next to a trained model: the windowing and decoding it was trained and measured with."""
@@ -67,6 +69,7 @@ class EvalReport:
     seconds: float
     load_report: LoadReport | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "torch"  # which runtime answered (kotae.reader_training.runtime)
 
     @property
     def examples_per_second(self) -> float:
@@ -79,6 +82,7 @@ class EvalReport:
             "f1": round(float(self.scores["f1"]), 2),
             "n": int(self.scores["n"]),
             "examples_per_second": round(self.examples_per_second, 2),
+            "runtime": self.runtime,
         }
         for key, value in self.scores.items():
             if key.startswith(("has_ans_", "no_ans_", "n_")):
@@ -86,44 +90,8 @@ class EvalReport:
         return result
 
 
-def window_logits(
-    model: Any, tokenizer: Any, windows: Sequence[Window], batch_size: int, progress: bool = False
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Start/end logits for every window (trimmed to its length), in the order given; ``progress``
-    shows a bar on a terminal."""
-    import torch
-    from tqdm.auto import tqdm
-
-    device = next(model.parameters()).device
-    order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
-    results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(windows)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            starts_at = range(0, len(order), batch_size)
-            for first in tqdm(starts_at, desc="reading", unit="batch", disable=None if progress else True):
-                batch_ids = order[first : first + batch_size]
-                batch = tokenizer.pad(
-                    [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="pt"
-                )
-                batch = {k: v.to(device) for k, v in batch.items()}
-                output = model(**batch)
-                starts = output.start_logits.float().cpu().numpy()
-                ends = output.end_logits.float().cpu().numpy()
-                left = getattr(tokenizer, "padding_side", "right") == "left"
-                for row, index in enumerate(batch_ids):
-                    length = len(windows[index].input_ids)
-                    cut = slice(starts.shape[1] - length, None) if left else slice(0, length)
-                    results[index] = (starts[row, cut], ends[row, cut])
-    finally:
-        if was_training:
-            model.train()
-    return results
-
-
 def predict(
-    model: Any,
+    model: Any | ReaderRuntime,
     tokenizer: Any,
     examples: Sequence[QAExample],
     settings: DecodeSettings,
@@ -132,11 +100,13 @@ def predict(
     refine: EdgeRefine | None = None,
 ) -> list[Prediction]:
     """The best answer for every example (or no answer, when ``allow_null`` and the null score wins);
-    ``refine`` moves span edges inside edge tokens (:mod:`kotae.reader_training.edges`)."""
+    ``model`` is a torch model or a :class:`~kotae.reader_training.runtime.ReaderRuntime`; ``refine``
+    moves span edges inside edge tokens (:mod:`kotae.reader_training.edges`)."""
+    runtime = model if isinstance(model, ReaderRuntime) else TorchRuntime(model, tokenizer)
     windows = prepare_eval_features(
         tokenizer, examples, settings.max_length, settings.stride, settings.max_question_length
     )
-    logits = window_logits(model, tokenizer, windows, settings.batch_size, progress)
+    logits = runtime.window_logits(windows, settings.batch_size, progress)
     per_example: list[list[WindowLogits]] = [[] for _ in examples]
     for window, (start, end) in zip(windows, logits, strict=True):
         per_example[window.example_index].append(
@@ -158,7 +128,7 @@ def predict(
 
 
 def evaluate_examples(
-    model: Any,
+    model: Any | ReaderRuntime,
     tokenizer: Any,
     examples: Sequence[QAExample],
     settings: DecodeSettings,
@@ -170,8 +140,9 @@ def evaluate_examples(
     """Predict and score; ``allow_null`` defaults to whether the set has unanswerable questions."""
     version_2 = any(not e.answers for e in examples)
     allow = version_2 if allow_null is None else allow_null
+    runtime = model if isinstance(model, ReaderRuntime) else TorchRuntime(model, tokenizer)
     started = time.perf_counter()
-    predictions = predict(model, tokenizer, examples, settings, allow, progress, refine)
+    predictions = predict(runtime, tokenizer, examples, settings, allow, progress, refine)
     seconds = time.perf_counter() - started
     scores = evaluate_predictions(
         {p.id: p.text for p in predictions},
@@ -180,28 +151,58 @@ def evaluate_examples(
         texts={e.id: e.question for e in examples},
         version_2=version_2,
     )
-    return EvalReport(scores, predictions, seconds, settings=settings.as_dict())
+    return EvalReport(scores, predictions, seconds, settings=settings.as_dict(), runtime=runtime.name)
 
 
 def load_reader(model_ref: str) -> tuple[Any, Any, Path]:
     """Model, fast tokenizer and folder for a reader reference (alias, folder or hub id)."""
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
     folder = resolve_reference(model_ref)
+    tokenizer = load_tokenizer(folder, model_ref)
+    return load_model(folder), tokenizer, folder
+
+
+def load_runtime(
+    model_ref: str,
+    runtime: str = "torch",
+    device: str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[ReaderRuntime, Any, Path]:
+    """A reader runtime (:data:`kotae.reader_training.runtime.RUNTIMES`), fast tokenizer and folder for
+    a reader reference; the torch model is loaded only where the runtime needs it."""
+    folder = resolve_reference(model_ref)
+    tokenizer = load_tokenizer(folder, model_ref)
+    return (
+        open_runtime(runtime, folder, tokenizer, lambda: load_model(folder), device, log),
+        tokenizer,
+        folder,
+    )
+
+
+def load_tokenizer(folder: Path, model_ref: str) -> Any:
+    """The reader folder's fast tokenizer (no code from the folder)."""
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as error:
         raise KotaeError(f"cannot load a tokenizer from {folder} ({error})".splitlines()[0]) from None
     require_fast_tokenizer(tokenizer, model_ref)
-    try:  # weights only from safetensors (never a pickle), and no code from the model folder
-        model = AutoModelForQuestionAnswering.from_pretrained(
+    return tokenizer
+
+
+def load_model(folder: Path) -> Any:
+    """The reader folder's question-answering torch model (weights only from safetensors, never a
+    pickle, and no code from the folder)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    try:
+        return AutoModelForQuestionAnswering.from_pretrained(
             folder, use_safetensors=True, trust_remote_code=False
         )
     except Exception as error:
         raise KotaeError(
             f"cannot load a question-answering model from {folder} ({error})".splitlines()[0]
         ) from None
-    return model, tokenizer, folder
 
 
 def resolve_reference(model_ref: str) -> Path:
@@ -235,23 +236,19 @@ def evaluate_folder(
     overrides: dict[str, Any] | None = None,
     device: str | None = None,
     progress: bool = False,
+    runtime: str = "torch",
+    log: Callable[[str], None] = lambda message: None,
 ) -> EvalReport:
-    """Load a reader and a data set and score one against the other (``kotae evaluate``)."""
+    """Load a reader and a data set and score one against the other (``kotae evaluate``); ``runtime``
+    picks how the model runs (:data:`kotae.reader_training.runtime.RUNTIMES`)."""
     loaded = load_examples(data, max_examples=limit)  # data errors first: they are cheap to find
-    model, tokenizer, folder = load_reader(model_ref)
-    if device is not None:
-        model.to(device)
-    else:
-        import torch
-
-        if torch.cuda.is_available():
-            model.to("cuda")
+    reader, tokenizer, folder = load_runtime(model_ref, runtime, device, log)
     values = saved_settings(folder)
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     settings = DecodeSettings(**values)
     refine = edge_refiner_from_folder(folder)
     report = evaluate_examples(
-        model, tokenizer, loaded.examples, settings, language, progress=progress, refine=refine
+        reader, tokenizer, loaded.examples, settings, language, progress=progress, refine=refine
     )
     report.load_report = loaded.report
     return report

@@ -16,7 +16,8 @@ import numpy as np
 
 from kotae.errors import KotaeError
 from kotae.models import resolve_model
-from kotae.reader_weights import CARRIED_FILES, DELTA_FILE, base_source, base_word_embeddings
+from kotae.reader_training.report import CARD_FILE
+from kotae.reader_weights import CARRIED_FILES, DELTA_FILE, SHIPPED_CARD, base_source, base_word_embeddings
 from kotae.weight_files import HF_WORD_EMBEDDINGS, sha256, shard
 
 __all__ = ["export_delta"]
@@ -55,6 +56,8 @@ def export_delta(model_dir: str | Path, out_dir: str | Path, base: str = "multil
     for name in CARRIED_FILES:
         if (model / name).is_file():
             shutil.copy2(model / name, out / name)
+    if (model / CARD_FILE).is_file() and not (model / SHIPPED_CARD).is_file():
+        shutil.copy2(model / CARD_FILE, out / SHIPPED_CARD)  # a run's README.md ships as model_card.md
     delta = {"base": base, "base_source": base_source(base_folder), "dtype": "float16", "files": files}
     (out / DELTA_FILE).write_text(json.dumps(delta, indent=2) + "\n", encoding="utf-8")
     return out

@@ -2,8 +2,11 @@
 
 ``train_log.jsonl`` holds one JSON object per line: training records (``step``, ``epoch``, ``loss``,
 ``learning_rate``, ...) and dev records (``step``, ``dev``: set name, ``exact_match``, ``f1``, ``n``).
-``curves.png`` plots loss and dev F1 against the step. ``model_card.md`` and ``metrics.json``
-describe the data, hyperparameters, dev scores, wall time, sequences/s and hardware.
+``curves.png`` plots loss and dev F1 against the step. ``README.md`` (the model card, with the
+Hugging Face Hub's YAML metadata on top: language, license, datasets, metrics, base_model,
+pipeline_tag and a model-index of the dev scores) and ``metrics.json`` describe the data,
+hyperparameters, dev scores, wall time, sequences/s and hardware; ``all_results.json`` holds the
+flat results under run_qa.py's names (``eval_exact_match``, ``eval_f1``, ``train_loss``, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +17,17 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+CARD_FILE = "README.md"
+"""The model card's name in a trained folder: the Hub's convention, so the folder uploads as it is."""
+
+KNOWN_BASES: dict[str, tuple[str, str]] = {
+    "multilingual-e5-small": ("intfloat/multilingual-e5-small", "mit"),
+    "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"),
+}
+"""kotae's model aliases -> (Hub id, license) of the model they are prepared from."""
 
 
 class TrainLog:
@@ -106,8 +120,80 @@ def _scores_table(dev: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dataset_name(path: str) -> str:
+    """A Hub dataset id (``shunk031/JGLUE:JSQuAD@validation`` -> ``shunk031/JGLUE``) or a local
+    set's last two path parts (``/data/jaquad/train`` -> ``jaquad/train``)."""
+    local = Path(path.rstrip("/")).expanduser()
+    if path.startswith(("/", ".", "~")) or path.endswith((".json", ".jsonl")) or local.exists():
+        name = local.stem if local.suffix in (".json", ".jsonl") else local.name
+        return f"{local.parent.name}/{name}".lstrip("/")
+    return path.partition("@")[0].partition(":")[0]
+
+
+def card_metadata(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The Hub's model-card metadata for a run: language, license, datasets, metrics, base_model,
+    pipeline_tag and a model-index with each dev set's EM and F1."""
+    language = metrics["hyperparameters"].get("language", "auto")
+    base = str(metrics["base_model"])
+    hub_base, license_name = KNOWN_BASES.get(base, (base, "other"))
+    datasets = list(dict.fromkeys(_dataset_name(str(s["path"])) for s in metrics.get("train_data", [])))
+    metadata: dict[str, Any] = {
+        "language": ["ja", "en"] if language == "auto" else [language],
+        "license": license_name,
+        "library_name": "transformers",
+        "pipeline_tag": "question-answering",
+        "tags": ["kotae", "extractive-qa"],
+        "datasets": datasets,
+        "metrics": ["exact_match", "f1"],
+    }
+    if not Path(hub_base).expanduser().is_absolute():  # a local folder is no Hub id
+        metadata["base_model"] = hub_base
+    results = [
+        {
+            "task": {"type": "question-answering", "name": "Question Answering"},
+            "dataset": {"name": name, "type": name},
+            "metrics": [
+                {"type": "exact_match", "value": round(float(scores["exact_match"]), 2)},
+                {"type": "f1", "value": round(float(scores["f1"]), 2)},
+            ],
+        }
+        for name, scores in metrics.get("dev", {}).items()
+    ]
+    if results:
+        metadata["model-index"] = [{"name": Path(str(metrics["output_dir"])).name, "results": results}]
+    return metadata
+
+
+def all_results(metrics: dict[str, Any]) -> dict[str, Any]:
+    """run_qa.py's ``all_results.json``: flat ``eval_*`` (the first dev set; others prefixed with
+    their name) and ``train_*`` figures."""
+    training = metrics["training"]
+    results: dict[str, Any] = {
+        "epoch": training["epochs"],
+        "train_loss": training["train_loss"],
+        "train_runtime": training["train_seconds"],
+        "train_samples_per_second": training["sequences_per_second"],
+        "train_samples": metrics["data"]["features"].get("windows_used"),
+    }
+    for number, (name, scores) in enumerate(metrics.get("dev", {}).items()):
+        prefix = "eval" if number == 0 else f"eval_{name}"
+        results |= {
+            f"{prefix}_exact_match": scores["exact_match"],
+            f"{prefix}_f1": scores["f1"],
+            f"{prefix}_samples": scores["n"],
+        }
+    return results
+
+
 def model_card(metrics: dict[str, Any]) -> str:
-    """Markdown card from the same dictionary that goes into metrics.json."""
+    """Markdown card (``README.md``) from the same dictionary that goes into metrics.json, with
+    the Hub's YAML metadata (:func:`card_metadata`) on top."""
+    front = yaml.safe_dump(card_metadata(metrics), sort_keys=False, allow_unicode=True)
+    return f"---\n{front}---\n\n{model_card_body(metrics)}"
+
+
+def model_card_body(metrics: dict[str, Any]) -> str:
+    """The card's Markdown: dev scores, data, training, hyperparameters, files, how to re-run."""
     hyper = metrics["hyperparameters"]
     data_lines = "\n".join(f"- {line}" for line in metrics["data"]["train_reports"])
     dev_lines = "\n".join(f"- {line}" for line in metrics["data"]["dev_reports"]) or "- (none)"
@@ -150,7 +236,7 @@ Dev sets:
 
 `config.json`, weights and tokenizer (load with `AutoModelForQuestionAnswering`), `reader_config.json`
 (windowing and decoding settings), `train_config.yaml` (the full training configuration),
-`metrics.json`, `train_log.jsonl`, `curves.png`.
+`metrics.json`, `all_results.json`, `train_log.jsonl`, `curves.png`.
 
 ## Reproduce
 

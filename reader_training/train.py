@@ -5,7 +5,9 @@ Loads and validates the data (:mod:`kotae.reader_training.data`), windows and la
 length-grouped batches, bf16/fp16 on a GPU, checkpoints every ``save_steps``), scores the dev sets
 with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a model folder:
 ``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
-``model_card.md``, ``train_log.jsonl`` and ``curves.png``.
+``all_results.json``, the card ``README.md`` (Hub metadata on top), ``train_log.jsonl`` and
+``curves.png``. Every data source is checked before a model is loaded; an error names its key
+(``train_data[0].path: data not found: ...``).
 
 A run killed at any point continues from its last checkpoint with ``resume=True`` (or starts
 over in the same folder when it was killed before its first checkpoint).
@@ -23,7 +25,8 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +34,9 @@ from typing import Any
 import yaml
 
 from kotae.errors import KotaeError
+from kotae.progress import ProgressLines, stderr_is_terminal
 from kotae.reader_training.config import DevSource, TrainConfig
-from kotae.reader_training.data import LoadResult, QAExample, load_examples, subsample
+from kotae.reader_training.data import LoadResult, QAExample, check_source, load_examples, subsample
 from kotae.reader_training.edges import EdgeRefiner, learn_from_examples
 from kotae.reader_training.evaluate import (
     READER_SETTINGS,
@@ -41,7 +45,7 @@ from kotae.reader_training.evaluate import (
     resolve_reference,
 )
 from kotae.reader_training.features import prepare_train_features, require_fast_tokenizer
-from kotae.reader_training.report import TrainLog, hardware, model_card, plot_curves
+from kotae.reader_training.report import CARD_FILE, TrainLog, all_results, hardware, model_card, plot_curves
 
 Log = Callable[[str], None]
 
@@ -83,12 +87,34 @@ def freeze(model: Any, word_embeddings: bool, layers: int) -> dict[str, int]:
     return {"trainable_parameters": trainable, "total_parameters": total}
 
 
+def check_data(config: TrainConfig) -> None:
+    """Every training and dev source exists (or is a well-formed hub name); the first that does
+    not fails in one line naming its key, e.g. ``train_data[1].path: data not found: ...``."""
+    paths = {"train_data": [s.path for s in config.train_data], "dev_data": [s.path for s in config.dev_data]}
+    for key, sources in paths.items():
+        for number, path in enumerate(sources):
+            with _naming(f"{key}[{number}].path"):
+                check_source(path)
+
+
+@contextmanager
+def _naming(key: str) -> Iterator[None]:
+    """Prefix a KotaeError raised inside the block with the config key it concerns."""
+    try:
+        yield
+    except KotaeError as error:
+        if str(error).startswith(key):
+            raise
+        raise KotaeError(f"{key}: {error}") from None
+
+
 def load_training_examples(config: TrainConfig, log: Log) -> tuple[list[QAExample], list[str]]:
     """All training sets, validated, capped and weighted, in config order."""
     examples: list[QAExample] = []
     reports: list[str] = []
     for number, source in enumerate(config.train_data):
-        loaded = load_examples(source.path, source.max_examples)
+        with _naming(f"train_data[{number}].path"):
+            loaded = load_examples(source.path, source.max_examples)
         weighted = subsample(loaded.examples, source.weight, config.seed + number)
         line = loaded.report.summary()
         if source.weight != 1.0:
@@ -104,8 +130,9 @@ def load_training_examples(config: TrainConfig, log: Log) -> tuple[list[QAExampl
 def load_dev_sets(sources: Sequence[DevSource], log: Log) -> tuple[dict[str, LoadResult], list[str]]:
     sets: dict[str, LoadResult] = {}
     reports: list[str] = []
-    for source in sources:
-        loaded = load_examples(source.path, source.max_examples)
+    for number, source in enumerate(sources):
+        with _naming(f"dev_data[{number}].path"):
+            loaded = load_examples(source.path, source.max_examples)
         line = f"dev {source.label}: {loaded.report.summary()}"
         log(line)
         reports.append(line)
@@ -184,12 +211,13 @@ def _check_output_dir(output: Path, resume: bool) -> str | None:
 def training_arguments(config: TrainConfig, output: Path) -> Any:
     """transformers' ``TrainingArguments`` for the config: its hyperparameters, checkpoints every
     ``save_steps`` in ``output``, length-grouped batches, no evaluation inside Trainer (kotae's own
-    dev evaluation runs from a callback)."""
+    dev evaluation runs from a callback), then the config's ``trainer_args`` (which may replace
+    kotae's defaults such as ``report_to: none``, never the values set from kotae's own keys)."""
     import torch
     from transformers import TrainingArguments
 
     bf16, fp16 = _precision(config)
-    return TrainingArguments(
+    settings: dict[str, Any] = dict(
         output_dir=str(output),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
@@ -207,7 +235,7 @@ def training_arguments(config: TrainConfig, output: Path) -> Any:
         save_total_limit=config.save_total_limit,
         eval_strategy="no",
         report_to="none",
-        disable_tqdm=not config.progress,
+        disable_tqdm=not (config.progress and stderr_is_terminal()),  # in a log: ProgressLogCallback
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,
@@ -217,18 +245,34 @@ def training_arguments(config: TrainConfig, output: Path) -> Any:
         fp16=fp16,
         use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU without it
     )
+    return TrainingArguments(**(settings | config.trainer_args))
+
+
+def portable_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as saved beside the model, local data paths made absolute so that it reads the
+    same data when loaded from the output folder."""
+    dumped = config.model_dump(mode="json")
+    for key in ("train_data", "dev_data"):
+        for source in dumped[key]:
+            path = Path(source["path"]).expanduser()
+            if path.exists():
+                source["path"] = str(path.resolve())
+    return dumped
 
 
 def write_run_files(config: TrainConfig, output: Path, metrics: dict[str, Any], train_log: TrainLog) -> None:
     """What a finished run leaves beside its model: config, metrics, card, curves (checkpoints go
     unless ``keep_checkpoints``)."""
     (output / "train_config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8"
+        yaml.safe_dump(portable_config(config), sort_keys=False, allow_unicode=True), encoding="utf-8"
     )
     (output / "metrics.json").write_text(
         json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    (output / "model_card.md").write_text(model_card(metrics), encoding="utf-8")
+    (output / "all_results.json").write_text(
+        json.dumps(all_results(metrics), indent=2) + "\n", encoding="utf-8"
+    )
+    (output / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
     plot_curves(train_log.records(), output / "curves.png")
     if not config.keep_checkpoints:
         for folder in output.glob("checkpoint-*"):
@@ -263,6 +307,10 @@ def run_training(
     set_seed(config.seed)
     started = time.perf_counter()
 
+    check_data(config)  # a wrong path fails here, not after the model has loaded
+    examples, train_reports = load_training_examples(config, log)
+    dev_sets, dev_reports = load_dev_sets(config.dev_data, log)
+
     base_folder = resolve_reference(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False)
     require_fast_tokenizer(tokenizer, config.base_model)
@@ -271,9 +319,6 @@ def run_training(
     )
     parameters = freeze(model, config.freeze_word_embeddings, config.freeze_layers)
     log(f"base model {config.base_model} ({base_folder}): {parameters}")
-
-    examples, train_reports = load_training_examples(config, log)
-    dev_sets, dev_reports = load_dev_sets(config.dev_data, log)
     columns, stats = training_windows(config, tokenizer, examples, log)
     edge_table = learn_from_examples(examples, tokenizer)
     refine = EdgeRefiner(edge_table)
@@ -341,6 +386,27 @@ def run_training(
             self.ended = time.perf_counter()
             self.last_step = state.global_step
 
+    class ProgressLogCallback(TrainerCallback):  # type: ignore[misc]
+        """Where Trainer's bar is off (stderr is a log file): a line at a steady interval."""
+
+        lines: ProgressLines | None = None
+        loss: float | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if config.progress and not stderr_is_terminal():
+                self.lines = ProgressLines("training steps", state.max_steps, initial=state.global_step)
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
+        ) -> None:
+            self.loss = (logs or {}).get("loss", self.loss)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            note = f"loss {self.loss:.4f}" if self.loss is not None else ""
+            line = self.lines.advance(1, note) if self.lines is not None else None
+            if line is not None:
+                log(line)
+
     speed = SpeedCallback()
     collator = DataCollatorWithPadding(tokenizer)
 
@@ -354,7 +420,7 @@ def run_training(
         train_dataset=train_dataset,
         data_collator=collate,
         processing_class=tokenizer,
-        callbacks=[LogCallback(), DevCallback(), speed, *callbacks],
+        callbacks=[LogCallback(), DevCallback(), speed, ProgressLogCallback(), *callbacks],
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state

@@ -241,7 +241,7 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
     )
     settings = json.loads((folder / "reader_config.json").read_text())
     assert settings["max_length"] == 128 and settings["stride"] == 32
-    assert (folder / "tokenizer.json").is_file() and (folder / "model_card.md").is_file()
+    assert (folder / "tokenizer.json").is_file() and (folder / "README.md").is_file()
     # the dev scores measured by the device run are what kotae evaluate measures on the unpacked reader
     report = evaluate_folder(str(folder), str(shared_data / "jaquad" / "dev"), limit=10, device="cpu")
     assert report.settings["max_length"] == 128

@@ -73,6 +73,7 @@ def _overrides(tiny: dict[str, Path]) -> list[str]:
         f"reader.model={json.dumps(str(tiny['reader']))}",
         "index.passage_tokens=16",
         "index.overlap_tokens=2",
+        "reader.runtime=torch",  # as kotae evaluate's default; tests/test_reader_runtime.py covers onnx-int8
     ]
 
 
@@ -138,6 +139,7 @@ def test_eval_reuses_the_index_for_other_configs(tiny: dict[str, Path], name: st
     alone = evaluate_folder(str(tiny["reader"]), str(tiny["data"]), limit=3)
     assert [p.text for p in alone.predictions] == [r.reader_prediction for r in run.results]
     assert run.summary["reader_f1"] == pytest.approx(alone.scores["f1"])
+    assert run.summary["reader_runtime"] == run.report["settings"]["reader_runtime"] == "torch"
 
 
 def test_eval_errors_are_one_line(tiny: dict[str, Path], tmp_path: Path) -> None:

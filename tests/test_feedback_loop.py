@@ -149,7 +149,7 @@ def test_feedback_export_train_evaluate_switch(tmp_path: Path) -> None:
         cwd=tmp_path,
     )  # fmt: skip
     assert "dev feedback-heldout" in trained
-    for name in ("model_card.md", "metrics.json", "reader_config.json", "config.json"):
+    for name in ("README.md", "metrics.json", "reader_config.json", "config.json"):
         assert (adapted / name).is_file(), name
 
     # Before and after on the held-out labels (kotae evaluate); the adapted reader fits what it was

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kotae.indexing.readers import read_corpus
+from kotae.indexing.testing import write_pdf
 
 JAQUAD_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "jaquad" / "dev"
 
@@ -97,46 +98,6 @@ def test_jaquad_dev_contexts() -> None:
 
 
 # ------------------------------------------------------------------ PDF and DOCX (issue 22, point 5)
-
-
-def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
-    """A minimal valid PDF written by hand: one page per item, each line drawn in Helvetica."""
-    objects: list[bytes] = []
-    count = len(pages)
-    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
-    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode())
-    font = 3 + 2 * count
-    for i, lines in enumerate(pages):
-        ops = ["BT", "/F1 12 Tf", "14 TL", "72 720 Td"]
-        for line in lines:
-            escaped = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            ops += [f"({escaped}) Tj", "T*"]
-        ops.append("ET")
-        stream = "\n".join(ops).encode("latin-1")
-        objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
-            f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
-        )
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    info = len(objects) + 1
-    objects.append(f"<< /Title ({title}) >>".encode())
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        info,
-        xref,
-    )
-    path.write_bytes(bytes(out))
-    return path
 
 
 def write_docx(path: Path, paragraphs: list[str], table: list[list[str]], title: str = "") -> Path:

@@ -297,3 +297,26 @@ def test_another_embedder_is_refused_for_a_milvus_index(
     with pytest.raises(KotaeError, match="was built with embedder") as refused:
         create_app(config)
     assert str(setup.embedder.resolve()) in str(refused.value) and str(other) in str(refused.value)
+
+
+def test_eval_never_writes_into_the_configs_collection(
+    both: dict[str, list[str]], setup: TinySetup, tmp_path: Path
+) -> None:
+    """eval indexes its data set into a collection of its own, as it uses an index folder of its own."""
+    store = open_store(load_pipeline_config(None, both["milvus"]))
+    before = (store.source_manifest(), store.count_documents(), store.generation)
+    args = [
+        "eval",
+        "--config",
+        str(CONFIGS / "default.yaml"),
+        "--data",
+        str(_squad(setup, tmp_path / "tiny.json")),
+    ]
+    args += ["--json", "--index-dir", str(tmp_path / "eval-index"), "--out", str(tmp_path / "report")]
+    for override in both["milvus"]:
+        args += ["--set", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["n"] == 4
+    assert (store.source_manifest(), store.count_documents(), store.generation) == before
+    store.close()

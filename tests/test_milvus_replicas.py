@@ -8,10 +8,6 @@ pick up a re-index written while they run.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,7 @@ pytest.importorskip("milvus_lite", reason="the Milvus tests need kotae[milvus]")
 
 from kotae.indexing.job import run_index
 from kotae.pipeline.config import load_pipeline_config
-from kotae.pipeline.testing import TinySetup, build_tiny_setup, free_port
+from kotae.pipeline.testing import ServedCommand, TinySetup, build_tiny_setup
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "default.yaml"
 QUESTION = "名古屋城はいつ完成しましたか？"
@@ -39,48 +35,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, milvus_server: Any) -> 
     ]
     job = [*setup.overrides, *shared]
     run_index(load_pipeline_config(CONFIG, job), [setup.corpus])
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "HAYSTACK_TELEMETRY_ENABLED": "False",
-    }
-    env.pop("KOTAE_API_KEY", None)
     replicas = []
-    for number in range(2):
-        port = free_port()
-        local = f"index.dir={json.dumps(str(setup.root / f'replica-{number}'))}"  # its own BM25 cache
-        command = [
-            str(Path(sys.executable).with_name("kotae")),
-            "serve",
-            "--config",
-            str(CONFIG),
-            "--port",
-            str(port),
-        ]
-        for override in [*setup.overrides, local, *shared]:
-            command += ["--set", override]
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        replicas.append((process, f"http://127.0.0.1:{port}"))
     try:
-        deadline = time.monotonic() + 240
-        for process, url in replicas:
-            while True:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "kotae serve did not start"
-                try:
-                    if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-        yield {"setup": setup, "job": job, "urls": [url for _, url in replicas]}
+        for number in range(2):
+            args = ["--config", str(CONFIG)]
+            local = f"index.dir={json.dumps(str(setup.root / f'replica-{number}'))}"  # its own BM25 cache
+            for override in [*setup.overrides, local, *shared]:
+                args += ["--set", override]
+            replicas.append(ServedCommand(args).start())
+        yield {"setup": setup, "job": job, "urls": [replica.wait().url for replica in replicas]}
     finally:
-        for process, _ in replicas:
-            process.terminate()
-        for process, _ in replicas:
-            process.wait(timeout=30)
+        for replica in replicas:
+            replica.stop()
 
 
 def _ask(url: str, question: str) -> dict[str, Any]:

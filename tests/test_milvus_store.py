@@ -7,16 +7,10 @@ import uuid
 import numpy as np
 import pytest
 from haystack import Document
-from haystack.testing.document_store import (
-    CountDocumentsByFilterTest,
-    CountUniqueMetadataByFilterTest,
-    DocumentStoreBaseExtendedTests,
-    GetMetadataFieldMinMaxTest,
-    GetMetadataFieldsInfoTest,
-    GetMetadataFieldUniqueValuesTest,
-)
 
 pytest.importorskip("pymilvus", reason="the Milvus store needs kotae[milvus]")
+
+from test_store_conformance import KotaeStoreConformance
 
 from kotae.indexing.milvus_store import MilvusDocumentStore
 
@@ -31,14 +25,7 @@ def _open(tmp_path, server, name: str | None = None) -> MilvusDocumentStore:
     )
 
 
-class TestMilvusDocumentStoreConformance(
-    DocumentStoreBaseExtendedTests,
-    CountDocumentsByFilterTest,
-    CountUniqueMetadataByFilterTest,
-    GetMetadataFieldsInfoTest,
-    GetMetadataFieldMinMaxTest,
-    GetMetadataFieldUniqueValuesTest,
-):
+class TestMilvusDocumentStoreConformance(KotaeStoreConformance):
     @pytest.fixture
     def document_store(self, tmp_path, milvus_server) -> MilvusDocumentStore:
         store = _open(tmp_path, milvus_server)
@@ -61,24 +48,3 @@ class TestMilvusDocumentStoreConformance(
             assert (got.embedding is None) == (want.embedding is None), got.id
             if want.embedding is not None:
                 np.testing.assert_allclose(got.embedding, want.embedding, rtol=1e-6, atol=1e-7)
-
-    def test_write_documents(self, document_store: MilvusDocumentStore) -> None:
-        """Default policy is FAIL, as in Haystack's in-memory store and kotae's."""
-        from haystack.document_stores.errors import DuplicateDocumentError
-
-        doc = Document(content="test doc", embedding=[0.1, 0.2, 0.3])
-        assert document_store.write_documents([doc]) == 1
-        with pytest.raises(DuplicateDocumentError):
-            document_store.write_documents([doc])
-        self.assert_documents_are_equal(document_store.filter_documents(), [doc])
-
-    def test_reopen_keeps_documents(
-        self, document_store: MilvusDocumentStore, filterable_docs, milvus_server
-    ) -> None:
-        document_store.write_documents(filterable_docs)
-        reopened = MilvusDocumentStore(
-            document_store.folder, uri=milvus_server.uri, collection=document_store.collection
-        )
-        self.assert_documents_are_equal(reopened.filter_documents(), filterable_docs)
-        assert reopened.check_consistency() == []
-        reopened.close()

@@ -103,7 +103,7 @@ def test_training_memorises_and_writes_a_model_folder(workspace: Path) -> None:
     out = outcome.output_dir
     for name in ("config.json", "model.safetensors", "tokenizer.json", "reader_config.json", "metrics.json"):
         assert (out / name).is_file(), name
-    for name in ("model_card.md", "train_log.jsonl", "curves.png", "train_config.yaml"):
+    for name in ("README.md", "train_log.jsonl", "curves.png", "train_config.yaml"):
         assert (out / name).stat().st_size > 0, name
     assert not list(out.glob("checkpoint-*"))  # removed once the model is saved
 
@@ -116,7 +116,7 @@ def test_training_memorises_and_writes_a_model_folder(workspace: Path) -> None:
     assert metrics["dev"]["train"]["n"] == 6
     assert metrics["training"]["global_step"] == 60 and metrics["training"]["sequences_per_second"] > 0
     assert metrics["data"]["features"]["windows"] > 6  # some questions span two windows
-    assert "| train | 6 |" in (out / "model_card.md").read_text()
+    assert "| train | 6 |" in (out / "README.md").read_text()
 
     # labels and decoding agree: the model answers the questions it was trained on
     report = evaluate_folder(str(out), str(workspace / "train.json"))
@@ -173,7 +173,7 @@ def test_cli_train_and_evaluate(workspace: Path) -> None:
     result = runner.invoke(app, ["train", "--config", str(config), *overrides])
     assert result.exit_code == 0, result.output
     assert "dev train: EM" in result.stdout
-    card = (workspace / "cli-run" / "model_card.md").read_text()
+    card = (workspace / "cli-run" / "README.md").read_text()
     assert f"kotae train --config {config} --set base_model=" in card
     assert load_train_config(workspace / "cli-run" / "train_config.yaml").max_steps == 20
 
@@ -221,3 +221,114 @@ def test_slow_tokenizer_is_a_clear_error(workspace: Path, tmp_path: Path) -> Non
     config = load_train_config(None, [*settings(workspace, "slow"), f"base_model={folder}"])
     with pytest.raises(KotaeError, match="slow-model"):
         run_training(config, log=lambda message: None)
+
+
+def test_run_qa_names_and_trainer_args_train_a_hub_ready_folder(workspace: Path, tmp_path: Path) -> None:
+    """A config written with run_qa.py's argument names and a ``trainer_args`` section trains; the
+    folder's card is README.md with Hub metadata, and all_results.json holds run_qa's figures."""
+    import yaml
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config = folder / "run_qa.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(workspace / "base"),
+                "output_dir": str(tmp_path / "out"),
+                "train_file": "../train.json",  # relative to this file, not to the current folder
+                "validation_file": "../train.json",
+                "max_seq_length": 32,
+                "doc_stride": 8,
+                "max_question_length": 12,
+                "n_best_size": 5,
+                "per_device_train_batch_size": 8,
+                "learning_rate": 0.01,
+                "warmup_ratio": 0,
+                "weight_decay": 0,
+                "max_steps": 10,
+                "logging_steps": 2,
+                "save_steps": 10,
+                "disable_tqdm": True,
+                "torch_threads": 1,
+                "trainer_args": {
+                    "lr_scheduler_type": "constant",
+                    "optim": "adafactor",
+                    "gradient_checkpointing": True,
+                    "report_to": "none",
+                },
+            }
+        )
+    )
+    (tmp_path / "train.json").write_text((workspace / "train.json").read_text())
+    loaded = load_train_config(config, ["doc_stride=6", "n_best_size=7"])
+    assert (loaded.stride, loaded.n_best, loaded.max_length, loaded.batch_size) == (6, 7, 32, 8)
+    assert loaded.progress is False and loaded.train_data[0].path == str(tmp_path / "train.json")
+
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    rates = {r["learning_rate"] for r in records if "learning_rate" in r}
+    assert rates == {0.01}  # the constant scheduler from trainer_args, no warmup or decay
+
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and not (out / "model_card.md").exists()
+    metadata = yaml.safe_load(card.split("---\n")[1])
+    assert metadata["pipeline_tag"] == "question-answering"
+    assert metadata["language"] == ["ja", "en"] and metadata["metrics"] == ["exact_match", "f1"]
+    assert {"license", "datasets"} <= set(metadata) and "base_model" not in metadata  # a local base
+    assert metadata["model-index"][0]["results"][0]["metrics"][1]["type"] == "f1"
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_exact_match", "eval_f1", "eval_samples", "train_loss", "epoch"} <= set(results)
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["trainer_args"]["optim"] == "adafactor"
+    assert load_train_config(out / "train_config.yaml").train_data[0].path == str(tmp_path / "train.json")
+
+
+def test_data_paths_are_checked_before_the_model_loads(workspace: Path, tmp_path: Path) -> None:
+    """A missing data path fails first, naming its key, relative to the config file."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config = folder / "c.yaml"
+    config.write_text(
+        "base_model: no-such-model-alias\n"  # loading it would fail with another message
+        f"train_data: {workspace / 'train.json'}\n"
+        "dev_data:\n  - path: ../data/jaquad/dev\n"
+    )
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    message = str(result.exception)
+    assert isinstance(result.exception, KotaeError) and "\n" not in message
+    assert message.startswith("dev_data[0].path: data not found: ")
+    assert str(tmp_path / "data" / "jaquad" / "dev") in message  # beside the config, not the cwd
+    hub = load_train_config(config, ["dev_data=[{path: 'squad:@validation'}]"])
+    with pytest.raises(KotaeError, match=r"^dev_data\[0\].path: 'squad:@validation': .*NAME\[:CONFIG\]"):
+        run_training(hub, log=lambda message: None)
+
+
+def test_card_metadata_names_the_hub_base_and_data() -> None:
+    from kotae.reader_training.report import all_results, card_metadata
+
+    metrics: dict[str, Any] = {
+        "output_dir": "runs/reader-ja",
+        "base_model": "multilingual-e5-small",
+        "hyperparameters": {"language": "ja"},
+        "train_data": [{"path": "/data/jaquad/train"}, {"path": "shunk031/JGLUE:JSQuAD@train"}],
+        "dev": {
+            "jaquad-dev": {"exact_match": 63.19, "f1": 75.744, "n": 3939},
+            "squad": {"exact_match": 1.0, "f1": 2.0, "n": 3},
+        },
+        "training": {"epochs": 2.0, "train_loss": 1.5, "train_seconds": 10.0, "sequences_per_second": 5.0},
+        "data": {"features": {"windows_used": 50}},
+    }
+    metadata = card_metadata(metrics)
+    assert metadata["base_model"] == "intfloat/multilingual-e5-small" and metadata["license"] == "mit"
+    assert metadata["language"] == ["ja"] and metadata["pipeline_tag"] == "question-answering"
+    assert metadata["datasets"] == ["jaquad/train", "shunk031/JGLUE"]
+    result = metadata["model-index"][0]["results"][0]
+    assert result["dataset"]["name"] == "jaquad-dev" and result["metrics"][1] == {
+        "type": "f1",
+        "value": 75.74,
+    }
+    results = all_results(metrics)
+    assert results["eval_f1"] == 75.744 and results["eval_squad_f1"] == 2.0 and results["train_samples"] == 50

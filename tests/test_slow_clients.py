@@ -6,11 +6,8 @@ Over real HTTP on 127.0.0.1: uvicorn runs with :func:`kotae.pipeline.guards.uvic
 
 from __future__ import annotations
 
-import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ import torch
 from kotae.pipeline.guards import ServerAccess, uvicorn_config
 from kotae.pipeline.qa import QuestionAnswerer
 from kotae.pipeline.server import create_app
-from kotae.pipeline.testing import ServedApp, TinySetup, build_tiny_setup, free_port
+from kotae.pipeline.testing import ServedApp, ServedCommand, TinySetup, build_tiny_setup
 
 torch.set_num_threads(1)
 
@@ -130,40 +127,12 @@ def test_patient_enough_clients_and_keep_alive_are_unaffected(server: ServedApp)
 
 
 def test_kotae_serve_cuts_off_a_slowloris_client(setup: TinySetup) -> None:
-    kotae = Path(sys.executable).with_name("kotae")
-    port = free_port()
-    command = [str(kotae), "serve", "--config", str(CONFIGS / "bm25.yaml"), "--port", str(port)]
+    args = ["--config", str(CONFIGS / "bm25.yaml"), "--client-timeout", str(TIMEOUT)]
     for override in setup.overrides:
-        command += ["--set", override]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "HAYSTACK_TELEMETRY_ENABLED": "False",
-    }
-    env.pop("KOTAE_API_KEY", None)
-    process = subprocess.Popen(
-        [*command, "--client-timeout", str(TIMEOUT)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "kotae serve did not start"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        reply, seconds = _trickle(port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", b"a")
+        args += ["--set", override]
+    with ServedCommand(args, timeout=180) as served:
+        reply, seconds = _trickle(served.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", b"a")
         assert reply.startswith(b"HTTP/1.1 408") and seconds < TIMEOUT + SLACK, reply[:200]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_the_client_timeout_is_documented_and_validated() -> None:

@@ -1,4 +1,8 @@
-"""Haystack's own document-store conformance tests, run against FaissDocumentStore."""
+"""Haystack's own document-store conformance tests, run against FaissDocumentStore.
+
+:class:`KotaeStoreConformance` (Haystack's suites plus kotae's own rules) is shared with the Milvus
+store's tests (tests/test_milvus_store.py); each store gives it a ``document_store`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from haystack.testing.document_store import (
 from kotae.indexing.store import FaissDocumentStore
 
 
-class TestFaissDocumentStoreConformance(
+class KotaeStoreConformance(
     DocumentStoreBaseExtendedTests,
     CountDocumentsByFilterTest,
     CountUniqueMetadataByFilterTest,
@@ -24,13 +28,9 @@ class TestFaissDocumentStoreConformance(
     GetMetadataFieldMinMaxTest,
     GetMetadataFieldUniqueValuesTest,
 ):
-    @pytest.fixture
-    def document_store(self, tmp_path) -> FaissDocumentStore:
-        store = FaissDocumentStore(tmp_path / "index")
-        yield store
-        store.close()
+    """Haystack's conformance suites, with kotae's default policy and a re-open through ``to_dict``."""
 
-    def test_write_documents(self, document_store: FaissDocumentStore) -> None:
+    def test_write_documents(self, document_store) -> None:
         """Default policy is FAIL, as in Haystack's in-memory store."""
         from haystack.document_stores.errors import DuplicateDocumentError
 
@@ -40,9 +40,17 @@ class TestFaissDocumentStoreConformance(
             document_store.write_documents([doc])
         self.assert_documents_are_equal(document_store.filter_documents(), [doc])
 
-    def test_reopen_keeps_documents(self, document_store: FaissDocumentStore, filterable_docs) -> None:
+    def test_reopen_keeps_documents(self, document_store, filterable_docs) -> None:
         document_store.write_documents(filterable_docs)
-        reopened = FaissDocumentStore(document_store.path)
+        reopened = type(document_store).from_dict(document_store.to_dict())
         self.assert_documents_are_equal(reopened.filter_documents(), filterable_docs)
         assert reopened.check_consistency() == []
         reopened.close()
+
+
+class TestFaissDocumentStoreConformance(KotaeStoreConformance):
+    @pytest.fixture
+    def document_store(self, tmp_path) -> FaissDocumentStore:
+        store = FaissDocumentStore(tmp_path / "index")
+        yield store
+        store.close()

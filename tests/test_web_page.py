@@ -516,3 +516,40 @@ def test_phone_width_is_readable(open_page: Any) -> None:
         box = page.locator("#doc").bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
         _shot(page, f"phone-document-{scheme}")
+
+
+def test_an_answer_from_a_pdf_shows_its_page(browser: Any, tmp_path: Path) -> None:
+    """A PDF-only corpus: every answer card says "p. N", N being the page its passage lies on."""
+    from kotae.indexing.job import run_index
+    from kotae.indexing.readers import read_corpus
+    from kotae.indexing.testing import write_pdf
+
+    pdf_setup = build_tiny_setup(tmp_path, index=False)
+    for name in list(pdf_setup.texts):
+        (pdf_setup.corpus / name).unlink()
+    pages = [
+        ["Mount Fuji is the highest mountain in Japan.", "It is 3776 metres high."],
+        ["Kyoto became the capital in 794.", "It has many old temples."],
+        ["Tokyo became the capital in 1868."],
+    ]
+    pdf = write_pdf(pdf_setup.corpus / "guide.pdf", pages, title="Japan guide")
+    run_index(pdf_setup.config(), [pdf_setup.corpus])
+    (document,), _ = read_corpus([pdf])
+    config = pdf_setup.config(CONFIGS / "bm25.yaml")
+    with ServedApp(create_app(config, answerer=QuestionAnswerer.from_config(config))) as pdf_server:
+        tab = _Page(browser, pdf_server)
+        page = tab.page
+        page.goto("/")
+        page.fill("#q", "When did Tokyo become the capital?")
+        with page.expect_response(lambda r: "/api/ask" in r.url) as asked:
+            page.press("#q", "Enter")
+        page.wait_for_selector("#results[aria-busy=false] .answer")
+        answers = [a for a in asked.value.json()["answers"] if a["answer"] is not None]
+        cards = page.locator(".answer")
+        assert answers and cards.count() == len(answers)
+        for number, answer in enumerate(answers):
+            on_page = sum(1 for start in document.page_starts if start <= answer["start"])
+            assert answer["page"] == on_page
+            expect(cards.nth(number).locator(".source .page")).to_have_text(f"p. {on_page}")
+        _shot(page, "answer-from-pdf")
+        tab.close()

@@ -6,7 +6,7 @@ prepared base (``kotae models prepare multilingual-e5-small``) into a standard m
 ``AutoModelForQuestionAnswering``, ``kotae evaluate --model DIR`` and kotae's reader load:
 ``config.json`` (``BertForQuestionAnswering``), ``model.safetensors`` (float32), the base's
 tokenizer files, ``reader_config.json`` (windowing/decoding as trained), ``train_log.jsonl``,
-``metrics.json``, ``model_card.md`` and ``curves.png``. The folder is built under a temporary name
+``metrics.json``, the card ``README.md`` and ``curves.png``. The folder is built under a temporary name
 and renamed into place when complete.
 
 Example::
@@ -163,7 +163,7 @@ def unpack(
     from safetensors.numpy import save_file
 
     from kotae.reader_training.evaluate import READER_SETTINGS, DecodeSettings, resolve_reference
-    from kotae.reader_training.report import model_card, plot_curves
+    from kotae.reader_training.report import CARD_FILE, model_card, plot_curves
 
     returned = Path(returned_dir)
     run, tensors = read_returned(returned)
@@ -224,7 +224,7 @@ def unpack(
             "`device_run.json` holds the run's full record. Dev scores above, if any, were measured on "
             "the device by kotae's evaluation code on these fp16 weights; `kotae evaluate` re-measures them.\n"
         )
-        (work / "model_card.md").write_text(card, encoding="utf-8")
+        (work / CARD_FILE).write_text(card, encoding="utf-8")
         plot_curves(records, work / "curves.png")
         if target.exists():
             shutil.rmtree(target)
