@@ -16,12 +16,30 @@ document (the passage's ``meta["start"]`` plus the passage offset, as written by
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from haystack import Document, ExtractedAnswer, component, default_from_dict, default_to_dict
 
 from kotae.pipeline.answers import sentence_around, source_span
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kotae.reader_training.features import Window
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """One question for :meth:`KotaeExtractiveReader.read_many`: ``run``'s arguments."""
+
+    query: str
+    documents: list[Document]
+    top_k: int | None = None
+    max_answer_length: int | None = None
+    no_answer: bool | None = None
 
 
 @component
@@ -114,6 +132,7 @@ class KotaeExtractiveReader:
         self._tokenizer: Any = None
         self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
         self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
+        self._deferred: list[ReadRequest] | None = None  # questions recorded by run() inside deferred()
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component to a dictionary."""
@@ -178,6 +197,9 @@ class KotaeExtractiveReader:
         """
         Read ``documents`` and return the best answers to ``query``, best first.
 
+        While :meth:`deferred` is open, the question is only recorded and no answers are returned
+        (a batch of questions is then read at once by :meth:`read_many`).
+
         :param query: The question.
         :param documents: Passages to read (documents without text are skipped).
         :param top_k: How many answers (defaults to the init value).
@@ -187,37 +209,97 @@ class KotaeExtractiveReader:
             in ``meta``, the sentence around the answer as ``context``, and a score.
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
-        from kotae.reader_training.decode import WindowLogits, choose_answer, decode, softmax
+        request = ReadRequest(query, documents, top_k, max_answer_length, no_answer)
+        if self._deferred is not None:
+            self._deferred.append(request)
+            return {"answers": []}
+        return {"answers": self.read_many([request])[0]}
+
+    @contextmanager
+    def deferred(self) -> Iterator[list[ReadRequest]]:
+        """While open, :meth:`run` records each question it is asked (in the list yielded) and
+        answers nothing, so a server can run its pipeline per question and read them in one batch."""
+        recorded: list[ReadRequest] = []
+        self._deferred = recorded
+        try:
+            yield recorded
+        finally:
+            self._deferred = None
+
+    def read_many(self, requests: Sequence[ReadRequest]) -> list[list[ExtractedAnswer]]:
+        """The answers to each request, as :meth:`run` gives them, with the windows of all requests
+        read by the model together (one length-sorted set of batches instead of one per question).
+
+        Windowing and decoding are per question, so each list is the one :meth:`run` returns for
+        that request alone (scores may differ in the last float digits, padding being different).
+
+        :raises ValueError: If a request's ``top_k`` is not greater than 0.
+        """
         from kotae.reader_training.evaluate import window_logits
         from kotae.reader_training.features import tokenize_windows
 
-        top_k = self.top_k if top_k is None else top_k
-        if top_k <= 0:
-            raise ValueError(f"top_k must be greater than 0, but got {top_k}")
-        with_null = self.no_answer if no_answer is None else no_answer
-        passages = [d for d in documents if d.content]
-        if not passages or not query.strip():
-            return {"answers": []}
+        for request in requests:
+            if request.top_k is not None and request.top_k <= 0:
+                raise ValueError(f"top_k must be greater than 0, but got {request.top_k}")
+        readable = [
+            (number, request.query, [d for d in request.documents if d.content])
+            for number, request in enumerate(requests)
+        ]
+        readable = [
+            (number, query, passages) for number, query, passages in readable if passages and query.strip()
+        ]
+        answers: list[list[ExtractedAnswer]] = [[] for _ in requests]
+        if not readable:
+            return answers
         self.warm_up()
+        questions = [query for _, query, passages in readable for _ in passages]
+        contexts = [d.content or "" for _, _, passages in readable for d in passages]
         settings = self.settings
-        if max_answer_length is not None:
-            settings = replace(settings, max_answer_length=max_answer_length)
-        contexts = [d.content or "" for d in passages]
         windows = tokenize_windows(
             self._tokenizer,
-            [query] * len(contexts),
+            questions,
             contexts,
             settings.max_length,
             settings.stride,
             settings.max_question_length,
         )
         logits = window_logits(self._model, self._tokenizer, windows, settings.batch_size)
+        first = 0
+        for number, _, passages in readable:
+            mine = range(first, first + len(passages))
+            own = [
+                (window, out)
+                for window, out in zip(windows, logits, strict=True)
+                if window.example_index in mine
+            ]
+            answers[number] = self._decode(requests[number], passages, own, first)
+            first += len(passages)
+        return answers
+
+    def _decode(
+        self,
+        request: ReadRequest,
+        passages: list[Document],
+        windows: list[tuple[Window, tuple[np.ndarray, np.ndarray]]],
+        first: int,
+    ) -> list[ExtractedAnswer]:
+        """One question's answers from its windows' logits (contexts numbered from ``first``)."""
+        from kotae.reader_training.decode import WindowLogits, choose_answer, decode, softmax
+
+        query = request.query
+        top_k = self.top_k if request.top_k is None else request.top_k
+        with_null = self.no_answer if request.no_answer is None else request.no_answer
+        settings = self.settings
+        if request.max_answer_length is not None:
+            settings = replace(settings, max_answer_length=request.max_answer_length)
         decoded = decode(
             [
-                WindowLogits(start, end, window.offsets, window.cls_index, context_index=window.example_index)
-                for window, (start, end) in zip(windows, logits, strict=True)
+                WindowLogits(
+                    start, end, window.offsets, window.cls_index, context_index=window.example_index - first
+                )
+                for window, (start, end) in windows
             ],
-            contexts,
+            [d.content or "" for d in passages],
             n_best=settings.n_best,
             max_answer_length=settings.max_answer_length,
             top_k=max(top_k, settings.n_best),
@@ -251,7 +333,7 @@ class KotaeExtractiveReader:
                 meta={"logit_score": decoded.null_score},
             )
             answers = [null, *answers] if null_wins else [*answers, null]
-        return {"answers": answers}
+        return answers
 
     @staticmethod
     def _answer(
