@@ -78,17 +78,15 @@ class QuestionBatcher:
         self.batches = 0
         self.answered = 0
         self._waiting: queue.Queue[Waiting | None] = queue.Queue()
-        self._worker = threading.Thread(target=self._serve, name="kotae-batcher", daemon=True)
+        self._worker: threading.Thread | None = None
         self._starting = threading.Lock()
-        self._closed = False
 
     def submit(self, question: Question) -> Future[dict[str, Any]]:
-        """Queue ``question`` (starting the worker on the first one); the future holds its
+        """Queue ``question`` (starting the worker if it is not running); the future holds its
         ``run`` result or raises its error."""
         with self._starting:
-            if self._closed:
-                raise RuntimeError("the question batcher is closed")
-            if not self._worker.is_alive():
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name="kotae-batcher", daemon=True)
                 self._worker.start()
         future: Future[dict[str, Any]] = Future()
         self._waiting.put((question, future))
@@ -99,12 +97,12 @@ class QuestionBatcher:
         return await asyncio.wrap_future(self.submit(question))
 
     def close(self, timeout: float = 30.0) -> None:
-        """Answer what is queued, then stop the worker (the batcher takes no more questions)."""
+        """Answer what is queued, then stop the worker (a later question starts a new one)."""
         with self._starting:
-            self._closed = True
-        if self._worker.is_alive():
-            self._waiting.put(_STOP)
-            self._worker.join(timeout)
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                self._waiting.put(_STOP)
+                worker.join(timeout)
 
     def _serve(self) -> None:
         while (first := self._waiting.get()) is not None:

@@ -31,6 +31,37 @@ if TYPE_CHECKING:
     from kotae.reader_training.features import Window
 
 
+PAD_MULTIPLE = 16
+"""Batches are padded to a multiple of this many tokens, so windows of different questions share batches."""
+
+
+def padded_lengths(
+    lengths: Sequence[int], owners: Sequence[int], batch_size: int, multiple: int, cap: int | None = None
+) -> list[int]:
+    """The padded length of each window: its question's windows, longest first, in batches of
+    ``batch_size``, each batch padded to its longest window rounded up to ``multiple`` (but not
+    beyond ``cap``, the window length limit, unless the window itself is longer).
+
+    It depends only on the window's own question, so a question read alone or with others gets
+    the same padding (and the same logits).
+
+    >>> padded_lengths([30, 7, 20, 40], owners=[0, 0, 1, 1], batch_size=1, multiple=16)
+    [32, 16, 32, 48]
+    >>> padded_lengths([30, 7, 20, 40], owners=[0, 0, 1, 1], batch_size=2, multiple=16, cap=44)
+    [32, 32, 44, 44]
+    """
+    padded = [0] * len(lengths)
+    for owner in set(owners):
+        mine = sorted((i for i, o in enumerate(owners) if o == owner), key=lambda i: -lengths[i])
+        for first in range(0, len(mine), batch_size):
+            batch = mine[first : first + batch_size]
+            longest = max(lengths[i] for i in batch)
+            rounded = -(-longest // multiple) * multiple
+            for index in batch:
+                padded[index] = max(longest, min(rounded, cap)) if cap else rounded
+    return padded
+
+
 @dataclass(frozen=True)
 class ReadRequest:
     """One question for :meth:`KotaeExtractiveReader.read_many`: ``run``'s arguments."""
@@ -235,7 +266,6 @@ class KotaeExtractiveReader:
 
         :raises ValueError: If a request's ``top_k`` is not greater than 0.
         """
-        from kotae.reader_training.evaluate import window_logits
         from kotae.reader_training.features import tokenize_windows
 
         for request in requests:
@@ -263,7 +293,7 @@ class KotaeExtractiveReader:
             settings.stride,
             settings.max_question_length,
         )
-        logits = window_logits(self._model, self._tokenizer, windows, settings.batch_size)
+        logits = self._logits(windows, [len(passages) for _, _, passages in readable])
         first = 0
         for number, _, passages in readable:
             mine = range(first, first + len(passages))
@@ -275,6 +305,27 @@ class KotaeExtractiveReader:
             answers[number] = self._decode(requests[number], passages, own, first)
             first += len(passages)
         return answers
+
+    def _logits(self, windows: list[Window], passages: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every window's logits, each window padded to the length it would have if its question
+        were read alone (:func:`padded_lengths`), so batching questions together changes no answer;
+        windows of one padded length are read together, whichever question they belong to."""
+        from kotae.reader_training.evaluate import window_logits
+
+        settings = self.settings
+        question_of = [index for index, count in enumerate(passages) for _ in range(count)]
+        owners = [question_of[window.example_index] for window in windows]
+        lengths = [len(window.input_ids) for window in windows]
+        pad = padded_lengths(lengths, owners, settings.batch_size, PAD_MULTIPLE, settings.max_length)
+        results: list[tuple[np.ndarray, np.ndarray]] = [None] * len(windows)  # type: ignore[list-item]
+        for length in sorted(set(pad), reverse=True):
+            chosen = [index for index, padded in enumerate(pad) if padded == length]
+            read = window_logits(
+                self._model, self._tokenizer, [windows[i] for i in chosen], settings.batch_size, pad_to=length
+            )
+            for index, out in zip(chosen, read, strict=True):
+                results[index] = out
+        return results
 
     def _decode(
         self,

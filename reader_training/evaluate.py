@@ -87,10 +87,16 @@ class EvalReport:
 
 
 def window_logits(
-    model: Any, tokenizer: Any, windows: Sequence[Window], batch_size: int, progress: bool = False
+    model: Any,
+    tokenizer: Any,
+    windows: Sequence[Window],
+    batch_size: int,
+    progress: bool = False,
+    pad_to: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Start/end logits for every window (trimmed to its length), in the order given; ``progress``
-    shows a bar on a terminal."""
+    shows a bar on a terminal. Each batch is padded to its longest window, or to ``pad_to`` tokens
+    when given (a window's logits depend on its padded length, not on the other windows in its batch)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -105,7 +111,10 @@ def window_logits(
             for first in tqdm(starts_at, desc="reading", unit="batch", disable=None if progress else True):
                 batch_ids = order[first : first + batch_size]
                 batch = tokenizer.pad(
-                    [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="pt"
+                    [windows[i].model_inputs() for i in batch_ids],
+                    padding="max_length" if pad_to else True,
+                    max_length=pad_to,
+                    return_tensors="pt",
                 )
                 batch = {k: v.to(device) for k, v in batch.items()}
                 output = model(**batch)
