@@ -205,6 +205,14 @@ def serve(
             "slower clients get 408 and are disconnected",
         ),
     ] = 10.0,
+    max_batch: Annotated[
+        int,
+        typer.Option(min=1, max=256, help="questions read together in one batch at most (1: one at a time)"),
+    ] = 8,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(min=0, max=1000, help="milliseconds a question waits for others to join its batch"),
+    ] = 5.0,
 ) -> None:
     """Serve the pipeline over HTTP: the page at /, POST /ask, GET /health, /openapi.json (loads the models once).
 
@@ -218,6 +226,7 @@ def serve(
     import uvicorn
 
     from kotae.errors import KotaeError
+    from kotae.pipeline.batcher import BatchSettings
     from kotae.pipeline.guards import ServerAccess, check_bind, uvicorn_config
     from kotae.pipeline.remote import config_digest, local_url, remove_record, write_record
     from kotae.pipeline.server import ServerLimits, create_app
@@ -241,6 +250,7 @@ def serve(
         config_path=config,
         limits=ServerLimits(max_body_bytes=max_body_bytes),
         access=access,
+        batching=BatchSettings(max_batch=max_batch, max_wait_ms=batch_wait_ms),
     )
     keyed = "API key required" if api_key else "no API key"
     shown = f"[{host}]" if ":" in host else host
