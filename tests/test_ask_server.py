@@ -164,3 +164,11 @@ def test_auto_finds_the_server_of_the_same_index_and_config(
     process.send_signal(signal.SIGINT)
     process.wait(30)
     assert not (setup.index_dir / RECORD_FILE).exists()
+
+
+def test_asking_in_process_skips_sentence_transformers(setup: TinySetup) -> None:
+    config = ROOT / "configs" / "pipeline" / "default.yaml"  # hybrid: the question is embedded
+    completed, report = _kotae(["ask", "--config", str(config), "--json", QUESTIONS[0], *_sets(setup)])
+    assert report["code"] == 0, completed.stderr
+    assert _answers(completed.stdout)[0]
+    assert "torch" in report["heavy"] and "sentence_transformers" not in report["heavy"]
