@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="questions per language (default: all)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
