@@ -42,7 +42,9 @@ def main() -> None:
     qa = QuestionAnswerer.from_config(config)
     data = json.loads((ROOT / "examples" / "questions.json").read_text(encoding="utf-8"))
     questions = [
-        Question(item["question"], args.top_k) for lang in ("ja", "en") for item in data.get(lang, [])
+        Question(item["question"], args.top_k)
+        for lang in ("ja", "en")
+        for item in data.get(lang, [])[: args.limit]
     ]
     qa.run_many(questions[:2])  # warm: first forward passes
 
