@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 KOTAE_MODULES: tuple[str, ...] = (
     "kotae.pipeline.reader",
+    "kotae.indexing.query_embedder",
     "kotae.indexing.retriever",
     "kotae.indexing.bm25",
     "kotae.indexing.store",
@@ -223,6 +224,37 @@ def _device(name: str | None) -> Any:
     return ComponentDevice.from_str(name) if name else None
 
 
+def query_embedder(config: PipelineConfig, embedder_dir: Path) -> Any:
+    """The question embedder: kotae's :class:`~kotae.indexing.query_embedder.QueryEmbedder` when it
+    computes this folder's vectors exactly (no sentence-transformers import: a faster start), else
+    Haystack's ``SentenceTransformersTextEmbedder``."""
+    from kotae.indexing.query_embedder import QueryEmbedder, plain_folder
+
+    if plain_folder(embedder_dir):
+        return QueryEmbedder(
+            model=str(embedder_dir),
+            prefix=config.embedder.query_prefix,
+            normalize_embeddings=True,
+            device=config.embedder.device,
+            model_kwargs={"use_safetensors": True},
+        )
+    from haystack_integrations.components.embedders.sentence_transformers import (
+        SentenceTransformersTextEmbedder,
+    )
+
+    return SentenceTransformersTextEmbedder(
+        model=str(embedder_dir),
+        device=_device(config.embedder.device),
+        prefix=config.embedder.query_prefix,
+        batch_size=config.embedder.batch_size,
+        progress_bar=False,
+        normalize_embeddings=True,
+        local_files_only=True,
+        trust_remote_code=False,
+        model_kwargs={"use_safetensors": True},  # never a pickled pytorch_model.bin
+    )
+
+
 def build_components(config: PipelineConfig, check_models: bool = True) -> dict[str, Any]:
     """The named components the config asks for (not warmed up; no model is loaded here).
 
@@ -237,26 +269,12 @@ def build_components(config: PipelineConfig, check_models: bool = True) -> dict[
     components: dict[str, Any] = {}
     store = open_store(config)
     if retriever.type in ("dense", "hybrid"):
-        from haystack_integrations.components.embedders.sentence_transformers import (
-            SentenceTransformersTextEmbedder,
-        )
-
         from kotae.indexing.embedder import resolve_embedder_dir
 
         embedder_dir = resolve_embedder_dir(config.embedder.model)
         if check_models:
             require_safetensors(embedder_dir, "embedder")
-        components["query_embedder"] = SentenceTransformersTextEmbedder(
-            model=str(embedder_dir),
-            device=_device(config.embedder.device),
-            prefix=config.embedder.query_prefix,
-            batch_size=config.embedder.batch_size,
-            progress_bar=False,
-            normalize_embeddings=True,
-            local_files_only=True,
-            trust_remote_code=False,
-            model_kwargs={"use_safetensors": True},  # never a pickled pytorch_model.bin
-        )
+        components["query_embedder"] = query_embedder(config, embedder_dir)
         components["dense_retriever"] = FaissEmbeddingRetriever(store, top_k=retriever.top_k)
     if retriever.type in ("bm25", "hybrid"):
         components["bm25_retriever"] = BM25Retriever(

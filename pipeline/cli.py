@@ -1,6 +1,7 @@
 """``kotae ask``, ``kotae serve`` and ``kotae pipeline show``: thin typer shells over :mod:`kotae.pipeline.qa`.
 
-Heavy imports (torch, transformers, Haystack) happen inside the commands so ``kotae --help`` stays fast.
+Heavy imports (torch, transformers, Haystack) happen inside the commands so ``kotae --help`` stays
+fast, and ``kotae ask --server`` (:mod:`kotae.pipeline.remote`) never makes them.
 """
 
 from __future__ import annotations
@@ -62,29 +63,71 @@ def ask(
         bool, typer.Option("--json", help="print one JSON object per question (one per line)")
     ] = False,
     set_: SetOption = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="ask a running kotae serve at this URL instead of loading the models here; 'auto': the "
+            "server recorded in the index folder when it serves the same config, else answer here",
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KOTAE_API_KEY", show_envvar=True, help="the --server's API key, if it needs one"
+        ),
+    ] = None,
 ) -> None:
     """Answer questions from the indexed documents: best answers with score, source and the sentence around them.
 
     Several questions share one pipeline load: kotae ask '富士山の高さは？' 'Who wrote Hamlet?'
     """
-    _quiet()
     from kotae.errors import KotaeError
-    from kotae.pipeline.answers import answer_record
-    from kotae.pipeline.qa import QuestionAnswerer
 
     for question in questions:
         if not question.strip():
             raise KotaeError("a question is empty; ask something, e.g. kotae ask '富士山の高さは？'")
-    settings = _load_config(config, set_, index_dir)
-    answerer = QuestionAnswerer.from_config(settings, config_path=config)
+    url = server
+    if server == "auto":
+        from kotae.pipeline.remote import config_digest, recorded_server
+
+        settings = _load_config(config, set_, index_dir)
+        url = recorded_server(settings.index_dir, config_digest(settings))
+    answers = _remote_answers(url, api_key) if url else _local_answers(config, set_, index_dir)
     for number, question in enumerate(questions):
-        records = [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
+        records = answers(question, top_k)
         if json:
             typer.echo(json_module.dumps({"question": question, "answers": records}, ensure_ascii=False))
             continue
         if number:
             typer.echo("")
         _print_answers(question, records)
+
+
+def _remote_answers(url: str, api_key: str | None) -> Any:
+    """Answers from the ``kotae serve`` at ``url`` (no model is loaded here)."""
+    from kotae.pipeline.remote import ask_server
+
+    def answers(question: str, top_k: int | None) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = ask_server(url, question, top_k, api_key)["answers"]
+        return records
+
+    return answers
+
+
+def _local_answers(config: Path | None, set_: list[str] | None, index_dir: Path | None) -> Any:
+    """Answers from the pipeline loaded here, once for all questions."""
+    _quiet()
+    from kotae.pipeline.answers import answer_record
+    from kotae.pipeline.qa import QuestionAnswerer
+
+    settings = _load_config(config, set_, index_dir)
+    answerer = QuestionAnswerer.from_config(settings, config_path=config)
+
+    def answers(question: str, top_k: int | None) -> list[dict[str, Any]]:
+        return [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
+
+    return answers
 
 
 def _print_answers(question: str, records: list[dict[str, Any]]) -> None:
@@ -159,8 +202,19 @@ def serve(
             "slower clients get 408 and are disconnected",
         ),
     ] = 10.0,
+    max_batch: Annotated[
+        int,
+        typer.Option(min=1, max=256, help="questions read together in one batch at most (1: one at a time)"),
+    ] = 8,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(min=0, max=1000, help="milliseconds a question waits for others to join its batch"),
+    ] = 5.0,
 ) -> None:
     """Serve the pipeline over HTTP: the page at /, POST /ask, GET /health, /openapi.json (loads the models once).
+
+    Questions that arrive together are read in one batch. While it runs, the server is recorded in
+    the index folder (serve.json), for `kotae ask --server auto`.
 
     Only requests for the bound address's names (localhost, 127.0.0.1 and ::1 on loopback; any IP
     address and this machine's name on 0.0.0.0) and --allowed-host names are answered; others get 400.
@@ -169,7 +223,9 @@ def serve(
     import uvicorn
 
     from kotae.errors import KotaeError
+    from kotae.pipeline.batcher import BatchSettings
     from kotae.pipeline.guards import ServerAccess, check_bind, uvicorn_config
+    from kotae.pipeline.remote import config_digest, local_url, remove_record, write_record
     from kotae.pipeline.server import ServerLimits, create_app
 
     api_key = api_key or None
@@ -191,11 +247,16 @@ def serve(
         config_path=config,
         limits=ServerLimits(max_body_bytes=max_body_bytes),
         access=access,
+        batching=BatchSettings(max_batch=max_batch, max_wait_ms=batch_wait_ms),
     )
     keyed = "API key required" if api_key else "no API key"
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"kotae: serving on http://{shown}:{port} (docs at /docs; {keyed})", err=True)
-    uvicorn.Server(uvicorn_config(app, host, port, access)).run()
+    record = write_record(settings.index_dir, local_url(host, port), config_digest(settings), bool(api_key))
+    try:
+        uvicorn.Server(uvicorn_config(app, host, port, access)).run()
+    finally:
+        remove_record(record)
 
 
 @pipeline_app.command("show")

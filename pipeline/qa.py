@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,16 @@ from kotae.pipeline.config import PipelineConfig
 
 if TYPE_CHECKING:
     from haystack import ExtractedAnswer, Pipeline
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question for :meth:`QuestionAnswerer.run_many`: :meth:`QuestionAnswerer.run`'s arguments."""
+
+    text: str
+    top_k: int | None = None
+    filters: dict[str, Any] | None = None
+    include_outputs_from: set[str] | None = None
 
 
 class QuestionAnswerer:
@@ -83,23 +94,70 @@ class QuestionAnswerer:
         longer read (damaged after start-up) an :class:`IndexUnavailable` naming the file and the
         command that rebuilds it; anything else propagates.
         """
+        with self._lock:
+            return self._run(Question(question, top_k, filters, include_outputs_from))
+
+    def run_many(self, questions: list[Question]) -> list[dict[str, Any] | BaseException]:
+        """Each question's :meth:`run` result, or the error :meth:`run` would raise for it, under one lock.
+
+        With kotae's reader, every question goes through the pipeline with the reader deferred
+        (retrieval only), then the reader reads all their passages in one batch
+        (:meth:`~kotae.pipeline.reader.KotaeExtractiveReader.read_many`): the same windows and the
+        same decoder, so the same answers as one question at a time. Should the batch fail, the
+        questions are run again one by one, so each gets its own answer or error.
+        """
+        with self._lock:
+            reader = self.pipeline.get_component("reader") if "reader" in self.components else None
+            if len(questions) == 1 or not hasattr(reader, "read_many"):
+                return [self._attempt(question) for question in questions]
+            try:
+                return self._batched(reader, questions)
+            except Exception:
+                return [self._attempt(question) for question in questions]
+
+    def _batched(self, reader: Any, questions: list[Question]) -> list[dict[str, Any] | BaseException]:
+        """Retrieval per question with the reader deferred, then one :meth:`read_many` for all."""
+        outcomes: list[dict[str, Any] | BaseException] = []
+        with reader.deferred() as requests:
+            for question in questions:
+                recorded = len(requests)
+                outcome = self._attempt(question)
+                if not isinstance(outcome, BaseException) and len(requests) == recorded:
+                    raise RuntimeError("the pipeline answered without reaching its reader")
+                outcomes.append(outcome)
+        read = reader.read_many(requests)
+        answered = iter(read)
+        for outcome in outcomes:
+            if not isinstance(outcome, BaseException):
+                outcome["reader"] = {"answers": next(answered)}
+        return outcomes
+
+    def _attempt(self, question: Question) -> dict[str, Any] | BaseException:
+        try:
+            return self._run(question)
+        except Exception as error:
+            return error
+
+    def _run(self, question: Question) -> dict[str, Any]:
+        """:meth:`run` without the lock."""
         from haystack.core.errors import PipelineRuntimeError
         from haystack.document_stores.errors import DocumentStoreError
         from haystack.errors import FilterError
 
-        data = self.inputs(question, top_k, filters)
-        with self._lock:
-            try:
-                result: dict[str, Any] = self.pipeline.run(data, include_outputs_from=include_outputs_from)
-            except PipelineRuntimeError as error:
-                cause = error.__cause__
-                if isinstance(cause, KotaeError):
-                    raise cause from None
-                if isinstance(cause, sqlite3.DatabaseError):
-                    raise IndexUnavailable(self._damaged(error.component_name, cause)) from None
-                if isinstance(cause, (ValueError, DocumentStoreError, FilterError)):
-                    raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
-                raise
+        data = self.inputs(question.text, question.top_k, question.filters)
+        try:
+            result: dict[str, Any] = self.pipeline.run(
+                data, include_outputs_from=question.include_outputs_from
+            )
+        except PipelineRuntimeError as error:
+            cause = error.__cause__
+            if isinstance(cause, KotaeError):
+                raise cause from None
+            if isinstance(cause, sqlite3.DatabaseError):
+                raise IndexUnavailable(self._damaged(error.component_name, cause)) from None
+            if isinstance(cause, (ValueError, DocumentStoreError, FilterError)):
+                raise KotaeError(f"{error.component_name}: {cause}".splitlines()[0]) from None
+            raise
         return result
 
     def _damaged(self, component: str | None, error: sqlite3.DatabaseError) -> str:

@@ -19,7 +19,9 @@ document (the passage's ``meta["start"]`` plus the passage offset, as written by
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +32,49 @@ from kotae.pipeline.ranking import Evidence, combined_scores, rank_order, retrie
 
 if TYPE_CHECKING:
     from kotae.reader_training.decode import Decoded, Span
+    from kotae.reader_training.features import Window
+
+
+PAD_MULTIPLE = 16
+"""Batches are padded to a multiple of this many tokens, so windows of different questions share batches."""
+
+
+def padded_lengths(
+    lengths: Sequence[int], owners: Sequence[int], batch_size: int, multiple: int, cap: int | None = None
+) -> list[int]:
+    """The padded length of each window: its question's windows, longest first, in batches of
+    ``batch_size``, each batch padded to its longest window rounded up to ``multiple`` (but not
+    beyond ``cap``, the window length limit, unless the window itself is longer).
+
+    It depends only on the window's own question, so a question read alone or with others gets
+    the same padding (and the same logits).
+
+    >>> padded_lengths([30, 7, 20, 40], owners=[0, 0, 1, 1], batch_size=1, multiple=16)
+    [32, 16, 32, 48]
+    >>> padded_lengths([30, 7, 20, 40], owners=[0, 0, 1, 1], batch_size=2, multiple=16, cap=44)
+    [32, 32, 44, 44]
+    """
+    padded = [0] * len(lengths)
+    for owner in set(owners):
+        mine = sorted((i for i, o in enumerate(owners) if o == owner), key=lambda i: -lengths[i])
+        for first in range(0, len(mine), batch_size):
+            batch = mine[first : first + batch_size]
+            longest = max(lengths[i] for i in batch)
+            rounded = -(-longest // multiple) * multiple
+            for index in batch:
+                padded[index] = max(longest, min(rounded, cap)) if cap else rounded
+    return padded
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """One question for :meth:`KotaeExtractiveReader.read_many`: ``run``'s arguments."""
+
+    query: str
+    documents: list[Document]
+    top_k: int | None = None
+    max_answer_length: int | None = None
+    no_answer: bool | None = None
 
 
 @component
@@ -150,6 +195,7 @@ class KotaeExtractiveReader:
         self._tokenizer: Any = None
         self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
         self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
+        self._deferred: list[ReadRequest] | None = None  # questions recorded by run() inside deferred()
 
     def to_dict(self) -> dict[str, Any]:
         """Serialise the component to a dictionary."""
@@ -219,6 +265,9 @@ class KotaeExtractiveReader:
         """
         Read ``documents`` and return the best answers to ``query``, best first.
 
+        While :meth:`deferred` is open, the question is only recorded and no answers are returned
+        (a batch of questions is then read at once by :meth:`read_many`).
+
         :param query: The question.
         :param documents: Passages to read (documents without text are skipped).
         :param top_k: How many answers (defaults to the init value).
@@ -228,16 +277,141 @@ class KotaeExtractiveReader:
             in ``meta``, the sentence around the answer as ``context``, and a score.
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
+        request = ReadRequest(query, documents, top_k, max_answer_length, no_answer)
+        if self._deferred is not None:
+            self._deferred.append(request)
+            return {"answers": []}
+        return {"answers": self.read_many([request])[0]}
+
+    @contextmanager
+    def deferred(self) -> Iterator[list[ReadRequest]]:
+        """While open, :meth:`run` records each question it is asked (in the list yielded) and
+        answers nothing, so a server can run its pipeline per question and read them in one batch."""
+        recorded: list[ReadRequest] = []
+        self._deferred = recorded
+        try:
+            yield recorded
+        finally:
+            self._deferred = None
+
+    def read_many(self, requests: Sequence[ReadRequest]) -> list[list[ExtractedAnswer]]:
+        """The answers to each request, as :meth:`run` gives them, with the windows of all requests
+        read by the model together (one length-sorted set of batches instead of one per question).
+
+        Windowing, decoding and ranking are per question, and each window is padded as its question
+        alone would pad it, so each list is the one :meth:`run` returns for that request alone (on
+        the torch runtimes exactly; int8 ONNX quantises activations per batch, so its scores may
+        move in the last digits).
+
+        :raises ValueError: If a request's ``top_k`` is not greater than 0.
+        """
+        for request in requests:
+            if request.top_k is not None and request.top_k <= 0:
+                raise ValueError(f"top_k must be greater than 0, but got {request.top_k}")
+        readable = [
+            (number, replace(request, documents=[d for d in request.documents if d.content]))
+            for number, request in enumerate(requests)
+        ]
+        readable = [(n, r) for n, r in readable if r.documents and r.query.strip()]
+        answers: list[list[ExtractedAnswer]] = [[] for _ in requests]
+        decoded = self._decode_all([request for _, request in readable])
+        for (number, request), spans in zip(readable, decoded, strict=True):
+            answers[number] = self._answers(request, spans)
+        return answers
+
+    def read(
+        self, query: str, passages: list[Document], top_k: int, max_answer_length: int | None = None
+    ) -> Decoded:
+        """The decoder's candidate spans for ``query`` in ``passages`` (every passage has text),
+        ranked by the reader's own score; ``span.context_index`` is the passage's position.
+
+        With the retriever's evidence in play (``retriever_weight > 0``) every passage's best spans are
+        kept as candidates, so that the combined ranking can lift a lower-scored passage's span.
+        """
+        return self._decode_all([ReadRequest(query, passages, top_k, max_answer_length)])[0]
+
+    def _decode_all(self, requests: Sequence[ReadRequest]) -> list[Decoded]:
+        """Each request's decoded spans, all requests' windows read by the model together."""
+        from kotae.reader_training.features import tokenize_windows
+
+        if not requests:
+            return []
+        self.warm_up()
+        settings = self.settings
+        windows = tokenize_windows(
+            self._tokenizer,
+            [request.query for request in requests for _ in request.documents],
+            [d.content or "" for request in requests for d in request.documents],
+            settings.max_length,
+            settings.stride,
+            settings.max_question_length,
+        )
+        logits = self._logits(windows, [len(request.documents) for request in requests])
+        decoded: list[Decoded] = []
+        first = 0
+        for request in requests:
+            mine = range(first, first + len(request.documents))
+            own = [
+                (window, out)
+                for window, out in zip(windows, logits, strict=True)
+                if window.example_index in mine
+            ]
+            decoded.append(self._decode(request, own, first))
+            first += len(request.documents)
+        return decoded
+
+    def _logits(self, windows: list[Window], passages: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every window's logits, each window padded to the length it would have if its question
+        were read alone (:func:`padded_lengths`), so batching questions together changes no answer;
+        windows of one padded length are read together, whichever question they belong to."""
+        settings = self.settings
+        question_of = [index for index, count in enumerate(passages) for _ in range(count)]
+        owners = [question_of[window.example_index] for window in windows]
+        lengths = [len(window.input_ids) for window in windows]
+        pad = padded_lengths(lengths, owners, settings.batch_size, PAD_MULTIPLE, settings.max_length)
+        results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(windows)
+        for length in sorted(set(pad), reverse=True):
+            chosen = [index for index, padded in enumerate(pad) if padded == length]
+            read = self._model.window_logits([windows[i] for i in chosen], settings.batch_size, pad_to=length)
+            for index, out in zip(chosen, read, strict=True):
+                results[index] = out
+        return results
+
+    def _decode(
+        self, request: ReadRequest, windows: list[tuple[Window, tuple[np.ndarray, np.ndarray]]], first: int
+    ) -> Decoded:
+        """One question's candidate spans from its windows' logits (its contexts numbered from ``first``)."""
+        from kotae.reader_training.decode import WindowLogits, decode
+
+        top_k = self.top_k if request.top_k is None else request.top_k
+        settings = self.settings
+        if request.max_answer_length is not None:
+            settings = replace(settings, max_answer_length=request.max_answer_length)
+        passages = request.documents
+        candidates = max(top_k, settings.n_best) * (len(passages) if self.retriever_weight > 0 else 1)
+        return decode(
+            [
+                WindowLogits(
+                    start, end, window.offsets, window.cls_index, context_index=window.example_index - first
+                )
+                for window, (start, end) in windows
+            ],
+            [d.content or "" for d in passages],
+            n_best=settings.n_best,
+            max_answer_length=settings.max_answer_length,
+            top_k=candidates,
+            relative_to_null=self.relative_scores,
+            refine=self._refine,
+        )
+
+    def _answers(self, request: ReadRequest, decoded: Decoded) -> list[ExtractedAnswer]:
+        """One question's answers, best first by the ranking score (:meth:`span_scores`), with the
+        no-answer first or last when asked for."""
         from kotae.reader_training.decode import choose_answer, softmax
 
-        top_k = self.top_k if top_k is None else top_k
-        if top_k <= 0:
-            raise ValueError(f"top_k must be greater than 0, but got {top_k}")
-        with_null = self.no_answer if no_answer is None else no_answer
-        passages = [d for d in documents if d.content]
-        if not passages or not query.strip():
-            return {"answers": []}
-        decoded = self.read(query, passages, top_k, max_answer_length)
+        query, passages = request.query, request.documents
+        top_k = self.top_k if request.top_k is None else request.top_k
+        with_null = self.no_answer if request.no_answer is None else request.no_answer
         combined = self.span_scores(decoded, passages)
         order = rank_order(combined)
         has_null = decoded.null_score is not None
@@ -275,47 +449,7 @@ class KotaeExtractiveReader:
                 meta={"logit_score": decoded.null_score},
             )
             answers = [null, *answers] if null_wins else [*answers, null]
-        return {"answers": answers}
-
-    def read(
-        self, query: str, passages: list[Document], top_k: int, max_answer_length: int | None = None
-    ) -> Decoded:
-        """The decoder's candidate spans for ``query`` in ``passages`` (all windowed and read together),
-        ranked by the reader's own score; ``span.context_index`` is the passage's position.
-
-        With the retriever's evidence in play (``retriever_weight > 0``) every passage's best spans are
-        kept as candidates, so that the combined ranking can lift a lower-scored passage's span.
-        """
-        from kotae.reader_training.decode import WindowLogits, decode
-        from kotae.reader_training.features import tokenize_windows
-
-        self.warm_up()
-        settings = self.settings
-        if max_answer_length is not None:
-            settings = replace(settings, max_answer_length=max_answer_length)
-        contexts = [d.content or "" for d in passages]
-        windows = tokenize_windows(
-            self._tokenizer,
-            [query] * len(contexts),
-            contexts,
-            settings.max_length,
-            settings.stride,
-            settings.max_question_length,
-        )
-        logits = self._model.window_logits(windows, settings.batch_size)
-        candidates = max(top_k, settings.n_best) * (len(contexts) if self.retriever_weight > 0 else 1)
-        return decode(
-            [
-                WindowLogits(start, end, window.offsets, window.cls_index, context_index=window.example_index)
-                for window, (start, end) in zip(windows, logits, strict=True)
-            ],
-            contexts,
-            n_best=settings.n_best,
-            max_answer_length=settings.max_answer_length,
-            top_k=candidates,
-            relative_to_null=self.relative_scores,
-            refine=self._refine,
-        )
+        return answers
 
     def span_scores(self, decoded: Decoded, passages: list[Document]) -> np.ndarray:
         """Each decoded span's ranking score: the reader's score combined with its passage's retrieval

@@ -7,9 +7,11 @@
 - The OpenAPI schema at ``/openapi.json``, rendered for people at ``/docs`` by kotae's own page
   (pipeline/web.py); FastAPI's Swagger UI and ReDoc, which load scripts from a CDN, are off.
 
-The pipeline is built and its models loaded once, when the app is created. Requests run in
-FastAPI's thread pool, and :class:`~kotae.pipeline.qa.QuestionAnswerer` lets one question at a time
-through the pipeline (its components are not assumed to be thread-safe). Bodies larger than
+The pipeline is built and its models loaded once, when the app is created. Questions (``/ask``,
+``/api/ask``) are handed to a :class:`~kotae.pipeline.batcher.QuestionBatcher`: one worker thread
+owns the pipeline (its components are not assumed to be thread-safe) and answers the questions
+that arrive together in one batch, while the event loop goes on serving the page, ``/health`` and
+the other routes (they run in FastAPI's thread pool). The worker stops when the app shuts down. Bodies larger than
 ``max_body_bytes`` get 413, malformed JSON 400, bad fields 422, each with a one-line ``error``. An
 index that SQLite can no longer read (``store.sqlite3`` damaged or cut short while serving) gives
 503 with one line naming the file and the command that rebuilds it. Any other unexpected failure
@@ -30,6 +32,8 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kotae.errors import IndexUnavailable, KotaeError
+from kotae.pipeline.batcher import BatchSettings, QuestionBatcher
 from kotae.pipeline.config import PipelineConfig
 from kotae.pipeline.guards import SECURITY_HEADERS, ServerAccess, add_access
-from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.qa import Question, QuestionAnswerer
 from kotae.pipeline.schemas import ERROR_RESPONSES, AskRequest, AskResponse, Health
 from kotae.terminal import printable
 
@@ -123,6 +128,7 @@ def create_app(
     limits: ServerLimits | None = None,
     answerer: QuestionAnswerer | None = None,
     access: ServerAccess | None = None,
+    batching: BatchSettings | None = None,
 ) -> FastAPI:
     """The FastAPI app for ``config``; the pipeline is built and warmed up here, once.
 
@@ -132,11 +138,21 @@ def create_app(
     :param answerer: An already loaded pipeline (tests, benchmarks); built from ``config`` if None.
     :param access: Host names, API key, CORS origins and client deadlines (:mod:`kotae.pipeline.guards`);
         by default a loopback server with no key.
+    :param batching: How questions are batched (:mod:`kotae.pipeline.batcher`); ``max_batch=1``
+        answers one at a time.
     :raises KotaeError: If the index is missing or a model cannot be loaded.
     """
     limits = limits or ServerLimits()
     qa = answerer or QuestionAnswerer.from_config(config, config_path)
+    batcher = QuestionBatcher(qa, batching)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="kotae",
         summary="Open-domain question answering over your indexed documents (Japanese and English).",
         version="0.1.0",
@@ -144,16 +160,19 @@ def create_app(
         docs_url=None,  # kotae's own /docs page (pipeline/web.py); Swagger UI and ReDoc need a CDN
         redoc_url=None,
     )
+    app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     add_access(app, access or ServerAccess())  # outside BodyLimit: key first, then size
 
     add_error_handlers(app, config, config_path)
-    app.include_router(api_router(config, config_path, qa), responses=ERROR_RESPONSES)  # /ask, /health
+    app.include_router(
+        api_router(config, config_path, qa, batcher), responses=ERROR_RESPONSES
+    )  # /ask, /health
 
     from kotae.pipeline.web import web_router
 
     app.include_router(
-        web_router(config, qa), responses=ERROR_RESPONSES
+        web_router(config, qa, batcher), responses=ERROR_RESPONSES
     )  # the question page at / (pipeline/web.py)
     from kotae.pipeline.feedback_api import feedback_router
 
@@ -226,17 +245,20 @@ def _where(request: Request) -> str:
     return printable(f"{request.method} {request.url.path}")
 
 
-def api_router(config: PipelineConfig, config_path: str | Path | None, qa: QuestionAnswerer) -> APIRouter:
-    """``POST /ask`` and ``GET /health`` over the warmed-up pipeline ``qa``."""
+def api_router(
+    config: PipelineConfig, config_path: str | Path | None, qa: QuestionAnswerer, batcher: QuestionBatcher
+) -> APIRouter:
+    """``POST /ask`` (answered by ``batcher``) and ``GET /health`` over the warmed-up pipeline ``qa``."""
     from kotae.pipeline.answers import answer_record
     from kotae.pipeline.build import require_index
 
     router = APIRouter()
 
     @router.post("/ask", response_model=AskResponse, summary="Answer a question from the indexed documents")
-    def ask(request: AskRequest) -> dict[str, Any]:
+    async def ask(request: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        answers = qa.ask(request.question, top_k=request.top_k, filters=request.filters)
+        result = await batcher.ask(Question(request.question, request.top_k, request.filters))
+        answers = result["reader"]["answers"]
         return {
             "question": request.question,
             "answers": [answer_record(answer) for answer in answers],

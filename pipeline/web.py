@@ -39,10 +39,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from kotae.pipeline.answers import answer_record
+from kotae.pipeline.batcher import QuestionBatcher
 from kotae.pipeline.build import COMPONENTS
 from kotae.pipeline.config import PipelineConfig
 from kotae.pipeline.guards import SECURITY_HEADERS
-from kotae.pipeline.qa import QuestionAnswerer
+from kotae.pipeline.qa import Question, QuestionAnswerer
 from kotae.pipeline.schemas import MAX_TOP_K, AskRequest
 
 if TYPE_CHECKING:
@@ -152,12 +153,13 @@ def index_changed_at(index_dir: Path) -> str | None:
 # ---------------------------------------------------------------------------------------- the pipeline
 
 
-def run_question(
-    qa: QuestionAnswerer, question: str, top_k: int | None, filters: dict[str, Any] | None
+async def run_question(
+    batcher: QuestionBatcher, question: str, top_k: int | None, filters: dict[str, Any] | None
 ) -> tuple[list[ExtractedAnswer], list[Document]]:
-    """The reader's answers and the passages the retrievers gave it, from one (locked) pipeline run."""
-    retriever = next((name for name in RETRIEVER_OUTPUTS if name in qa.components), None)
-    result = qa.run(question, top_k, filters, include_outputs_from={retriever} if retriever else None)
+    """The reader's answers and the passages the retrievers gave it, from one pipeline run (batched)."""
+    retriever = next((name for name in RETRIEVER_OUTPUTS if name in batcher.qa.components), None)
+    outputs = {retriever} if retriever else None
+    result = await batcher.ask(Question(question, top_k, filters, include_outputs_from=outputs))
     answers: list[ExtractedAnswer] = result["reader"]["answers"]
     passages: list[Document] = result.get(retriever, {}).get("documents", []) if retriever else []
     return answers, passages
@@ -307,11 +309,12 @@ def _static_version() -> str:
     return str(max(stamps, default=0))
 
 
-def web_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
+def web_router(config: PipelineConfig, qa: QuestionAnswerer, batcher: QuestionBatcher) -> APIRouter:
     """The page, the collection view and their JSON API over the already loaded ``qa``.
 
     :param config: The pipeline configuration ``qa`` was built from.
-    :param qa: The loaded pipeline (shared with ``POST /ask``; one question at a time).
+    :param qa: The loaded pipeline (shared with ``POST /ask``).
+    :param batcher: Answers the page's questions (shared with ``POST /ask``).
     """
     router = APIRouter()
     collection = _Collection(config, qa)
@@ -338,9 +341,9 @@ def web_router(config: PipelineConfig, qa: QuestionAnswerer) -> APIRouter:
         return _page("docs.html", active="docs", schema=request.app.openapi(), version=_static_version())
 
     @router.post("/api/ask", summary="Answer a question, with passages and offsets for the page")
-    def api_ask(request: AskRequest) -> dict[str, Any]:
+    async def api_ask(request: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
-        answers, passages = run_question(qa, request.question, request.top_k, request.filters)
+        answers, passages = await run_question(batcher, request.question, request.top_k, request.filters)
         return {
             "question": request.question,
             "answers": [web_answer(answer) for answer in answers],

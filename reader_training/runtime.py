@@ -44,7 +44,11 @@ class ReaderRuntime:
 
     name = "reader"
 
-    def window_logits(self, windows: Sequence[Window], batch_size: int, progress: bool = False) -> Logits:
+    def window_logits(
+        self, windows: Sequence[Window], batch_size: int, progress: bool = False, pad_to: int | None = None
+    ) -> Logits:
+        """Start/end logits of every window (trimmed to its length), in the order given. Each batch is
+        padded to its longest window, or to ``pad_to`` tokens when given."""
         raise NotImplementedError
 
 
@@ -55,8 +59,10 @@ class TorchRuntime(ReaderRuntime):
         self.model, self.tokenizer, self.bf16 = model, tokenizer, bf16
         self.name = ("torch-bf16" if bf16 else "torch") + (f" ({note})" if note else "")
 
-    def window_logits(self, windows: Sequence[Window], batch_size: int, progress: bool = False) -> Logits:
-        return window_logits(self.model, self.tokenizer, windows, batch_size, progress, bf16=self.bf16)
+    def window_logits(
+        self, windows: Sequence[Window], batch_size: int, progress: bool = False, pad_to: int | None = None
+    ) -> Logits:
+        return window_logits(self.model, self.tokenizer, windows, batch_size, progress, self.bf16, pad_to)
 
 
 class OnnxRuntime(ReaderRuntime):
@@ -76,12 +82,12 @@ class OnnxRuntime(ReaderRuntime):
         self.inputs = [node.name for node in self.session.get_inputs()]
         self.tokenizer = tokenizer
 
-    def window_logits(self, windows: Sequence[Window], batch_size: int, progress: bool = False) -> Logits:
+    def window_logits(
+        self, windows: Sequence[Window], batch_size: int, progress: bool = False, pad_to: int | None = None
+    ) -> Logits:
         results: Logits = [(np.empty(0), np.empty(0))] * len(windows)
         for batch_ids in _progress(length_batches(windows, batch_size), progress, len(windows), batch_size):
-            batch = self.tokenizer.pad(
-                [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="np"
-            )
+            batch = _pad(self.tokenizer, [windows[i] for i in batch_ids], pad_to, "np")
             feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.inputs}
             starts, ends = self.session.run(["start_logits", "end_logits"], feed)
             _trim_into(results, windows, batch_ids, starts, ends, self.tokenizer)
@@ -159,9 +165,11 @@ def window_logits(
     batch_size: int,
     progress: bool = False,
     bf16: bool = False,
+    pad_to: int | None = None,
 ) -> Logits:
     """Start/end logits of a torch model for every window (trimmed to its length), in the order given;
-    ``bf16`` runs under bfloat16 autocast; ``progress`` shows a bar on a terminal and lines in a log."""
+    ``bf16`` runs under bfloat16 autocast; ``progress`` shows a bar on a terminal and lines in a log;
+    each batch is padded to its longest window, or to ``pad_to`` tokens when given."""
     import contextlib
 
     import torch
@@ -176,9 +184,7 @@ def window_logits(
             for batch_ids in _progress(
                 length_batches(windows, batch_size), progress, len(windows), batch_size
             ):
-                batch = tokenizer.pad(
-                    [windows[i].model_inputs() for i in batch_ids], padding=True, return_tensors="pt"
-                )
+                batch = _pad(tokenizer, [windows[i] for i in batch_ids], pad_to, "pt")
                 output = model(**{k: v.to(device) for k, v in batch.items()})
                 starts = output.start_logits.float().cpu().numpy()
                 ends = output.end_logits.float().cpu().numpy()
@@ -187,6 +193,15 @@ def window_logits(
         if was_training:
             model.train()
     return results
+
+
+def _pad(tokenizer: Any, windows: Sequence[Window], pad_to: int | None, tensors: str) -> Any:
+    """The windows' model inputs as one batch, padded to the longest window or to ``pad_to`` tokens
+    (a window's logits depend on its padded length, not on the other windows of its batch)."""
+    inputs = [window.model_inputs() for window in windows]
+    if pad_to:
+        return tokenizer.pad(inputs, padding="max_length", max_length=pad_to, return_tensors=tensors)
+    return tokenizer.pad(inputs, padding=True, return_tensors=tensors)
 
 
 def _trim_into(
