@@ -70,6 +70,7 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from kotae.indexing.store import _validate_filters, matches_filter
 from kotae.indexing.store_protocol import CommitStore, exact_top_k, scaled
+from kotae.models import expand_home
 
 TOKEN_VARIABLE = "KOTAE_MILVUS_TOKEN"
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
@@ -106,7 +107,7 @@ def _one_line(method: _Call) -> _Call:
     """Turn a Milvus error inside ``method`` into a one-line DocumentStoreError naming the collection."""
 
     @functools.wraps(method)
-    def wrapper(self: MilvusDocumentStore, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: KotaeMilvusDocumentStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except (DocumentStoreError, ValueError, TypeError):
@@ -171,14 +172,20 @@ class _View:
     state: dict[str, str] = field(default_factory=dict)
 
 
-class MilvusDocumentStore(CommitStore):
+class KotaeMilvusDocumentStore(CommitStore):
     """Passages in a Milvus collection; kotae's manifest, state and commit journal beside it.
 
-    The same protocol as :class:`~kotae.indexing.store.FaissDocumentStore` (Haystack's DocumentStore
+    Importable as a Haystack integration, ``from haystack_integrations.document_stores.kotae import
+    KotaeMilvusDocumentStore`` (its serialised ``type``); not milvus-haystack's ``MilvusDocumentStore``.
+    ``MilvusDocumentStore`` in this module is the old name of this class.
+
+    The same protocol as :class:`~kotae.indexing.store.KotaeDocumentStore` (Haystack's DocumentStore
     methods, the extended ones, ``embedding_retrieval``, ``apply``, ``source_manifest``,
     ``generation``), so the indexing job, BM25 and the retrievers use either. Safe to use from several
     threads of one process and from several reading processes; one writing process at a time.
     """
+
+    __module__ = "haystack_integrations.document_stores.kotae"  # its public home and serialised type
 
     def __init__(
         self,
@@ -200,20 +207,7 @@ class MilvusDocumentStore(CommitStore):
         :param return_embedding: Whether ``filter_documents`` returns embeddings.
         :raises DocumentStoreError: If Milvus cannot be reached (one line naming the uri).
         """
-        check_collection_name(collection)
-        if index_type not in INDEX_TYPES:
-            raise ValueError(
-                f"index.milvus_index must be one of {', '.join(INDEX_TYPES)}, but got {index_type!r}"
-            )
-        self.folder = Path(path).expanduser()
-        self.uri = uri if is_server_uri(uri) else str(Path(uri).expanduser())
-        self.collection = collection
-        self.index_type = index_type
-        self.return_embedding = return_embedding
-        self._state_name = f"{collection}_kotae_state"
-        self._journal_name = f"{collection}_kotae_journal"
-        self._lock = threading.RLock()
-        self._view_cache: tuple[str, _View] | None = None
+        self._settings(path, uri, collection, index_type, return_embedding)
         self.folder.mkdir(parents=True, exist_ok=True)
         if not is_server_uri(self.uri):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +218,31 @@ class MilvusDocumentStore(CommitStore):
         for name in (self._state_name, self._journal_name, self.collection):
             self._ensure_loaded(name)
         self.path = self.folder / f"milvus-{self._collection_id()}"
+
+    def _settings(
+        self,
+        path: str | Path,
+        uri: str,
+        collection: str = "kotae",
+        index_type: str = "FLAT",
+        return_embedding: bool = True,
+    ) -> None:
+        """Check and keep the settings; ``path`` and ``uri`` are kept as given for :meth:`to_dict`."""
+        check_collection_name(collection)
+        if index_type not in INDEX_TYPES:
+            raise ValueError(
+                f"index.milvus_index must be one of {', '.join(INDEX_TYPES)}, but got {index_type!r}"
+            )
+        self.given_path, self.given_uri = str(path), uri
+        self.folder = expand_home(path)
+        self.uri = uri if is_server_uri(uri) else str(expand_home(uri))
+        self.collection = collection
+        self.index_type = index_type
+        self.return_embedding = return_embedding
+        self._state_name = f"{collection}_kotae_state"
+        self._journal_name = f"{collection}_kotae_journal"
+        self._lock = threading.RLock()
+        self._view_cache: tuple[str, _View] | None = None
 
     def _collection_id(self) -> str:
         """A random id kept in the state collection, so local caches never mix two collections."""
@@ -785,14 +804,17 @@ class MilvusDocumentStore(CommitStore):
         """Serialise the store's settings (never the token, which stays in the environment)."""
         return default_to_dict(
             self,
-            path=str(self.folder),
-            uri=self.uri,
+            path=self.given_path,
+            uri=self.given_uri,
             collection=self.collection,
             index_type=self.index_type,
             return_embedding=self.return_embedding,
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MilvusDocumentStore:
+    def from_dict(cls, data: dict[str, Any]) -> KotaeMilvusDocumentStore:
         """Re-open a store from :meth:`to_dict` output."""
         return default_from_dict(cls, data)
+
+
+MilvusDocumentStore = KotaeMilvusDocumentStore  # the old name, for code that imports it

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from haystack import Document
@@ -40,6 +40,16 @@ class CommitStore:
     _matching: Callable[..., list[Document]]
     """``_matching(filters, with_embedding=...)``: the documents matching Haystack ``filters`` (all for None)."""
     count_documents: Callable[[], int]
+    _settings: Callable[..., None]
+    """Check and keep the store's settings (what ``to_dict`` writes), touching nothing outside the object."""
+
+    @classmethod
+    def unopened(cls, *args: Any, **kwargs: Any) -> Self:
+        """The store's settings only, for ``to_dict`` (``kotae pipeline show``): the same arguments as
+        the class, but no folder, file or connection is created, read or opened."""
+        store = cls.__new__(cls)
+        store._settings(*args, **kwargs)
+        return store
 
     def write_documents(
         self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE

@@ -117,8 +117,8 @@ def test_the_installed_wheel_runs_from_a_folder_holding_pipeline_py(wheel: Path,
 
     show = run(str(python.parent / "kotae"), "pipeline", "show", "--config", "default")
     assert show.returncode == 0, show.stderr
-    assert "type: kotae.pipeline.reader.KotaeExtractiveReader" in show.stdout
-    assert "type: kotae.indexing.retriever.FaissEmbeddingRetriever" in show.stdout
+    assert "type: haystack_integrations.components.readers.kotae.KotaeExtractiveReader" in show.stdout
+    assert "type: haystack_integrations.components.retrievers.kotae.KotaeEmbeddingRetriever" in show.stdout
 
 
 def test_config_names_resolve_to_the_shipped_files_from_any_folder(
