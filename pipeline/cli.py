@@ -8,9 +8,12 @@ from __future__ import annotations
 import json as json_module
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from kotae.pipeline.qa import QuestionAnswerer
 
 pipeline_app = typer.Typer(help="Inspect the Haystack pipeline a config builds.", no_args_is_help=True)
 
@@ -29,6 +32,13 @@ SetOption = Annotated[
     ),
 ]
 IndexOption = Annotated[Path | None, typer.Option("--index-dir", help="index directory (default: index.dir)")]
+PipelineOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--pipeline",
+        help="a Haystack pipeline YAML (e.g. from `kotae pipeline show`) instead of --config; loaded safely",
+    ),
+]
 
 
 def _quiet() -> None:
@@ -41,6 +51,29 @@ def _quiet() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+
+
+def _answerer(
+    config: Path | None, set_: list[str] | None, index_dir: Path | None, pipeline: Path | None
+) -> QuestionAnswerer:
+    """The warmed-up QuestionAnswerer for ``--pipeline FILE``, or for ``--config``/``--set``/``--index-dir``."""
+    from kotae.pipeline.qa import QuestionAnswerer
+
+    if pipeline is None:
+        return QuestionAnswerer.from_config(_load_config(config, set_, index_dir), config_path=config)
+    _only_pipeline(config, set_, index_dir)
+    return QuestionAnswerer.from_pipeline_file(pipeline)
+
+
+def _only_pipeline(config: Path | None, set_: list[str] | None, index_dir: Path | None) -> None:
+    """Refuse (one line) --config, --set or --index-dir next to --pipeline: the file holds those settings."""
+    from kotae.errors import KotaeError
+
+    given = [name for name, value in (("--config", config), ("--set", set_), ("--index-dir", index_dir)) if value]
+    if given:
+        raise KotaeError(
+            f"--pipeline FILE holds the whole pipeline; drop {', '.join(given)} (edit the file instead)"
+        )
 
 
 def _load_config(config: Path | None, set_: list[str] | None, index_dir: Path | None = None) -> Any:
@@ -65,6 +98,7 @@ def ask(
         bool, typer.Option("--json", help="print one JSON object per question (one per line)")
     ] = False,
     set_: SetOption = None,
+    pipeline: PipelineOption = None,
 ) -> None:
     """Answer questions from the indexed documents: best answers with score, source and the sentence around them.
 
@@ -73,13 +107,11 @@ def ask(
     _quiet()
     from kotae.errors import KotaeError
     from kotae.pipeline.answers import answer_record
-    from kotae.pipeline.qa import QuestionAnswerer
 
     for question in questions:
         if not question.strip():
             raise KotaeError("a question is empty; ask something, e.g. kotae ask '富士山の高さは？'")
-    settings = _load_config(config, set_, index_dir)
-    answerer = QuestionAnswerer.from_config(settings, config_path=config)
+    answerer = _answerer(config, set_, index_dir, pipeline)
     for number, question in enumerate(questions):
         records = [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
         if json:
@@ -162,6 +194,7 @@ def serve(
             "slower clients get 408 and are disconnected",
         ),
     ] = 10.0,
+    pipeline: PipelineOption = None,
 ) -> None:
     """Serve the pipeline over HTTP: the page at /, POST /ask, GET /health, /openapi.json (loads the models once).
 
@@ -188,12 +221,14 @@ def serve(
         )
     except ValueError as error:
         raise KotaeError(str(error)) from None
-    settings = _load_config(config, set_, index_dir)
+    answerer = _answerer(config, set_, index_dir, pipeline)
+    assert answerer.config is not None  # both ways of loading keep the settings
     app = create_app(
-        settings,
-        config_path=config,
+        answerer.config,
+        config_path=config or pipeline,
         limits=ServerLimits(max_body_bytes=max_body_bytes),
         access=access,
+        answerer=answerer,
     )
     keyed = "API key required" if api_key else "no API key"
     shown = f"[{host}]" if ":" in host else host
@@ -203,8 +238,12 @@ def serve(
 
 @pipeline_app.command("show")
 def show(config: ConfigOption = None, set_: SetOption = None, index_dir: IndexOption = None) -> None:
-    """Print the Haystack pipeline YAML (Pipeline.dumps) the config builds; no model is loaded."""
-    _quiet()
-    from kotae.pipeline.build import build_pipeline
+    """Print the Haystack pipeline YAML the config builds, portable: model aliases and the index folder as
+    written, devices chosen where it runs, and hayhooks' inputs/outputs. Opens and creates nothing.
 
-    typer.echo(build_pipeline(_load_config(config, set_, index_dir), check_models=False).dumps(), nl=False)
+    Save it and use it: kotae pipeline show > pipeline.yaml; kotae ask --pipeline pipeline.yaml '...'
+    """
+    _quiet()
+    from kotae.pipeline.haystack_yaml import portable_yaml
+
+    typer.echo(portable_yaml(_load_config(config, set_, index_dir)), nl=False)
