@@ -69,7 +69,9 @@ def _only_pipeline(config: Path | None, set_: list[str] | None, index_dir: Path 
     """Refuse (one line) --config, --set or --index-dir next to --pipeline: the file holds those settings."""
     from kotae.errors import KotaeError
 
-    given = [name for name, value in (("--config", config), ("--set", set_), ("--index-dir", index_dir)) if value]
+    given = [
+        name for name, value in (("--config", config), ("--set", set_), ("--index-dir", index_dir)) if value
+    ]
     if given:
         raise KotaeError(
             f"--pipeline FILE holds the whole pipeline; drop {', '.join(given)} (edit the file instead)"
