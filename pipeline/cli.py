@@ -227,7 +227,7 @@ def serve(
     assert answerer.config is not None  # both ways of loading keep the settings
     app = create_app(
         answerer.config,
-        config_path=config or pipeline,
+        config_path=config,
         limits=ServerLimits(max_body_bytes=max_body_bytes),
         access=access,
         answerer=answerer,

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -129,23 +131,44 @@ def test_a_pipeline_file_is_loaded_safely(setup: TinySetup, tmp_path: Path) -> N
     assert embedder.model_kwargs["use_safetensors"] is True and embedder.trust_remote_code is False
 
 
+@contextmanager
+def _server(command: list[str], cwd: Path, ready: Callable[[], bool]) -> Iterator[None]:
+    """A real server process on 127.0.0.1, until ``ready()``; terminated afterwards."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HAYSTACK_TELEMETRY_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    env.pop("KOTAE_API_KEY", None)
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                if ready():
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            assert time.monotonic() < deadline, f"{command[0]} did not start"
+            time.sleep(1)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_serve_and_eval_take_a_pipeline_file(setup: TinySetup, tmp_path: Path) -> None:
     from kotae.pipeline.eval_job import run_eval
-    from kotae.pipeline.server import create_app
-    from kotae.pipeline.testing import ServedApp
 
     pipeline_file = _shown(setup, "default.yaml", tmp_path / "pipeline.yaml")
-    from kotae.pipeline.qa import QuestionAnswerer
-
-    answerer = QuestionAnswerer.from_pipeline_file(pipeline_file)
-    assert answerer.config is not None
-    with ServedApp(create_app(answerer.config, pipeline_file, answerer=answerer)) as served:
-        answers = httpx.post(served.url + "/ask", json={"question": QUESTIONS[1], "top_k": 2}).json()[
-            "answers"
-        ]
-        health = httpx.get(served.url + "/health").json()
     expected = _ask_json("--config", str(CONFIGS / "default.yaml"), *(f"--set={o}" for o in setup.overrides))
-    assert [a["answer"] for a in answers] == [a["answer"] for a in expected[1]["answers"]]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    kotae = Path(sys.executable).with_name("kotae")
+    serve = [str(kotae), "serve", "--pipeline", str(pipeline_file), "--port", str(port)]
+    with _server(serve, tmp_path, lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200):
+        answers = httpx.post(f"{url}/ask", json={"question": QUESTIONS[1], "top_k": 2}, timeout=60).json()
+        health = httpx.get(f"{url}/health").json()
+    assert [a["answer"] for a in answers["answers"]] == [a["answer"] for a in expected[1]["answers"]]
     assert health["retriever"] == "hybrid" and health["passages"] > 0
 
     data = tmp_path / "squad.json"
@@ -167,34 +190,14 @@ def test_hayhooks_deploys_the_shown_yaml_and_answers_over_http(setup: TinySetup,
     _shown(setup, "default.yaml", pipelines / "kotae.yml")
     expected = _ask_json("--config", str(CONFIGS / "default.yaml"), *(f"--set={o}" for o in setup.overrides))
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HAYSTACK_TELEMETRY_ENABLED": "False"}
-    hayhooks = Path(sys.executable).parent / "hayhooks"
-    server = subprocess.Popen(
-        [str(hayhooks), "run", "--host", "127.0.0.1", "--port", str(port), "--pipelines-dir", str(pipelines)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            try:
-                if "kotae" in httpx.get(f"{url}/status", timeout=5).json().get("pipelines", []):
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "hayhooks did not deploy the pipeline"
-            time.sleep(1)
+    hayhooks = Path(sys.executable).with_name("hayhooks")
+    run = [str(hayhooks), "run", "--host", "127.0.0.1", "--port", str(port)]
+    run += ["--pipelines-dir", str(pipelines)]
+    with _server(run, tmp_path, lambda: "kotae" in httpx.get(f"{url}/status", timeout=5).json()["pipelines"]):
         response = httpx.post(f"{url}/kotae/run", json={"query": QUESTIONS[1]}, timeout=120)
-        assert response.status_code == 200, response.text
-        answers = response.json()["result"]["reader"]["answers"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert response.status_code == 200, response.text
+    answers = response.json()["result"]["reader"]["answers"]
     found = [answer["data"] for answer in answers if answer["data"] is not None][:2]
     assert found == [answer["answer"] for answer in expected[1]["answers"]]
     first = answers[0]
