@@ -45,6 +45,7 @@ from kotae.pipeline.config import PipelineConfig
 from kotae.pipeline.guards import SECURITY_HEADERS, ServerAccess, add_access
 from kotae.pipeline.qa import QuestionAnswerer
 from kotae.pipeline.schemas import ERROR_RESPONSES, AskRequest, AskResponse, Health
+from kotae.terminal import printable
 
 logger = logging.getLogger("kotae.server")
 
@@ -197,7 +198,7 @@ def add_error_handlers(app: FastAPI, config: PipelineConfig, config_path: str | 
 
     @app.exception_handler(IndexUnavailable)
     async def _index_unavailable(request: Request, error: IndexUnavailable) -> JSONResponse:
-        logger.error("%s %s: %s", request.method, request.url.path, error)
+        logger.error("%s: %s", _where(request), error)
         suffix = RESTART if "rebuild" in str(error) else ""
         return JSONResponse({"error": f"{error}{suffix}"}, status_code=503)
 
@@ -206,18 +207,23 @@ def add_error_handlers(app: FastAPI, config: PipelineConfig, config_path: str | 
         # the store is the only SQLite file a route reads unguarded (the page's collection views)
         rebuild = f"{index_command(config_path, config.index_dir)} --full"
         message = damaged_store_message(config.index_dir, error, rebuild)
-        logger.error("%s %s: %s", request.method, request.url.path, message)
+        logger.error("%s: %s", _where(request), message)
         suffix = RESTART if "rebuild" in message else ""
         return JSONResponse({"error": f"{message}{suffix}"}, status_code=503)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("error while handling %s %s", request.method, request.url.path)
+        logger.exception("error while handling %s", _where(request))
         return JSONResponse(
             {"error": "internal error while answering; the server log has the details"},
             status_code=500,
             headers=SECURITY_HEADERS,  # answered outside the middleware that adds them to the rest
         )
+
+
+def _where(request: Request) -> str:
+    """The request's method and path as one printable log line (the path is the client's, decoded)."""
+    return printable(f"{request.method} {request.url.path}")
 
 
 def api_router(config: PipelineConfig, config_path: str | Path | None, qa: QuestionAnswerer) -> APIRouter:

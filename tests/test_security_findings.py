@@ -229,6 +229,24 @@ def test_2_feedback_list_shows_a_hostile_question_as_one_harmless_line(
     assert hostile in [record["question"] for record in records]  # --json keeps the text as it was
 
 
+def test_2_the_server_log_writes_a_hostile_request_path_as_escapes(
+    setup: TinySetup, qa: QuestionAnswerer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(setup.config(CONFIGS / "bm25.yaml"), answerer=qa)
+
+    @app.get("/boom/{name}")
+    def _boom(name: str) -> None:  # any route that fails unexpectedly logs its path
+        raise RuntimeError("boom")
+
+    with caplog.at_level("ERROR", logger="kotae"), ServedApp(app) as served:
+        response = httpx.get(served.url + "/boom/%1b%5D0%3Bpwned%07fake")
+    assert response.status_code == 500
+    [record] = [r for r in caplog.records if "error while handling" in r.getMessage()]
+    line = record.getMessage()
+    assert r"GET /boom/\x1b]0;pwned\x07fake" in line, line
+    assert not any(control in line for control in "\x1b\x07\n\r"), line
+
+
 def test_2_kotae_ask_prints_corpus_escapes_as_text(setup: TinySetup, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
