@@ -9,15 +9,17 @@ readers (the pipeline above it does); it uses only the core (:mod:`kotae.models`
 - ``embedder.py``: the sentence-transformers passage embedder; ``compute.py``: split and embed,
   the one function every engine runs; ``engine.py`` / ``ray_engine.py``: where it runs.
 - ``job.py``: :func:`run_index`, the incremental job (plan what changed, compute, commit).
-- ``store.py``: :class:`FaissDocumentStore` (SQLite + FAISS), with ``faiss_index.py`` (FAISS
+- ``store.py``: :class:`KotaeDocumentStore` (SQLite + FAISS), with ``faiss_index.py`` (FAISS
   indexes from a factory string) and ``vector_file.py`` (the checksummed vector file, atomic
   writes); ``retriever.py`` and ``bm25.py``: the dense and BM25 retrievers over it, Haystack
-  components.
+  components (also importable from ``haystack_integrations.document_stores.kotae`` and
+  ``haystack_integrations.components.retrievers.kotae``; the old names ``FaissDocumentStore``,
+  ``FaissEmbeddingRetriever`` and ``BM25Retriever`` remain in their modules).
 - ``testing.py``: a tiny embedder for tests.
 
 Public names (imported on first use)::
 
-    from kotae.indexing import FaissDocumentStore, FaissEmbeddingRetriever, BM25Retriever, run_index
+    from kotae.indexing import KotaeDocumentStore, KotaeEmbeddingRetriever, KotaeBM25Retriever, run_index
 """
 
 from __future__ import annotations
@@ -27,32 +29,32 @@ from typing import TYPE_CHECKING
 from kotae.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from kotae.indexing.bm25 import BM25Retriever
+    from kotae.indexing.bm25 import KotaeBM25Retriever
     from kotae.indexing.job import IndexSummary, run_index
     from kotae.indexing.readers import read_corpus
-    from kotae.indexing.retriever import FaissEmbeddingRetriever
+    from kotae.indexing.retriever import KotaeEmbeddingRetriever
     from kotae.indexing.settings import EmbedderConfig, IndexConfig
     from kotae.indexing.split import split_text
-    from kotae.indexing.store import FaissDocumentStore
+    from kotae.indexing.store import KotaeDocumentStore
 
 _EXPORTS = {
-    "BM25Retriever": "kotae.indexing.bm25",
     "EmbedderConfig": "kotae.indexing.settings",
-    "FaissDocumentStore": "kotae.indexing.store",
-    "FaissEmbeddingRetriever": "kotae.indexing.retriever",
     "IndexConfig": "kotae.indexing.settings",
     "IndexSummary": "kotae.indexing.job",
+    "KotaeBM25Retriever": "kotae.indexing.bm25",
+    "KotaeDocumentStore": "kotae.indexing.store",
+    "KotaeEmbeddingRetriever": "kotae.indexing.retriever",
     "read_corpus": "kotae.indexing.readers",
     "run_index": "kotae.indexing.job",
     "split_text": "kotae.indexing.split",
 }
 __all__ = [
-    "BM25Retriever",
     "EmbedderConfig",
-    "FaissDocumentStore",
-    "FaissEmbeddingRetriever",
     "IndexConfig",
     "IndexSummary",
+    "KotaeBM25Retriever",
+    "KotaeDocumentStore",
+    "KotaeEmbeddingRetriever",
     "read_corpus",
     "run_index",
     "split_text",

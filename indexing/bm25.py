@@ -187,18 +187,23 @@ def load_bm25(store: IndexStore, tokenizer: str = DEFAULT_TOKENIZER) -> BM25Inde
 
 
 @component
-class BM25Retriever:
-    """Retrieves passages from a :class:`FaissDocumentStore` by BM25 with Japanese-aware tokens.
+class KotaeBM25Retriever:
+    """Retrieves passages from a :class:`KotaeDocumentStore` by BM25 with Japanese-aware tokens.
+
+    Importable as a Haystack integration (also its serialised ``type``); ``BM25Retriever`` in this
+    module is its old name.
 
     ### Usage example
     ```python
-    from kotae.indexing.bm25 import BM25Retriever
-    from kotae.indexing.store import FaissDocumentStore
+    from haystack_integrations.components.retrievers.kotae import KotaeBM25Retriever
+    from haystack_integrations.document_stores.kotae import KotaeDocumentStore
 
-    retriever = BM25Retriever(FaissDocumentStore("~/.cache/kotae/index/default"), top_k=5)
+    retriever = KotaeBM25Retriever(KotaeDocumentStore("$KOTAE_HOME/index/default"), top_k=5)
     documents = retriever.run(query="富士山の高さは？")["documents"]
     ```
     """
+
+    __module__ = "haystack_integrations.components.retrievers.kotae"  # its public home and serialised type
 
     def __init__(
         self,
@@ -209,7 +214,7 @@ class BM25Retriever:
         filter_policy: FilterPolicy = FilterPolicy.REPLACE,
     ) -> None:
         """
-        Create the BM25Retriever.
+        Create the KotaeBM25Retriever.
 
         :param document_store: The store whose passages are searched; the BM25 index lives next to it.
         :param filters: Haystack filters applied to the retrieved documents.
@@ -220,7 +225,7 @@ class BM25Retriever:
         :raises ValueError: If ``top_k`` is not greater than 0 or the tokenizer is unknown.
         """
         if not isinstance(document_store, STORE_TYPES):
-            raise TypeError("document_store must be an instance of FaissDocumentStore or MilvusDocumentStore")
+            raise TypeError("document_store must be a KotaeDocumentStore or KotaeMilvusDocumentStore")
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
         get_tokenizer(tokenizer)
@@ -248,7 +253,7 @@ class BM25Retriever:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BM25Retriever:
+    def from_dict(cls, data: dict[str, Any]) -> KotaeBM25Retriever:
         """Deserialise the component from a dictionary."""
         data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
         params = data["init_parameters"]
@@ -286,3 +291,6 @@ class BM25Retriever:
             if len(documents) >= top_k:
                 break
         return {"documents": documents}
+
+
+BM25Retriever = KotaeBM25Retriever  # the old name, for code that imports it

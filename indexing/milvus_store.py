@@ -82,6 +82,7 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from kotae.indexing.store import _validate_filters, matches_filter
 from kotae.indexing.store_protocol import CommitStore, exact_top_k, scaled
+from kotae.models import expand_home
 
 TOKEN_VARIABLE = "KOTAE_MILVUS_TOKEN"
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "AUTOINDEX")
@@ -121,7 +122,7 @@ def _one_line(method: _Call) -> _Call:
     """Turn a Milvus error inside ``method`` into a one-line DocumentStoreError naming the collection."""
 
     @functools.wraps(method)
-    def wrapper(self: MilvusDocumentStore, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: KotaeMilvusDocumentStore, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         except (DocumentStoreError, ValueError, TypeError):
@@ -237,14 +238,21 @@ def _view_of(phase: str, journal: dict[str, Any], committed: int, dim: int | Non
     )
 
 
-class MilvusDocumentStore(CommitStore):
+class KotaeMilvusDocumentStore(CommitStore):
     """Passages in a Milvus collection; kotae's manifest, state and commit journal beside it.
 
-    The same protocol as :class:`~kotae.indexing.store.FaissDocumentStore` (Haystack's DocumentStore
+    Importable as a Haystack integration, ``from haystack_integrations.document_stores.kotae import
+    KotaeMilvusDocumentStore`` (its serialised ``type``); not milvus-haystack's ``MilvusDocumentStore``.
+    ``MilvusDocumentStore`` in this module is the old name of this class.
+
+    The same protocol as :class:`~kotae.indexing.store.KotaeDocumentStore` (Haystack's DocumentStore
     methods, the extended ones, ``embedding_retrieval``, ``apply``, ``source_manifest``,
     ``generation``), so the indexing job, BM25 and the retrievers use either. Safe to use from several
     threads of one process and from several reading processes; one writing process at a time.
     """
+
+    __module__ = "haystack_integrations.document_stores.kotae"  # its public home and serialised type
+    _id: str | None  # the collection id, read on first use (see path)
 
     def __init__(
         self,
@@ -266,23 +274,7 @@ class MilvusDocumentStore(CommitStore):
         :param return_embedding: Whether ``filter_documents`` returns embeddings.
         :raises DocumentStoreError: If Milvus cannot be reached (one line naming the uri).
         """
-        check_collection_name(collection)
-        if index_type not in INDEX_TYPES:
-            raise ValueError(
-                f"index.milvus_index must be one of {', '.join(INDEX_TYPES)}, but got {index_type!r}"
-            )
-        self.folder = Path(path).expanduser()
-        self.uri = uri if is_server_uri(uri) else str(Path(uri).expanduser())
-        self.collection = collection
-        self.index_type = index_type
-        self.return_embedding = return_embedding
-        self._state_name = f"{collection}_kotae_state"
-        self._journal_name = f"{collection}_kotae_journal"
-        self._lock = threading.RLock()
-        self._view_cache: tuple[str, _View] | None = None
-        self._wrote = False
-        self._existing: set[str] = set()  # side collections seen (kotae never drops them)
-        self._id: str | None = None
+        self._keep_settings(path, uri, collection, index_type, return_embedding)
         self.folder.mkdir(parents=True, exist_ok=True)
         if not is_server_uri(self.uri):
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
@@ -308,6 +300,34 @@ class MilvusDocumentStore(CommitStore):
                 self._existing.add(name)
         if self._get(self._state_name, ["collection_id"]).get("collection_id") is None:
             self._put(self._state_name, {"collection_id": uuid.uuid4().hex[:16]})
+
+    def _keep_settings(
+        self,
+        path: str | Path,
+        uri: str,
+        collection: str = "kotae",
+        index_type: str = "FLAT",
+        return_embedding: bool = True,
+    ) -> None:
+        """Check and keep the settings; ``path`` and ``uri`` are kept as given for :meth:`to_dict`."""
+        check_collection_name(collection)
+        if index_type not in INDEX_TYPES:
+            raise ValueError(
+                f"index.milvus_index must be one of {', '.join(INDEX_TYPES)}, but got {index_type!r}"
+            )
+        self.given_path, self.given_uri = str(path), uri
+        self.folder = expand_home(path)
+        self.uri = uri if is_server_uri(uri) else str(expand_home(uri))
+        self.collection = collection
+        self.index_type = index_type
+        self.return_embedding = return_embedding
+        self._state_name = f"{collection}_kotae_state"
+        self._journal_name = f"{collection}_kotae_journal"
+        self._lock = threading.RLock()
+        self._view_cache: tuple[str, _View] | None = None
+        self._wrote = False
+        self._existing: set[str] = set()  # side collections seen (kotae never drops them)
+        self._id = None
 
     def _connect(self) -> Any:
         try:
@@ -970,9 +990,12 @@ class MilvusDocumentStore(CommitStore):
     def _settings(self) -> dict[str, Any]:
         """The settings :meth:`to_dict` writes (never the token, which stays in the environment)."""
         return {
-            "path": str(self.folder),
-            "uri": self.uri,
+            "path": self.given_path,
+            "uri": self.given_uri,
             "collection": self.collection,
             "index_type": self.index_type,
             "return_embedding": self.return_embedding,
         }
+
+
+MilvusDocumentStore = KotaeMilvusDocumentStore  # the old name, for code that imports it

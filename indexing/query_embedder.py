@@ -10,9 +10,9 @@ so :func:`plain_folder` decides when this lighter path is exact; other folders k
 
 ### Usage example
 ```python
-from kotae.indexing.query_embedder import QueryEmbedder
+from haystack_integrations.components.embedders.kotae import KotaeQueryEmbedder
 
-embedder = QueryEmbedder(model="path/to/multilingual-e5-small", prefix="query: ")
+embedder = KotaeQueryEmbedder(model="multilingual-e5-small", prefix="query: ")
 embedder.warm_up()
 vector = embedder.run(text="富士山の高さは？")["embedding"]
 ```
@@ -86,8 +86,15 @@ def max_length(folder: Path) -> int | None:
 
 
 @component
-class QueryEmbedder:
-    """Embeds one text with a plain sentence-transformers folder (see :func:`plain_folder`)."""
+class KotaeQueryEmbedder:
+    """Embeds one text with a plain sentence-transformers model (see :func:`plain_folder`): a kotae
+    alias or a folder, resolved on warm-up and written back as given by ``to_dict``.
+
+    Importable as a Haystack integration, ``from haystack_integrations.components.embedders.kotae
+    import KotaeQueryEmbedder`` (also its serialised ``type``).
+    """
+
+    __module__ = "haystack_integrations.components.embedders.kotae"  # its public home and serialised type
 
     def __init__(
         self,
@@ -101,7 +108,7 @@ class QueryEmbedder:
         """
         Create the embedder; the model loads in :meth:`warm_up`.
 
-        :param model: A model folder that :func:`plain_folder` accepts.
+        :param model: A kotae embedder alias or a model folder that :func:`plain_folder` accepts.
         :param prefix: Text put before every input (``"query: "`` for e5).
         :param normalize_embeddings: Scale the vector to unit length (after the folder's own Normalize).
         :param device: Torch device; None picks CUDA when available, else the CPU.
@@ -134,7 +141,7 @@ class QueryEmbedder:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> QueryEmbedder:
+    def from_dict(cls, data: dict[str, Any]) -> KotaeQueryEmbedder:
         """Deserialise the component from a dictionary."""
         return default_from_dict(cls, data)
 
@@ -146,9 +153,10 @@ class QueryEmbedder:
         from tokenizers import Tokenizer
         from transformers import AutoModel
 
+        from kotae.indexing.embedder import resolve_embedder_dir
         from kotae.model_files import SAFE_MODEL_KWARGS, require_safetensors
 
-        folder = Path(self.model)
+        folder = resolve_embedder_dir(self.model)
         require_safetensors(folder, "embedder")
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
@@ -192,3 +200,6 @@ class QueryEmbedder:
                 pooled = F.normalize(pooled, p=2, dim=1)
         vector: list[float] = pooled[0].float().cpu().numpy().tolist()
         return {"embedding": vector}
+
+
+QueryEmbedder = KotaeQueryEmbedder  # the name inside kotae

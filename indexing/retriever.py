@@ -1,4 +1,8 @@
-"""Dense retrieval over a :class:`FaissDocumentStore` (or kotae's Milvus store), as a Haystack component."""
+"""Dense retrieval over a :class:`KotaeDocumentStore` (or kotae's Milvus store), as a Haystack component.
+
+Importable as a Haystack integration: ``from haystack_integrations.components.retrievers.kotae import
+KotaeEmbeddingRetriever`` (its serialised ``type``). ``FaissEmbeddingRetriever`` is its old name.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +15,29 @@ from kotae.indexing.stores import STORE_TYPES, IndexStore, store_from_dict
 
 
 @component
-class FaissEmbeddingRetriever:
+class KotaeEmbeddingRetriever:
     """Retrieves the passages whose embeddings are closest (cosine) to the query embedding.
 
-    Use it with a FaissDocumentStore filled by ``kotae index``; embed the query with the same model
-    and its query prefix (``query: `` for E5), e.g. with a SentenceTransformersTextEmbedder.
+    Use it with a KotaeDocumentStore filled by ``kotae index``; embed the query with the same model
+    and its query prefix (``query: `` for E5), e.g. with a KotaeTextEmbedder.
 
     ### Usage example
     ```python
     from haystack import Pipeline
-    from haystack_integrations.components.embedders.sentence_transformers import (
-        SentenceTransformersTextEmbedder,
-    )
-    from kotae.indexing.retriever import FaissEmbeddingRetriever
-    from kotae.indexing.store import FaissDocumentStore
+    from haystack_integrations.components.embedders.kotae import KotaeTextEmbedder
+    from haystack_integrations.components.retrievers.kotae import KotaeEmbeddingRetriever
+    from haystack_integrations.document_stores.kotae import KotaeDocumentStore
 
-    store = FaissDocumentStore("~/.cache/kotae/index/default")
+    store = KotaeDocumentStore("$KOTAE_HOME/index/default")
     pipeline = Pipeline()
-    pipeline.add_component("embedder", SentenceTransformersTextEmbedder(model="path/to/model", prefix="query: "))
-    pipeline.add_component("retriever", FaissEmbeddingRetriever(store, top_k=5))
+    pipeline.add_component("embedder", KotaeTextEmbedder(model="multilingual-e5-small", prefix="query: "))
+    pipeline.add_component("retriever", KotaeEmbeddingRetriever(store, top_k=5))
     pipeline.connect("embedder.embedding", "retriever.query_embedding")
     result = pipeline.run({"embedder": {"text": "富士山の高さは？"}})
     ```
     """
+
+    __module__ = "haystack_integrations.components.retrievers.kotae"  # its public home and serialised type
 
     def __init__(
         self,
@@ -45,9 +49,9 @@ class FaissEmbeddingRetriever:
         filter_policy: FilterPolicy = FilterPolicy.REPLACE,
     ) -> None:
         """
-        Create the FaissEmbeddingRetriever.
+        Create the KotaeEmbeddingRetriever.
 
-        :param document_store: The FaissDocumentStore (or MilvusDocumentStore) to search.
+        :param document_store: The KotaeDocumentStore (or KotaeMilvusDocumentStore) to search.
         :param filters: Haystack filters narrowing the search.
         :param top_k: How many documents to return. Must be greater than 0.
         :param scale_score: Map cosine scores from [-1, 1] to [0, 1].
@@ -57,7 +61,7 @@ class FaissEmbeddingRetriever:
         :raises ValueError: If ``top_k`` is not greater than 0.
         """
         if not isinstance(document_store, STORE_TYPES):
-            raise TypeError("document_store must be an instance of FaissDocumentStore or MilvusDocumentStore")
+            raise TypeError("document_store must be a KotaeDocumentStore or KotaeMilvusDocumentStore")
         if top_k <= 0:
             raise ValueError(f"top_k must be greater than 0, but got {top_k}")
         self.document_store = document_store
@@ -80,7 +84,7 @@ class FaissEmbeddingRetriever:
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
+    def from_dict(cls, data: dict[str, Any]) -> KotaeEmbeddingRetriever:
         """Deserialise the component from a dictionary."""
         data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
         params = data["init_parameters"]
@@ -121,3 +125,6 @@ class FaissEmbeddingRetriever:
             return_embedding=self.return_embedding if return_embedding is None else return_embedding,
         )
         return {"documents": documents}
+
+
+FaissEmbeddingRetriever = KotaeEmbeddingRetriever  # the old name, for code that imports it

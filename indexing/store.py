@@ -58,6 +58,7 @@ from kotae.indexing.vector_file import (
     remove_stale_temporaries,
     write_vector_file,
 )
+from kotae.models import expand_home
 
 SQLITE_NAME = "store.sqlite3"
 FAISS_NAME = "vectors.faiss"
@@ -108,8 +109,12 @@ def matches_filter(filters: dict[str, Any], document: Document) -> bool:
         raise FilterError(f"filter cannot be applied: {error}") from None
 
 
-class FaissDocumentStore(CommitStore):
+class KotaeDocumentStore(CommitStore):
     """Documents in SQLite, their normalised embeddings in FAISS, both in one directory.
+
+    Importable as a Haystack integration, ``from haystack_integrations.document_stores.kotae import
+    KotaeDocumentStore`` (also its serialised ``type``, so pipeline YAML loads with Haystack's default
+    allow-list); ``FaissDocumentStore`` is the old name of the same class.
 
     Follows Haystack's DocumentStore protocol (``count_documents``, ``filter_documents``,
     ``write_documents``, ``delete_documents``) plus the extended methods (``delete_all_documents``,
@@ -117,6 +122,8 @@ class FaissDocumentStore(CommitStore):
     ``embedding_retrieval``. Safe to use from several threads of one process; one writing process at
     a time (the indexing job takes a lock file).
     """
+
+    __module__ = "haystack_integrations.document_stores.kotae"  # its public home and serialised type
 
     def __init__(
         self,
@@ -130,7 +137,8 @@ class FaissDocumentStore(CommitStore):
         """
         Open (or create) the store in directory ``path``.
 
-        :param path: Directory holding ``store.sqlite3`` and ``vectors.faiss``; created if missing.
+        :param path: Directory holding ``store.sqlite3`` and ``vectors.faiss``; created if missing. A
+            leading ``$KOTAE_HOME`` or ``~`` is expanded; :meth:`to_dict` writes it as given.
         :param faiss_factory: FAISS index factory string; a store built with another factory is
             re-indexed from its stored embeddings on open (no re-embedding).
         :param nprobe: IVF lists probed per search.
@@ -141,16 +149,7 @@ class FaissDocumentStore(CommitStore):
         :raises DocumentStoreError: If ``store.sqlite3`` is damaged (one line naming the file and the
             command that rebuilds it). A damaged ``vectors.faiss`` is rebuilt from SQLite instead.
         """
-        if not faiss_factory or not re.fullmatch(r"[\w,.+-]+", faiss_factory):
-            raise ValueError(f"faiss_factory must be a FAISS index factory string, but got {faiss_factory!r}")
-        if nprobe < 1 or ef_search < 1:
-            raise ValueError(f"nprobe and ef_search must be at least 1, but got {nprobe} and {ef_search}")
-        self.path = Path(path).expanduser()
-        self.faiss_factory = faiss_factory
-        self.nprobe = nprobe
-        self.ef_search = ef_search
-        self.return_embedding = return_embedding
-        self._lock = threading.RLock()
+        self._keep_settings(path, faiss_factory, nprobe, ef_search, return_embedding)
         self.path.mkdir(parents=True, exist_ok=True)
         self._index: Any = None
         self._staging = False
@@ -176,6 +175,27 @@ class FaissDocumentStore(CommitStore):
                     os.replace(self.path / name, self.path / (name + aside))
             self._conn = self._connect()
             self._open()
+
+    def _keep_settings(
+        self,
+        path: str | Path,
+        faiss_factory: str = "Flat",
+        nprobe: int = 16,
+        ef_search: int = 64,
+        return_embedding: bool = True,
+    ) -> None:
+        """Check and keep the settings; ``path`` is kept as given for :meth:`to_dict`."""
+        if not faiss_factory or not re.fullmatch(r"[\w,.+-]+", faiss_factory):
+            raise ValueError(f"faiss_factory must be a FAISS index factory string, but got {faiss_factory!r}")
+        if nprobe < 1 or ef_search < 1:
+            raise ValueError(f"nprobe and ef_search must be at least 1, but got {nprobe} and {ef_search}")
+        self.given_path = str(path)
+        self.path = expand_home(path)
+        self.faiss_factory = faiss_factory
+        self.nprobe = nprobe
+        self.ef_search = ef_search
+        self.return_embedding = return_embedding
+        self._lock = threading.RLock()
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(
@@ -611,12 +631,15 @@ class FaissDocumentStore(CommitStore):
     def _settings(self) -> dict[str, Any]:
         """The settings :meth:`to_dict` writes (the contents live in ``path``)."""
         return {
-            "path": str(self.path),
+            "path": self.given_path,
             "faiss_factory": self.faiss_factory,
             "nprobe": self.nprobe,
             "ef_search": self.ef_search,
             "return_embedding": self.return_embedding,
         }
+
+
+FaissDocumentStore = KotaeDocumentStore  # the old name, for code that imports it
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -52,6 +52,17 @@ class CommitStore:
         """Re-open a store from :meth:`to_dict` output."""
         return default_from_dict(cls, data)
 
+    _keep_settings: Callable[..., None]
+    """Check and keep the store's ``__init__`` settings, touching nothing outside the object."""
+
+    @classmethod
+    def unopened(cls, *args: Any, **kwargs: Any) -> Self:
+        """The store's settings only, for ``to_dict`` (``kotae pipeline show``): the same arguments as
+        the class, but no folder, file or connection is created, read or opened."""
+        store = cls.__new__(cls)
+        store._keep_settings(*args, **kwargs)
+        return store
+
     def write_documents(
         self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE
     ) -> int:

@@ -3,7 +3,7 @@
 Everything above the store (the indexing job, BM25, the retrievers, the server, feedback) opens it
 here and uses the protocol both stores share, so switching is one config key and a re-index::
 
-    store = open_store(config)              # FaissDocumentStore or MilvusDocumentStore
+    store = open_store(config)              # KotaeDocumentStore or KotaeMilvusDocumentStore
     store.embedding_retrieval(vector, top_k=5)
 """
 
@@ -13,53 +13,70 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kotae.indexing.milvus_store import MilvusDocumentStore
-from kotae.indexing.store import FaissDocumentStore
+from kotae.indexing.milvus_store import KotaeMilvusDocumentStore
+from kotae.indexing.store import KotaeDocumentStore
 
 if TYPE_CHECKING:
     from kotae.indexing.settings import IndexJobConfig
 
-IndexStore = FaissDocumentStore | MilvusDocumentStore
-STORE_TYPES: tuple[type, ...] = (FaissDocumentStore, MilvusDocumentStore)
+IndexStore = KotaeDocumentStore | KotaeMilvusDocumentStore
+STORE_TYPES: tuple[type, ...] = (KotaeDocumentStore, KotaeMilvusDocumentStore)
 MILVUS_LITE_FILE = "milvus.db"
 
 
-def milvus_uri(config: IndexJobConfig, directory: Path | None = None) -> str:
+def milvus_uri(config: IndexJobConfig, directory: str | Path | None = None) -> str:
     """``index.milvus_uri``, or Milvus Lite's file ``milvus.db`` in the index folder when unset."""
-    folder = Path(directory).expanduser() if directory is not None else config.index_dir
-    return config.index.milvus_uri or str(folder / MILVUS_LITE_FILE)
+    folder = directory if directory is not None else config.index.dir
+    return config.index.milvus_uri or f"{folder}/{MILVUS_LITE_FILE}"
 
 
 def open_store(
-    config: IndexJobConfig, directory: Path | None = None, recreate_damaged: bool = False
+    config: IndexJobConfig, directory: str | Path | None = None, recreate_damaged: bool = False
 ) -> IndexStore:
     """The store ``config.index.store`` names, for the index in ``directory`` (default: the config's).
 
     ``recreate_damaged`` (kotae's store only) starts over from a damaged ``store.sqlite3``.
     """
+    kind, arguments = _store_arguments(config, directory)
+    if kind is KotaeDocumentStore:
+        arguments["recreate_damaged"] = recreate_damaged
+    return kind(**arguments)
+
+
+def describe_store(config: IndexJobConfig, directory: str | Path | None = None) -> IndexStore:
+    """The store :func:`open_store` would open, unopened (``CommitStore.unopened``): its settings for
+    ``to_dict`` only, with the folder as the config gives it; nothing on disk or in Milvus is touched."""
+    kind, arguments = _store_arguments(config, directory)
+    return kind.unopened(**arguments)
+
+
+def _store_arguments(
+    config: IndexJobConfig, directory: str | Path | None
+) -> tuple[type[KotaeDocumentStore] | type[KotaeMilvusDocumentStore], dict[str, Any]]:
+    """The store class ``index.store`` names and its arguments; the folder is passed as given (the
+    store expands ``$KOTAE_HOME`` and ``~``, and writes it back as given)."""
     settings = config.index
-    folder = Path(directory).expanduser() if directory is not None else config.index_dir
+    folder = str(directory) if directory is not None else settings.dir
     if settings.store == "milvus":
-        return MilvusDocumentStore(
-            folder,
-            uri=milvus_uri(config, folder),
-            collection=settings.milvus_collection,
-            index_type=settings.milvus_index,
-        )
-    return FaissDocumentStore(
-        folder,
-        faiss_factory=settings.faiss_factory,
-        nprobe=settings.faiss_nprobe,
-        recreate_damaged=recreate_damaged,
-    )
+        return KotaeMilvusDocumentStore, {
+            "path": folder,
+            "uri": milvus_uri(config, folder),
+            "collection": settings.milvus_collection,
+            "index_type": settings.milvus_index,
+        }
+    return KotaeDocumentStore, {
+        "path": folder,
+        "faiss_factory": settings.faiss_factory,
+        "nprobe": settings.faiss_nprobe,
+    }
 
 
 @lru_cache(maxsize=8)
-def _shared_milvus(folder: Path, uri: str, collection: str, index_type: str) -> MilvusDocumentStore:
-    return MilvusDocumentStore(folder, uri=uri, collection=collection, index_type=index_type)
+def _shared_milvus(folder: Path, uri: str, collection: str, index_type: str) -> KotaeMilvusDocumentStore:
+    return KotaeMilvusDocumentStore(folder, uri=uri, collection=collection, index_type=index_type)
 
 
-def _milvus_for(config: IndexJobConfig) -> MilvusDocumentStore:
+def _milvus_for(config: IndexJobConfig) -> KotaeMilvusDocumentStore:
     settings = config.index
     return _shared_milvus(
         config.index_dir, milvus_uri(config), settings.milvus_collection, settings.milvus_index
@@ -82,5 +99,5 @@ def store_from_dict(data: dict[str, Any]) -> IndexStore:
         if data.get("type") == f"{kind.__module__}.{kind.__name__}":
             return kind.from_dict(data)  # type: ignore[attr-defined, no-any-return]
     raise TypeError(
-        f"document_store must be a FaissDocumentStore or MilvusDocumentStore, not {data.get('type')!r}"
+        f"document_store must be a KotaeDocumentStore or KotaeMilvusDocumentStore, not {data.get('type')!r}"
     )

@@ -3,7 +3,7 @@
 A package lists its public names and the module each lives in; importing the package stays cheap
 (``kotae --help`` never loads torch or Haystack) and the modules load only when a name is used::
 
-    __getattr__, __dir__ = lazy_exports(__name__, {"FaissDocumentStore": "kotae.indexing.store"})
+    __getattr__, __dir__ = lazy_exports(__name__, {"KotaeDocumentStore": "kotae.indexing.store"})
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ script (:mod:`kotae.cli`) sits above it.
 
 - ``config.py``: the validated pipeline YAML and ``--set a.b=c`` overrides.
 - ``build.py``: config → Haystack ``Pipeline``; loading pipeline YAML back under kotae's allow-list.
-- ``reader.py``: ``KotaeExtractiveReader``, the reader component (reader_training's windowing and decoder).
+- ``reader.py``: ``KotaeExtractiveReader``, the reader component (reader_training's windowing and decoder);
+  ``text_embedder.py``: ``KotaeTextEmbedder``, the question embedder (a model alias, resolved on load).
+  Both are also importable from ``haystack_integrations.components.{readers,embedders}.kotae``.
 - ``answers.py``: source-document offsets, the sentence around an answer, the JSON answer record.
 - ``qa.py``: ``QuestionAnswerer``, a warmed-up pipeline behind a lock (used by ask, serve and the bench).
 - ``cli.py``: ``kotae ask``, ``kotae serve``, ``kotae pipeline show``; ``index_cli.py``: ``kotae index``

@@ -10,10 +10,15 @@ The retriever section decides the front of the pipeline, the reader section its 
 ``reader.type`` picks kotae's :class:`~kotae.pipeline.reader.KotaeExtractiveReader` or transformers-haystack's
 ``TransformersExtractiveReader`` on the same model.
 
-Pipeline YAML (``Pipeline.dumps``) is loaded back with :func:`load_pipeline_yaml`, which first checks
-every class the YAML names against :data:`ALLOWED_MODULES` (kotae's component modules and the
-Haystack modules used here) and only then lets Haystack deserialise it, with its own allow-list
-extended by kotae's modules alone. A YAML naming anything else is refused before anything is imported.
+kotae's components are serialised under their Haystack-integration names
+(``haystack_integrations.components.retrievers.kotae.KotaeBM25Retriever``, ...), so Haystack's own
+``Pipeline.loads`` (and hayhooks) load the YAML with no allow-list change. The model references and
+index folder are kept as written and devices left to the machine, so the YAML is portable.
+
+Pipeline YAML (``Pipeline.dumps``) is loaded back with :func:`load_pipeline_yaml`, which renames the
+types older kotae versions wrote (:data:`LEGACY_TYPES`), checks every class the YAML names against
+:data:`ALLOWED_MODULES` (kotae's component modules and the Haystack modules used here) and only then
+lets Haystack deserialise it. A YAML naming anything else is refused before anything is imported.
 An allowed class cannot be told to run code or unpickle weights either (:func:`safe_parameters`):
 ``trust_remote_code: true`` or ``use_safetensors: false`` anywhere in a component's parameters is
 refused in one line, and a component that takes ``model_kwargs`` loads with
@@ -44,14 +49,27 @@ if TYPE_CHECKING:
     from haystack import Pipeline
 
 KOTAE_MODULES: tuple[str, ...] = (
-    "kotae.pipeline.reader",
-    "kotae.indexing.query_embedder",
-    "kotae.indexing.retriever",
-    "kotae.indexing.bm25",
-    "kotae.indexing.store",
-    "kotae.indexing.milvus_store",
+    "haystack_integrations.document_stores.kotae",
+    "haystack_integrations.components.retrievers.kotae",
+    "haystack_integrations.components.readers.kotae",
+    "haystack_integrations.components.embedders.kotae",
 )
-"""kotae modules whose classes a pipeline YAML may name."""
+"""The modules kotae's components are serialised under (their public home, a Haystack integration)."""
+
+LEGACY_TYPES: dict[str, str] = {
+    "kotae.indexing.store.FaissDocumentStore": "haystack_integrations.document_stores.kotae.KotaeDocumentStore",
+    "kotae.indexing.milvus_store.MilvusDocumentStore": (
+        "haystack_integrations.document_stores.kotae.KotaeMilvusDocumentStore"
+    ),
+    "kotae.indexing.retriever.FaissEmbeddingRetriever": (
+        "haystack_integrations.components.retrievers.kotae.KotaeEmbeddingRetriever"
+    ),
+    "kotae.indexing.bm25.BM25Retriever": "haystack_integrations.components.retrievers.kotae.KotaeBM25Retriever",
+    "kotae.pipeline.reader.KotaeExtractiveReader": (
+        "haystack_integrations.components.readers.kotae.KotaeExtractiveReader"
+    ),
+}
+"""The types older kotae versions wrote into pipeline YAML, and the class each names today."""
 
 HAYSTACK_MODULES: tuple[str, ...] = (
     "haystack.components.joiners.document_joiner",
@@ -224,60 +242,65 @@ def _device(name: str | None) -> Any:
     return ComponentDevice.from_str(name) if name else None
 
 
-def query_embedder(config: PipelineConfig, embedder_dir: Path) -> Any:
-    """The question embedder: kotae's :class:`~kotae.indexing.query_embedder.QueryEmbedder` when it
-    computes this folder's vectors exactly (no sentence-transformers import: a faster start), else
-    Haystack's ``SentenceTransformersTextEmbedder``."""
-    from kotae.indexing.query_embedder import QueryEmbedder, plain_folder
+def query_embedder(config: PipelineConfig, check_models: bool = True) -> Any:
+    """The question embedder, its model and device as written (an alias stays an alias, resolved when
+    it loads): kotae's :class:`~kotae.indexing.query_embedder.KotaeQueryEmbedder` when it computes the
+    model's vectors exactly (no sentence-transformers import: a faster start), else
+    :class:`~kotae.pipeline.text_embedder.KotaeTextEmbedder` (sentence-transformers).
 
-    if plain_folder(embedder_dir):
-        return QueryEmbedder(
-            model=str(embedder_dir),
+    ``check_models=False`` prepares and reads nothing: the shipped aliases are all plain models."""
+    from kotae.indexing.embedder import resolve_embedder_dir
+    from kotae.indexing.query_embedder import KotaeQueryEmbedder, plain_folder
+    from kotae.models import ALIASES
+
+    model = config.embedder.model
+    if check_models:
+        folder = resolve_embedder_dir(model)
+        require_safetensors(folder, "embedder")
+        plain = plain_folder(folder)
+    else:
+        plain = model in ALIASES or plain_folder(Path(model).expanduser())
+    if plain:
+        return KotaeQueryEmbedder(
+            model=model,
             prefix=config.embedder.query_prefix,
             normalize_embeddings=True,
             device=config.embedder.device,
-            model_kwargs={"use_safetensors": True},
+            model_kwargs={"use_safetensors": True},  # never a pickled pytorch_model.bin
         )
-    from haystack_integrations.components.embedders.sentence_transformers import (
-        SentenceTransformersTextEmbedder,
-    )
+    from kotae.pipeline.text_embedder import KotaeTextEmbedder
 
-    return SentenceTransformersTextEmbedder(
-        model=str(embedder_dir),
+    return KotaeTextEmbedder(
+        model=model,
         device=_device(config.embedder.device),
         prefix=config.embedder.query_prefix,
         batch_size=config.embedder.batch_size,
-        progress_bar=False,
-        normalize_embeddings=True,
-        local_files_only=True,
-        trust_remote_code=False,
-        model_kwargs={"use_safetensors": True},  # never a pickled pytorch_model.bin
     )
 
 
-def build_components(config: PipelineConfig, check_models: bool = True) -> dict[str, Any]:
+def build_components(
+    config: PipelineConfig, check_models: bool = True, open_index: bool = True
+) -> dict[str, Any]:
     """The named components the config asks for (not warmed up; no model is loaded here).
 
-    ``check_models=False`` keeps the reader model reference as written, without checking it exists
-    (for showing a pipeline before its reader is trained).
+    Model references and the index folder are kept as written (an alias stays an alias, resolved
+    when the model loads; ``$KOTAE_HOME`` stays in the folder), and devices as configured (None:
+    chosen when the model loads), so the pipeline's YAML is portable. ``check_models=False`` does not
+    check that the models exist (for showing a pipeline before its reader is trained);
+    ``open_index=False`` describes the store without opening it (nothing on disk is touched).
     """
-    from kotae.indexing.bm25 import BM25Retriever
-    from kotae.indexing.retriever import FaissEmbeddingRetriever
-    from kotae.indexing.stores import open_store
+    from kotae.indexing.bm25 import KotaeBM25Retriever
+    from kotae.indexing.retriever import KotaeEmbeddingRetriever
+    from kotae.indexing.stores import describe_store, open_store
 
     retriever, reader = config.retriever, config.reader
     components: dict[str, Any] = {}
-    store = open_store(config)
+    store = open_store(config) if open_index else describe_store(config)
     if retriever.type in ("dense", "hybrid"):
-        from kotae.indexing.embedder import resolve_embedder_dir
-
-        embedder_dir = resolve_embedder_dir(config.embedder.model)
-        if check_models:
-            require_safetensors(embedder_dir, "embedder")
-        components["query_embedder"] = query_embedder(config, embedder_dir)
-        components["dense_retriever"] = FaissEmbeddingRetriever(store, top_k=retriever.top_k)
+        components["query_embedder"] = query_embedder(config, check_models)
+        components["dense_retriever"] = KotaeEmbeddingRetriever(store, top_k=retriever.top_k)
     if retriever.type in ("bm25", "hybrid"):
-        components["bm25_retriever"] = BM25Retriever(
+        components["bm25_retriever"] = KotaeBM25Retriever(
             store, top_k=retriever.top_k, tokenizer=config.index.bm25_tokenizer
         )
     if retriever.type == "hybrid":
@@ -344,12 +367,12 @@ def build_reader(reader: ReaderConfig, check_models: bool = True) -> Any:
     )
 
 
-def build_pipeline(config: PipelineConfig, check_models: bool = True) -> Pipeline:
-    """The Haystack pipeline for ``config``: retriever(s) → (joiner) → reader."""
+def build_pipeline(config: PipelineConfig, check_models: bool = True, open_index: bool = True) -> Pipeline:
+    """The Haystack pipeline for ``config``: retriever(s) → (joiner) → reader (see :func:`build_components`)."""
     from haystack import Pipeline
 
     pipeline = Pipeline()
-    for name, instance in build_components(config, check_models).items():
+    for name, instance in build_components(config, check_models, open_index).items():
         pipeline.add_component(name, instance)
     names = set(pipeline.graph.nodes)
     if "query_embedder" in names:
@@ -453,20 +476,45 @@ def safe_parameters(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "components": components}
 
 
-def load_pipeline_yaml(text: str) -> Pipeline:
-    """A pipeline from ``Pipeline.dumps`` YAML; only classes from :data:`ALLOWED_MODULES` are imported,
-    and only with safe loading parameters (:func:`safe_parameters`)."""
-    from haystack import Pipeline
-    from haystack.core.errors import DeserializationError
+def renamed_legacy_types(data: Any) -> Any:
+    """``data`` with every ``type`` an older kotae wrote (:data:`LEGACY_TYPES`) replaced by today's name."""
+    if isinstance(data, dict):
+        renamed = {key: renamed_legacy_types(value) for key, value in data.items()}
+        if isinstance(renamed.get("type"), str):
+            renamed["type"] = LEGACY_TYPES.get(renamed["type"], renamed["type"])
+        return renamed
+    if isinstance(data, list):
+        return [renamed_legacy_types(value) for value in data]
+    return data
+
+
+def read_pipeline_yaml(text: str) -> dict[str, Any]:
+    """A pipeline YAML's mapping, checked and made safe, with nothing imported or opened yet: older
+    kotae type names renamed, every class on :data:`ALLOWED_MODULES`, loading parameters safe
+    (:func:`safe_parameters`)."""
     from haystack.marshal.yaml import YamlMarshaller
 
     try:
         data = YamlMarshaller().unmarshal(text)  # safe loading (plus tuples), as Pipeline.loads does
     except (yaml.YAMLError, TypeError) as error:
         raise KotaeError(f"pipeline YAML is not valid ({error})".replace("\n", " ")) from None
+    data = renamed_legacy_types(data)
     check_allowed(data)
-    data = safe_parameters(data)
+    return safe_parameters(data)
+
+
+def pipeline_from_mapping(data: dict[str, Any]) -> Pipeline:
+    """The pipeline for a mapping from :func:`read_pipeline_yaml` (Haystack's default allow-list suffices)."""
+    from haystack import Pipeline
+    from haystack.core.errors import DeserializationError
+
     try:
-        return Pipeline.from_dict(data, allowed_modules=list(KOTAE_MODULES))
+        return Pipeline.from_dict(data)
     except DeserializationError as error:
         raise KotaeError(f"pipeline YAML refused: {str(error).splitlines()[0]}") from None
+
+
+def load_pipeline_yaml(text: str) -> Pipeline:
+    """A pipeline from ``Pipeline.dumps`` YAML; only classes from :data:`ALLOWED_MODULES` are imported,
+    and only with safe loading parameters (:func:`safe_parameters`)."""
+    return pipeline_from_mapping(read_pipeline_yaml(text))

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json as json_module
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from kotae.pipeline.qa import QuestionAnswerer
 
 pipeline_app = typer.Typer(help="Inspect the Haystack pipeline a config builds.", no_args_is_help=True)
 
@@ -30,6 +33,13 @@ SetOption = Annotated[
     ),
 ]
 IndexOption = Annotated[Path | None, typer.Option("--index-dir", help="index directory (default: index.dir)")]
+PipelineOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--pipeline",
+        help="a Haystack pipeline YAML (e.g. from `kotae pipeline show`) instead of --config; loaded safely",
+    ),
+]
 
 
 def _quiet() -> None:
@@ -39,6 +49,31 @@ def _quiet() -> None:
     from kotae.progress import quiet_third_party
 
     quiet_third_party()
+
+
+def _answerer(
+    config: Path | None, set_: list[str] | None, index_dir: Path | None, pipeline: Path | None
+) -> QuestionAnswerer:
+    """The warmed-up QuestionAnswerer for ``--pipeline FILE``, or for ``--config``/``--set``/``--index-dir``."""
+    from kotae.pipeline.qa import QuestionAnswerer
+
+    if pipeline is None:
+        return QuestionAnswerer.from_config(_load_config(config, set_, index_dir), config_path=config)
+    _only_pipeline(config, set_, index_dir)
+    return QuestionAnswerer.from_pipeline_file(pipeline)
+
+
+def _only_pipeline(config: Path | None, set_: list[str] | None, index_dir: Path | None) -> None:
+    """Refuse (one line) --config, --set or --index-dir next to --pipeline: the file holds those settings."""
+    from kotae.errors import KotaeError
+
+    given = [
+        name for name, value in (("--config", config), ("--set", set_), ("--index-dir", index_dir)) if value
+    ]
+    if given:
+        raise KotaeError(
+            f"--pipeline FILE holds the whole pipeline; drop {', '.join(given)} (edit the file instead)"
+        )
 
 
 def _load_config(config: Path | None, set_: list[str] | None, index_dir: Path | None = None) -> Any:
@@ -77,6 +112,7 @@ def ask(
             envvar="KOTAE_API_KEY", show_envvar=True, help="the --server's API key, if it needs one"
         ),
     ] = None,
+    pipeline: PipelineOption = None,
 ) -> None:
     """Answer questions from the indexed documents: best answers with score, source and the sentence around them.
 
@@ -88,12 +124,14 @@ def ask(
         if not question.strip():
             raise KotaeError("a question is empty; ask something, e.g. kotae ask '富士山の高さは？'")
     url = server
-    if server == "auto":
+    if server == "auto" and pipeline is None:
         from kotae.pipeline.remote import config_digest, recorded_server
 
         settings = _load_config(config, set_, index_dir)
         url = recorded_server(settings.index_dir, config_digest(settings))
-    answers = _remote_answers(url, api_key) if url else _local_answers(config, set_, index_dir)
+    elif server is not None and pipeline is not None:
+        raise KotaeError("--server asks a running kotae serve; drop --pipeline (the server has its own)")
+    answers = _remote_answers(url, api_key) if url else _local_answers(config, set_, index_dir, pipeline)
     for number, question in enumerate(questions):
         records = answers(question, top_k)
         if json:
@@ -115,14 +153,14 @@ def _remote_answers(url: str, api_key: str | None) -> Any:
     return answers
 
 
-def _local_answers(config: Path | None, set_: list[str] | None, index_dir: Path | None) -> Any:
-    """Answers from the pipeline loaded here, once for all questions."""
+def _local_answers(
+    config: Path | None, set_: list[str] | None, index_dir: Path | None, pipeline: Path | None
+) -> Any:
+    """Answers from the pipeline loaded here (``--pipeline FILE`` or the config), once for all questions."""
     _quiet()
     from kotae.pipeline.answers import answer_record
-    from kotae.pipeline.qa import QuestionAnswerer
 
-    settings = _load_config(config, set_, index_dir)
-    answerer = QuestionAnswerer.from_config(settings, config_path=config)
+    answerer = _answerer(config, set_, index_dir, pipeline)
 
     def answers(question: str, top_k: int | None) -> list[dict[str, Any]]:
         return [answer_record(answer) for answer in answerer.ask(question, top_k=top_k)]
@@ -210,6 +248,7 @@ def serve(
         float,
         typer.Option(min=0, max=1000, help="milliseconds a question waits for others to join its batch"),
     ] = 5.0,
+    pipeline: PipelineOption = None,
 ) -> None:
     """Serve the pipeline over HTTP: the page at /, POST /ask, GET /health, /openapi.json (loads the models once).
 
@@ -241,17 +280,20 @@ def serve(
         )
     except ValueError as error:
         raise KotaeError(str(error)) from None
-    settings = _load_config(config, set_, index_dir)
+    answerer = _answerer(config, set_, index_dir, pipeline)
+    assert answerer.config is not None  # both ways of loading keep the settings
     app = create_app(
-        settings,
+        answerer.config,
         config_path=config,
         limits=ServerLimits(max_body_bytes=max_body_bytes),
         access=access,
+        answerer=answerer,
         batching=BatchSettings(max_batch=max_batch, max_wait_ms=batch_wait_ms),
     )
     keyed = "API key required" if api_key else "no API key"
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"kotae: serving on http://{shown}:{port} (docs at /docs; {keyed})", err=True)
+    settings = answerer.config
     record = write_record(settings.index_dir, local_url(host, port), config_digest(settings), bool(api_key))
     try:
         uvicorn.Server(uvicorn_config(app, host, port, access)).run()
@@ -261,8 +303,12 @@ def serve(
 
 @pipeline_app.command("show")
 def show(config: ConfigOption = None, set_: SetOption = None, index_dir: IndexOption = None) -> None:
-    """Print the Haystack pipeline YAML (Pipeline.dumps) the config builds; no model is loaded."""
-    _quiet()
-    from kotae.pipeline.build import build_pipeline
+    """Print the Haystack pipeline YAML the config builds, portable: model aliases and the index folder as
+    written, devices chosen where it runs, and hayhooks' inputs/outputs. Opens and creates nothing.
 
-    typer.echo(build_pipeline(_load_config(config, set_, index_dir), check_models=False).dumps(), nl=False)
+    Save it and use it: kotae pipeline show > pipeline.yaml; kotae ask --pipeline pipeline.yaml '...'
+    """
+    _quiet()
+    from kotae.pipeline.haystack_yaml import portable_yaml
+
+    typer.echo(portable_yaml(_load_config(config, set_, index_dir)), nl=False)

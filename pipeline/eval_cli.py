@@ -39,6 +39,14 @@ def eval_command(
         ),
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads")] = None,
+    pipeline: Annotated[
+        Path | None,
+        typer.Option(
+            "--pipeline",
+            help="a Haystack pipeline YAML (kotae pipeline show) instead of --config: its embedder, "
+            "retrievers and reader, on an index of the data set",
+        ),
+    ] = None,
 ) -> None:
     """Measure the whole pipeline end-to-end (retrieval + reader over an index); for the reader alone on gold contexts, see `kotae evaluate`.
 
@@ -66,8 +74,9 @@ def eval_command(
         out=out,
         overrides=list(set_ or []),
         progress=True,
-        command=command_line(config, data, index_dir, limit, out, set_ or [], json_output),
+        command=command_line(config, data, index_dir, limit, out, set_ or [], json_output, pipeline),
         log=log,
+        pipeline_path=pipeline,
     )
     summary = rounded(run.summary)
     if json_output:

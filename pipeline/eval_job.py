@@ -181,11 +181,14 @@ def command_line(
     out: str | Path | None = None,
     overrides: Sequence[str] = (),
     json_output: bool = False,
+    pipeline_path: str | Path | None = None,
 ) -> str:
     """The ``kotae eval`` command that reproduces a run, for the report."""
     args = ["kotae", "eval"]
     if config_path is not None:
         args += ["--config", str(config_path)]
+    if pipeline_path is not None:
+        args += ["--pipeline", str(pipeline_path)]
     args += ["--data", str(data)]
     if index_dir is not None:
         args += ["--index-dir", str(index_dir)]
@@ -333,19 +336,32 @@ def run_eval(
     progress: bool = False,
     command: str | None = None,
     log: Callable[[str], None] = lambda message: None,
+    pipeline_path: str | Path | None = None,
 ) -> EvalRun:
-    """Index ``data``'s contexts, ask its questions with no context, score, and write the report."""
+    """Index ``data``'s contexts, ask its questions with no context, score, and write the report.
+
+    ``pipeline_path`` (instead of ``config_path``) takes the settings from a Haystack pipeline YAML
+    (:func:`kotae.pipeline.haystack_yaml.read_pipeline_file`: embedder, retrievers, reader), with
+    ``overrides`` on top; the index is the data set's, as with a config.
+    """
     from kotae.indexing.job import run_index
     from kotae.pipeline.config import load_pipeline_config
     from kotae.pipeline.eval_report import write_report
     from kotae.pipeline.qa import QuestionAnswerer
 
+    if pipeline_path is not None:
+        from kotae.pipeline.haystack_yaml import read_pipeline_file
+
+        if config_path is not None:
+            raise KotaeError("give --config or --pipeline, not both")
+        overrides = [*read_pipeline_file(Path(pipeline_path)).overrides, *overrides]
     config = load_pipeline_config(config_path, list(overrides))
     files = squad_files(data)
     questions = load_questions(files, limit)
     directory = Path(index_dir).expanduser() if index_dir is not None else default_index_dir(config, files)
     config = load_pipeline_config(config_path, [*overrides, *eval_index_overrides(config, directory)])
-    config_name = Path(config_path).name if config_path else "built-in defaults"
+    source = config_path or pipeline_path
+    config_name = Path(source).name if source else "built-in defaults"
     out_dir = (
         Path(out)
         if out is not None

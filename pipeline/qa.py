@@ -39,10 +39,30 @@ class Question:
 class QuestionAnswerer:
     """A warmed-up pipeline and a lock around it."""
 
-    def __init__(self, pipeline: Pipeline, config: PipelineConfig | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: PipelineConfig | None = None,
+        query_targets: list[str] | None = None,
+        answers_from: str = "reader",
+    ) -> None:
+        """
+        :param query_targets: The ``component.input`` paths the question goes to (default: those of
+            kotae's component names, :data:`~kotae.pipeline.haystack_yaml.QUERY_INPUTS`).
+        :param answers_from: The component whose ``answers`` output is returned (and takes ``top_k``).
+        """
+        from kotae.pipeline.haystack_yaml import query_targets as default_targets
+
         self.pipeline = pipeline
         self.config = config
         self.components = set(pipeline.graph.nodes)
+        self.query_targets = query_targets or default_targets(self.components)
+        self.answers_from = answers_from
+        self.filtered = sorted(
+            name
+            for name, sockets in pipeline.inputs(include_components_with_connected_inputs=True).items()
+            if "filters" in sockets
+        )
         self._lock = threading.Lock()
 
     @classmethod
@@ -61,6 +81,24 @@ class QuestionAnswerer:
             answerer.warm_up()
         return answerer
 
+    @classmethod
+    def from_pipeline_file(cls, path: str | Path, warm_up: bool = True) -> QuestionAnswerer:
+        """The pipeline a Haystack pipeline YAML file describes (``kotae pipeline show``, or edited),
+        read safely; its index is checked before anything is opened, and its embedder against the index's."""
+        from kotae.pipeline.build import pipeline_from_mapping, require_index, require_same_embedder
+        from kotae.pipeline.config import load_pipeline_config
+        from kotae.pipeline.haystack_yaml import read_pipeline_file
+
+        pipeline_file = read_pipeline_file(Path(path))
+        config = load_pipeline_config(None, pipeline_file.overrides)
+        require_index(config.index_dir, None, config)
+        pipeline = pipeline_from_mapping(pipeline_file.data)
+        require_same_embedder(config)
+        answerer = cls(pipeline, config, pipeline_file.query_targets, pipeline_file.answers_from)
+        if warm_up:
+            answerer.warm_up()
+        return answerer
+
     def warm_up(self) -> None:
         """Load every model now rather than on the first question."""
         with self._lock:
@@ -68,16 +106,15 @@ class QuestionAnswerer:
 
     def inputs(self, question: str, top_k: int | None, filters: dict[str, Any] | None) -> dict[str, Any]:
         """The ``Pipeline.run`` data for one question."""
-        data: dict[str, Any] = {"reader": {"query": question}}
+        data: dict[str, dict[str, Any]] = {}
+        for target in self.query_targets:
+            component, field = target.split(".", 1)
+            data.setdefault(component, {})[field] = question
         if top_k is not None:
-            data["reader"]["top_k"] = top_k
-        if "query_embedder" in self.components:
-            data["query_embedder"] = {"text": question}
-        for name in ("dense_retriever", "bm25_retriever"):
-            if name in self.components:
-                data[name] = {"filters": filters} if filters else {}
-        if "bm25_retriever" in self.components:
-            data["bm25_retriever"]["query"] = question
+            data.setdefault(self.answers_from, {})["top_k"] = top_k
+        if filters:
+            for name in self.filtered:
+                data.setdefault(name, {})["filters"] = filters
         return data
 
     def run(
@@ -175,5 +212,5 @@ class QuestionAnswerer:
         self, question: str, top_k: int | None = None, filters: dict[str, Any] | None = None
     ) -> list[ExtractedAnswer]:
         """The reader's answers to ``question``, best first (at most ``top_k``, plus a no-answer if enabled)."""
-        answers: list[ExtractedAnswer] = self.run(question, top_k, filters)["reader"]["answers"]
+        answers: list[ExtractedAnswer] = self.run(question, top_k, filters)[self.answers_from]["answers"]
         return answers

@@ -92,18 +92,23 @@ class KotaeExtractiveReader:
     Whether the no-answer comes first is decided on the reader's own scores. On a single passage
     every ranking equals ``kotae evaluate``'s.
 
+    Importable as a Haystack integration, ``from haystack_integrations.components.readers.kotae import
+    KotaeExtractiveReader`` (also its serialised ``type``).
+
     ### Usage example
     ```python
     from haystack import Document
-    from kotae.pipeline.reader import KotaeExtractiveReader
+    from haystack_integrations.components.readers.kotae import KotaeExtractiveReader
 
-    reader = KotaeExtractiveReader(model="path/to/reader", top_k=3)
+    reader = KotaeExtractiveReader(model="reader-e5-small-ja-en", top_k=3)
     reader.warm_up()
     passages = [Document(content="富士山の高さは3776メートルである。", meta={"start": 120, "source": "fuji.txt"})]
     answers = reader.run(query="富士山の高さは？", documents=passages)["answers"]
     print(answers[0].data, answers[0].meta["source_start"])
     ```
     """
+
+    __module__ = "haystack_integrations.components.readers.kotae"  # its public home and serialised type
 
     def __init__(
         self,

@@ -278,7 +278,10 @@ def test_pipeline_yaml_round_trips_without_the_token(
     monkeypatch.setenv("KOTAE_MILVUS_TOKEN", "not-in-yaml")
     config = load_pipeline_config(CONFIGS / "default.yaml", both["milvus"])
     text = build_pipeline(config).dumps()
-    assert "not-in-yaml" not in text and "kotae.indexing.milvus_store.MilvusDocumentStore" in text
+    assert (
+        "not-in-yaml" not in text
+        and "haystack_integrations.document_stores.kotae.KotaeMilvusDocumentStore" in text
+    )
     loaded = load_pipeline_yaml(text)
     store = loaded.get_component("dense_retriever").document_store
     assert isinstance(store, MilvusDocumentStore) and store.uri == config.index.milvus_uri

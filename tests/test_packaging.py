@@ -1,4 +1,5 @@
-"""The wheel exposes one import name, ``kotae``, and carries its shipped configs.
+"""The wheel exposes one import name, ``kotae`` (plus its Haystack integration modules inside Haystack's
+``haystack_integrations`` namespace package), and carries its shipped configs.
 
 A real wheel is built from the project's own files and installed (``--no-deps``) into a fresh
 virtual environment that sees this environment's dependencies (torch, Haystack, ...) as a plain
@@ -25,7 +26,22 @@ from kotae.errors import KotaeError
 from kotae.pipeline.config import load_pipeline_config
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_INPUTS = ["pyproject.toml", "README.md", "kotae", "pipeline", "indexing", "reader_training", "configs"]
+BUILD_INPUTS = [
+    "pyproject.toml",
+    "README.md",
+    "kotae",
+    "pipeline",
+    "indexing",
+    "reader_training",
+    "configs",
+    "haystack_integrations",
+]
+INTEGRATION = [
+    "haystack_integrations/document_stores/kotae/__init__.py",
+    "haystack_integrations/components/retrievers/kotae/__init__.py",
+    "haystack_integrations/components/readers/kotae/__init__.py",
+    "haystack_integrations/components/embedders/kotae/__init__.py",
+]
 
 
 def _fresh_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -80,7 +96,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_one_top_level_package_and_the_shipped_configs(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
-    assert top == {"kotae"}
+    assert top == {"kotae", "haystack_integrations"}
+    # the integration ships only kotae's four modules: the namespace levels above them stay open
+    # (no __init__.py), so transformers-haystack's and others' modules live beside them
+    assert sorted(name for name in names if name.startswith("haystack_integrations/")) == sorted(INTEGRATION)
     for config in ("default", "dense", "bm25"):
         assert f"kotae/configs/pipeline/{config}.yaml" in names
     assert "kotae/pipeline/templates/index.html" in names
@@ -117,8 +136,22 @@ def test_the_installed_wheel_runs_from_a_folder_holding_pipeline_py(wheel: Path,
 
     show = run(str(python.parent / "kotae"), "pipeline", "show", "--config", "default")
     assert show.returncode == 0, show.stderr
-    assert "type: kotae.pipeline.reader.KotaeExtractiveReader" in show.stdout
-    assert "type: kotae.indexing.retriever.FaissEmbeddingRetriever" in show.stdout
+    assert "type: haystack_integrations.components.readers.kotae.KotaeExtractiveReader" in show.stdout
+    assert "type: haystack_integrations.components.retrievers.kotae.KotaeEmbeddingRetriever" in show.stdout
+    loads = run(str(python), "-c", LOADS_WITH_HAYSTACK_ALONE)
+    assert loads.returncode == 0, loads.stderr
+
+
+LOADS_WITH_HAYSTACK_ALONE = """
+import subprocess, sys
+from pathlib import Path
+text = subprocess.run([str(Path(sys.executable).parent / "kotae"), "pipeline", "show"], capture_output=True,
+                      text=True, check=True).stdout
+from haystack import Pipeline
+loaded = Pipeline.loads(text)  # Haystack's default allow-list, the installed wheel's modules
+assert type(loaded.get_component("reader")).__module__ == "haystack_integrations.components.readers.kotae"
+import haystack_integrations.components.readers.transformers  # transformers-haystack's, beside kotae's
+"""
 
 
 def test_config_names_resolve_to_the_shipped_files_from_any_folder(

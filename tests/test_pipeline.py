@@ -195,7 +195,7 @@ def test_reader_validates_and_round_trips() -> None:
         model="some/reader", top_k=3, max_answer_length=12, no_answer=True, device="cpu"
     )
     data = reader.to_dict()
-    assert data["type"] == "kotae.pipeline.reader.KotaeExtractiveReader"
+    assert data["type"] == "haystack_integrations.components.readers.kotae.KotaeExtractiveReader"
     again = KotaeExtractiveReader.from_dict(data)
     assert again.to_dict() == data
 
@@ -214,7 +214,8 @@ def test_pipeline_show_loads_back_and_answers(setup: TinySetup) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     text = result.stdout
-    assert "kotae.pipeline.reader.KotaeExtractiveReader" in text and "reciprocal_rank_fusion" in text
+    assert "haystack_integrations.components.readers.kotae.KotaeExtractiveReader" in text
+    assert "reciprocal_rank_fusion" in text
     loaded = load_pipeline_yaml(text)
     assert _normalised(loaded.to_dict()) == _normalised(
         build_pipeline(setup.config(CONFIGS / "default.yaml")).to_dict()
