@@ -53,6 +53,7 @@ KOTAE_MODULES: tuple[str, ...] = (
     "haystack_integrations.components.retrievers.kotae",
     "haystack_integrations.components.readers.kotae",
     "haystack_integrations.components.embedders.kotae",
+    "haystack_integrations.components.embedders.kotae.sentence_transformers",
 )
 """The modules kotae's components are serialised under (their public home, a Haystack integration)."""
 

@@ -32,7 +32,8 @@ from kotae.pipeline.config import PipelineConfig
 STORES = "haystack_integrations.document_stores.kotae."
 RETRIEVERS = "haystack_integrations.components.retrievers.kotae."
 EMBEDDERS = (
-    "haystack_integrations.components.embedders.kotae.KotaeTextEmbedder",
+    "haystack_integrations.components.embedders.kotae.KotaeQueryEmbedder",
+    "haystack_integrations.components.embedders.kotae.sentence_transformers.KotaeTextEmbedder",
     "haystack_integrations.components.embedders.sentence_transformers.sentence_transformers_text_embedder."
     "SentenceTransformersTextEmbedder",
 )
@@ -185,6 +186,7 @@ def _reader_settings(kind: str, parameters: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "model", "top_k", "max_answer_length", "max_length", "stride", "max_question_length", "n_best",
         "no_answer", "no_answer_threshold", "batch_size", "device", "relative_scores",
+        "retriever_weight", "retriever_evidence", "runtime",
     )  # fmt: skip
     return {"type": "kotae", **{key: parameters[key] for key in keys if key in parameters}}
 

@@ -25,7 +25,8 @@ class KotaeTextEmbedder(SentenceTransformersTextEmbedder):
     """Embeds a question with a kotae embedder model (an alias or a folder), for the dense retriever.
 
     Importable as a Haystack integration, ``from haystack_integrations.components.embedders.kotae
-    import KotaeTextEmbedder`` (also its serialised ``type``).
+    import KotaeTextEmbedder``; serialised as ``haystack_integrations.components.embedders.kotae.
+    sentence_transformers.KotaeTextEmbedder``, so pipelines without it never import sentence-transformers.
 
     ### Usage example
     ```python
@@ -37,7 +38,7 @@ class KotaeTextEmbedder(SentenceTransformersTextEmbedder):
     ```
     """
 
-    __module__ = "haystack_integrations.components.embedders.kotae"  # its public home and serialised type
+    __module__ = "haystack_integrations.components.embedders.kotae.sentence_transformers"  # its public home and serialised type
 
     def __init__(
         self,

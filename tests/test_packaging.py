@@ -41,6 +41,7 @@ INTEGRATION = [
     "haystack_integrations/components/retrievers/kotae/__init__.py",
     "haystack_integrations/components/readers/kotae/__init__.py",
     "haystack_integrations/components/embedders/kotae/__init__.py",
+    "haystack_integrations/components/embedders/kotae/sentence_transformers.py",
 ]
 
 
