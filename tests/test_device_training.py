@@ -186,12 +186,12 @@ def _run_device_train(bundle: Path, out: Path) -> subprocess.CompletedProcess[st
         blocker
         + "import runpy\n"
         + f"sys.argv = ['device_train', '--bundle', {str(bundle)!r}, '--out', {str(out)!r}, "
-        + "'--max-steps', '3', '--device', 'cpu', '--threads', '2']\n"
+        + "'--max-steps', '3', '--device', 'cpu', '--threads', '2', '--max-seconds', '1200']\n"
         + "runpy.run_module('kotae.reader_training.device.train', run_name='__main__')\n"
     )
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-c", runner], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", runner], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500
     )
 
 
