@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from kotae.errors import KotaeError
-from kotae.models import STAMP, build_atomically, kotae_home
 
 ONNX_FILE = "model-int8.onnx"
 FLOAT_FILE = "model.onnx"
@@ -64,10 +63,14 @@ def onnx_key(folder: Path) -> str:
 
 def onnx_folder(folder: Path) -> Path:
     """Where ``folder``'s int8 form lives (prepared or not)."""
+    from kotae.models import kotae_home  # imported here: the lent-GPU scripts run without kotae.models
+
     return kotae_home() / "runtime" / f"{folder.name}-{onnx_key(folder)}"
 
 
 def is_onnx_prepared(folder: Path) -> bool:
+    from kotae.models import STAMP
+
     target = onnx_folder(folder)
     return all((target / name).is_file() for name in (STAMP, ONNX_FILE, FLOAT_FILE))
 
@@ -81,6 +84,8 @@ def prepare_onnx(
     :param load_model: Loads the reader's torch model (called only when exporting).
     :param log: Receives one line when the export starts and one when it ends.
     """
+    from kotae.models import build_atomically
+
     if onnxruntime_version() is None:
         raise KotaeError("onnxruntime is not installed; pip install onnxruntime, or use reader runtime torch")
     target = onnx_folder(folder)

@@ -245,6 +245,7 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
     # the dev scores measured by the device run are what kotae evaluate measures on the unpacked reader
     report = evaluate_folder(str(folder), str(shared_data / "jaquad" / "dev"), limit=10, device="cpu")
     assert report.settings["max_length"] == 128
+    assert "dev" in run, run.get("dev_error")  # e.g. an import the device run blocks
     device_scores = run["dev"]["jaquad-dev"]
     assert {k: device_scores[k] for k in ("exact_match", "f1", "n")} == {
         k: report.summary()[k] for k in ("exact_match", "f1", "n")
