@@ -249,10 +249,12 @@ def query_embedder(config: PipelineConfig, check_models: bool = True) -> Any:
     model's vectors exactly (no sentence-transformers import: a faster start), else
     :class:`~kotae.pipeline.text_embedder.KotaeTextEmbedder` (sentence-transformers).
 
-    ``check_models=False`` prepares and reads nothing: the shipped aliases are all plain models."""
+    ``check_models=False`` prepares and reads nothing: the shipped embedder aliases are all plain
+    models (a reader alias is not an embedder, so it gets the sentence-transformers path, as a
+    prepared reader folder would)."""
     from kotae.indexing.embedder import resolve_embedder_dir
     from kotae.indexing.query_embedder import KotaeQueryEmbedder, plain_folder
-    from kotae.models import ALIASES
+    from kotae.models import ALIASES, READERS
 
     model = config.embedder.model
     if check_models:
@@ -260,7 +262,7 @@ def query_embedder(config: PipelineConfig, check_models: bool = True) -> Any:
         require_safetensors(folder, "embedder")
         plain = plain_folder(folder)
     else:
-        plain = model in ALIASES or plain_folder(Path(model).expanduser())
+        plain = (model in ALIASES and model not in READERS) or plain_folder(Path(model).expanduser())
     if plain:
         return KotaeQueryEmbedder(
             model=model,

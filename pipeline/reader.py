@@ -351,26 +351,23 @@ class KotaeExtractiveReader:
             settings.stride,
             settings.max_question_length,
         )
-        logits = self._logits(windows, [len(request.documents) for request in requests])
-        decoded: list[Decoded] = []
-        first = 0
-        for request in requests:
-            mine = range(first, first + len(request.documents))
-            own = [
-                (window, out)
-                for window, out in zip(windows, logits, strict=True)
-                if window.example_index in mine
-            ]
-            decoded.append(self._decode(request, own, first))
-            first += len(request.documents)
-        return decoded
+        question_of = [number for number, request in enumerate(requests) for _ in request.documents]
+        logits = self._logits(windows, question_of)
+        own: list[list[tuple[Window, tuple[np.ndarray, np.ndarray]]]] = [[] for _ in requests]
+        for window, out in zip(windows, logits, strict=True):
+            own[question_of[window.example_index]].append((window, out))
+        firsts = np.cumsum([0] + [len(request.documents) for request in requests])[:-1]
+        return [
+            self._decode(request, mine, int(first))
+            for request, mine, first in zip(requests, own, firsts, strict=True)
+        ]
 
-    def _logits(self, windows: list[Window], passages: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Every window's logits, each window padded to the length it would have if its question
-        were read alone (:func:`padded_lengths`), so batching questions together changes no answer;
-        windows of one padded length are read together, whichever question they belong to."""
+    def _logits(self, windows: list[Window], question_of: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every window's logits (``question_of[p]`` is the question that passage ``p`` belongs to),
+        each window padded to the length it would have if its question were read alone
+        (:func:`padded_lengths`), so batching questions together changes no answer; windows of one
+        padded length are read together, whichever question they belong to."""
         settings = self.settings
-        question_of = [index for index, count in enumerate(passages) for _ in range(count)]
         owners = [question_of[window.example_index] for window in windows]
         lengths = [len(window.input_ids) for window in windows]
         pad = padded_lengths(lengths, owners, settings.batch_size, PAD_MULTIPLE, settings.max_length)

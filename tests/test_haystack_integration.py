@@ -68,6 +68,20 @@ def test_a_shown_pipeline_loads_with_haystack_alone_in_a_fresh_interpreter(tmp_p
     assert done.returncode == 0, done.stderr
 
 
+def test_a_reader_alias_as_embedder_is_not_taken_for_a_plain_embedder(tmp_path: Path) -> None:
+    """Without reading the model folder, only the shipped embedder aliases get kotae's query embedder;
+    the reader alias gets the sentence-transformers path, as its prepared folder would."""
+    from kotae.models import DEFAULT_READER
+    from kotae.pipeline.build import query_embedder
+
+    for model, expected in (
+        ("multilingual-e5-small", "KotaeQueryEmbedder"),
+        (DEFAULT_READER, "KotaeTextEmbedder"),
+    ):
+        config = load_pipeline_config("dense", [f"index.dir={tmp_path / 'index'}", f"embedder.model={model}"])
+        assert type(query_embedder(config, check_models=False)).__name__ == expected
+
+
 def test_the_names_are_kotaes_and_the_old_ones_still_work(tmp_path: Path) -> None:
     from haystack_integrations.components.readers.kotae import KotaeExtractiveReader
     from haystack_integrations.components.retrievers.kotae import KotaeBM25Retriever, KotaeEmbeddingRetriever
