@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from kotae.pipeline.ranking import EVIDENCE, combined_scores, rank_order, retrie
 
 WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 READER_SCORES = ("margin", "raw", "factored")
+PASSAGES_READ = (1, 2, 3, 5, 7, 10)
 
 
 @dataclass
@@ -81,6 +82,26 @@ class Cache:
             self.span_f1[s0:s1],
             self.passage_offsets[start : stop + 1] - p0,
             self.passage_score[p0:p1],
+        )
+
+    def first_passages(self, k: int) -> Cache:
+        """The cache as if only each question's first ``k`` retrieved passages had been read: their
+        spans and scores (a passage's spans do not depend on the other passages read with it)."""
+        kept = self.span_passage < k
+        passage_rank = np.arange(len(self.passage_score)) - np.repeat(
+            self.passage_offsets[:-1], np.diff(self.passage_offsets)
+        )
+        first = passage_rank < k
+        return replace(
+            self,
+            span_offsets=np.concatenate([[0], np.cumsum(kept)])[self.span_offsets],
+            span_passage=self.span_passage[kept],
+            span_margin=self.span_margin[kept],
+            span_raw=self.span_raw[kept],
+            span_em=self.span_em[kept],
+            span_f1=self.span_f1[kept],
+            passage_offsets=np.concatenate([[0], np.cumsum(first)])[self.passage_offsets],
+            passage_score=self.passage_score[first],
         )
 
     def extend(self, more: Cache) -> Cache:
@@ -282,6 +303,15 @@ def main() -> None:
             f"{name} report split: F1 {before[1]:.1f} -> {after[1]:.1f}, "
             f"share of gold-context F1 {before[2]:.1f}% -> {after[2]:.1f}%"
         )
+    print("\nless reading: only the first k retrieved passages read, the chosen ranking, report split")
+    for name in names:
+        part = caches[name].subset(*report)
+        gold = float(np.mean(part.gold_f1))
+        cells = []
+        for k in PASSAGES_READ:
+            em, f1 = end_to_end(part.first_passages(k), *best)
+            cells.append(f"k={k}: {em:.1f}/{f1:.1f} ({100.0 * f1 / gold if gold else 0.0:.1f}%)")
+        print(f"{name} EM/F1 (share): " + "  ".join(cells))
 
 
 if __name__ == "__main__":
