@@ -80,6 +80,8 @@ def prepare(args: argparse.Namespace, work: Path) -> list[str]:
         subprocess.run(command, check=True, timeout=1800, stdout=subprocess.DEVNULL)
     for override in overrides:
         options += ["--set", override]
+    if args.max_batch is not None:
+        options += ["--max-batch", str(args.max_batch)]
     return options
 
 
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--set", action="append", help="config override for kotae index/serve; repeatable")
     parser.add_argument("--index-dir", type=Path, help="an existing index (default: index the corpus afresh)")
+    parser.add_argument("--max-batch", type=int, help="kotae serve --max-batch (1: one question at a time)")
     parser.add_argument("--corpus", type=Path, nargs="+", default=[ROOT / "examples"])
     parser.add_argument("--questions", type=Path, default=ROOT / "examples" / "questions.json")
     parser.add_argument(
@@ -274,7 +277,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log.close()
     result["setup"] = (
         f"{'tiny models' if args.tiny else 'config ' + str(args.config or 'default')}"
-        f"{' ' + ' '.join(args.set) if args.set else ''}; corpus {', '.join(p.name for p in args.corpus)}; "
+        f"{' ' + ' '.join(args.set) if args.set else ''}"
+        f"{f'; serve --max-batch {args.max_batch}' if args.max_batch is not None else ''}; corpus {', '.join(p.name for p in args.corpus)}; "
         f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python {platform.python_version()}"
     )
     print(json.dumps(result, ensure_ascii=False, indent=1))
