@@ -179,3 +179,14 @@ def test_shipped_config_data_paths_resolve_from_any_folder(
     config = load_train_config(path)
     shared = [s.path for s in [*config.train_data, *config.dev_data] if "shared" in s.path]
     assert shared and all(Path(p).exists() for p in shared), shared
+
+
+def test_bf16_counts_as_native_only_with_avx512_bf16_or_amx() -> None:
+    from kotae.reader_training.train import cpu_has_native_bf16
+
+    intel = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n"
+    sapphire = "flags\t\t: fpu avx2 amx_bf16 amx_tile\n"
+    epyc = "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n"
+    assert cpu_has_native_bf16(intel) and cpu_has_native_bf16(sapphire)
+    assert not cpu_has_native_bf16(epyc) and not cpu_has_native_bf16("")
+    assert not cpu_has_native_bf16("model name\t: avx512_bf16 in a name, not a flag\n")
