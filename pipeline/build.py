@@ -343,6 +343,8 @@ def build_reader(reader: ReaderConfig, check_models: bool = True) -> Any:
             retriever_weight=reader.retriever_weight,
             retriever_evidence=reader.retriever_evidence,
             runtime=reader.runtime,
+            early_stop_margin=reader.early_stop_margin,
+            early_stop_after=reader.early_stop_after,
         )
     from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 

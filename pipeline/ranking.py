@@ -74,3 +74,27 @@ def combined_scores(
 def rank_order(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     """Indexes of ``scores``, best first; ties keep their given order (a stable sort)."""
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+
+
+def unread_cannot_win(
+    best: float,
+    passage_evidence: Sequence[float] | np.ndarray,
+    read: int,
+    weight: float,
+    max_reader_score: float,
+) -> bool:
+    """Whether no span of the passages not yet read (``passage_evidence[read:]``) can reach ``best``, the
+    best combined score so far, if no reader score exceeds ``max_reader_score``: the reader may then stop.
+
+    Example: with ``w = 0.75`` and rank evidence, after three passages with a best score of 0, a span
+    of the fourth passage (evidence ``-log 4``) needs a reader margin of ``0.75 * log 4 / 0.25 = 4.16``::
+
+        prior = retriever_evidence([None] * 10)
+        unread_cannot_win(0.0, prior, 3, 0.75, 4.0)   # True: no margin above 4 can reach 0
+        unread_cannot_win(0.0, prior, 3, 0.75, 10.0)  # False: a margin of 10 could
+        unread_cannot_win(2.0, prior, 3, 0.75, 10.0)  # True: 0.25 * 10 - 0.75 * log 4 = 1.46 < 2
+    """
+    evidence = np.asarray(passage_evidence, dtype=np.float64)
+    if read >= evidence.size:
+        return True
+    return best >= (1.0 - weight) * max_reader_score + weight * float(evidence[read:].max())

@@ -28,7 +28,13 @@ import numpy as np
 from haystack import Document, ExtractedAnswer, component, default_from_dict, default_to_dict
 
 from kotae.pipeline.answers import sentence_around, source_span
-from kotae.pipeline.ranking import Evidence, combined_scores, rank_order, retriever_evidence
+from kotae.pipeline.ranking import (
+    Evidence,
+    combined_scores,
+    rank_order,
+    retriever_evidence,
+    unread_cannot_win,
+)
 
 if TYPE_CHECKING:
     from kotae.reader_training.decode import Decoded, Span
@@ -127,6 +133,8 @@ class KotaeExtractiveReader:
         retriever_weight: float = 0.0,
         retriever_evidence: Evidence = "rank",
         runtime: str = "torch",
+        early_stop_margin: float | None = None,
+        early_stop_after: Sequence[int] = (3, 6),
     ) -> None:
         """
         Create the reader; the model loads in :meth:`warm_up`.
@@ -153,11 +161,19 @@ class KotaeExtractiveReader:
         :param runtime: How the model runs: ``torch`` (float32), ``torch-bf16``, ``onnx`` or
             ``onnx-int8`` (the cached float32 or int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8`` where onnxruntime is
             installed and the device is a CPU, else ``torch``); see ``kotae.reader_training.runtime``.
+        :param early_stop_margin: Read the passages in rounds (the first ``early_stop_after[0]``, then up
+            to ``early_stop_after[1]``, ..., then the rest) and stop once no unread passage could beat
+            the best answer so far if no reader margin exceeds this value
+            (:func:`kotae.pipeline.ranking.unread_cannot_win`). None reads every passage at once. Only
+            with ``relative_scores`` and without a no-answer; the answers after the first come from the
+            passages read.
+        :param early_stop_after: The passage counts after which the reader checks whether it may stop.
 
         Settings left as None come from the model's ``reader_config.json`` (what it was trained and
         measured with), else the ``kotae evaluate`` defaults.
         :raises ValueError: If ``top_k`` or a length setting is not greater than 0, ``runtime`` is
-            unknown, or ``retriever_weight`` is not between 0 and 1.
+            unknown, ``retriever_weight`` is not between 0 and 1, or ``early_stop_after`` holds a
+            count below 1.
         """
         from kotae.reader_training.runtime import RUNTIMES
 
@@ -194,7 +210,11 @@ class KotaeExtractiveReader:
         self.relative_scores = relative_scores
         self.retriever_weight = retriever_weight
         self.retriever_evidence: Evidence = retriever_evidence
+        if any(count < 1 for count in early_stop_after):
+            raise ValueError(f"early_stop_after counts must be 1 or more, but got {list(early_stop_after)}")
         self.runtime = runtime
+        self.early_stop_margin = early_stop_margin
+        self.early_stop_after = sorted(set(early_stop_after))
         self.runtime_name: str | None = None  # which runtime answers, set by warm_up
         self._model: Any = None  # kotae.reader_training.runtime.ReaderRuntime
         self._tokenizer: Any = None
@@ -221,6 +241,8 @@ class KotaeExtractiveReader:
             retriever_weight=self.retriever_weight,
             retriever_evidence=self.retriever_evidence,
             runtime=self.runtime,
+            early_stop_margin=self.early_stop_margin,
+            early_stop_after=self.early_stop_after,
         )
 
     @classmethod
@@ -333,34 +355,69 @@ class KotaeExtractiveReader:
         With the retriever's evidence in play (``retriever_weight > 0``) every passage's best spans are
         kept as candidates, so that the combined ranking can lift a lower-scored passage's span.
         """
-        return self._decode_all([ReadRequest(query, passages, top_k, max_answer_length)])[0]
+        return self._decode_all([ReadRequest(query, passages, top_k, max_answer_length)], early_stop=False)[0]
 
-    def _decode_all(self, requests: Sequence[ReadRequest]) -> list[Decoded]:
-        """Each request's decoded spans, all requests' windows read by the model together."""
-        from kotae.reader_training.features import tokenize_windows
-
+    def _decode_all(self, requests: Sequence[ReadRequest], early_stop: bool = True) -> list[Decoded]:
+        """Each request's decoded spans, all requests' windows read by the model together, in rounds
+        of passages (:meth:`_rounds`) while some request may still stop early."""
         if not requests:
             return []
         self.warm_up()
+        rounds = [self._rounds(request) if early_stop else [len(request.documents)] for request in requests]
+        read: list[list[tuple[Window, tuple[np.ndarray, np.ndarray]]]] = [[] for _ in requests]
+        decoded: list[Decoded | None] = [None] * len(requests)
+        for step in range(max(len(counts) for counts in rounds)):
+            reading = [number for number, done in enumerate(decoded) if done is None]
+            chunks = {n: range(rounds[n][step - 1] if step else 0, rounds[n][step]) for n in reading}
+            for number, window_logits in self._read_passages(requests, chunks):
+                read[number].append(window_logits)
+            for number in reading:
+                spans = self._decode(requests[number], read[number])
+                last = step == len(rounds[number]) - 1
+                if last or self._may_stop(requests[number], spans, rounds[number][step]):
+                    decoded[number] = spans
+        return [spans for spans in decoded if spans is not None]
+
+    def _rounds(self, request: ReadRequest) -> list[int]:
+        """How many of the request's passages are read after each round: all at once, or in the
+        ``early_stop_after`` rounds when early stopping applies to it."""
+        count = len(request.documents)
+        with_null = self.no_answer if request.no_answer is None else request.no_answer
+        if self.early_stop_margin is None or with_null or not self.relative_scores:
+            return [count]
+        return [k for k in self.early_stop_after if k < count] + [count]
+
+    def _may_stop(self, request: ReadRequest, decoded: Decoded, read: int) -> bool:
+        """Whether no passage after the first ``read`` could beat the best span found so far."""
+        if not decoded.answers or self.early_stop_margin is None:
+            return False
+        evidence = retriever_evidence([d.score for d in request.documents], self.retriever_evidence)
+        best = float(self.span_scores(decoded, request.documents).max())
+        return unread_cannot_win(best, evidence, read, self.retriever_weight, self.early_stop_margin)
+
+    def _read_passages(
+        self, requests: Sequence[ReadRequest], chunks: dict[int, range]
+    ) -> Iterator[tuple[int, tuple[Window, tuple[np.ndarray, np.ndarray]]]]:
+        """The windows and logits of passages ``chunks[n]`` of each request ``n``, read together; each
+        window's ``example_index`` is its passage's position among its request's documents."""
+        from kotae.reader_training.features import tokenize_windows
+
+        pairs = [(number, passage) for number, passages in chunks.items() for passage in passages]
+        if not pairs:
+            return
         settings = self.settings
         windows = tokenize_windows(
             self._tokenizer,
-            [request.query for request in requests for _ in request.documents],
-            [d.content or "" for request in requests for d in request.documents],
+            [requests[number].query for number, _ in pairs],
+            [requests[number].documents[passage].content or "" for number, passage in pairs],
             settings.max_length,
             settings.stride,
             settings.max_question_length,
         )
-        question_of = [number for number, request in enumerate(requests) for _ in request.documents]
-        logits = self._logits(windows, question_of)
-        own: list[list[tuple[Window, tuple[np.ndarray, np.ndarray]]]] = [[] for _ in requests]
+        logits = self._logits(windows, [number for number, _ in pairs])
         for window, out in zip(windows, logits, strict=True):
-            own[question_of[window.example_index]].append((window, out))
-        firsts = np.cumsum([0] + [len(request.documents) for request in requests])[:-1]
-        return [
-            self._decode(request, mine, int(first))
-            for request, mine, first in zip(requests, own, firsts, strict=True)
-        ]
+            number, passage = pairs[window.example_index]
+            yield number, (replace(window, example_index=passage), out)
 
     def _logits(self, windows: list[Window], question_of: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Every window's logits (``question_of[p]`` is the question that passage ``p`` belongs to),
@@ -380,9 +437,10 @@ class KotaeExtractiveReader:
         return results
 
     def _decode(
-        self, request: ReadRequest, windows: list[tuple[Window, tuple[np.ndarray, np.ndarray]]], first: int
+        self, request: ReadRequest, windows: list[tuple[Window, tuple[np.ndarray, np.ndarray]]]
     ) -> Decoded:
-        """One question's candidate spans from its windows' logits (its contexts numbered from ``first``)."""
+        """One question's candidate spans from its windows' logits (``example_index``: the passage's
+        position among the request's documents)."""
         from kotae.reader_training.decode import WindowLogits, decode
 
         top_k = self.top_k if request.top_k is None else request.top_k
@@ -393,9 +451,7 @@ class KotaeExtractiveReader:
         candidates = max(top_k, settings.n_best) * (len(passages) if self.retriever_weight > 0 else 1)
         return decode(
             [
-                WindowLogits(
-                    start, end, window.offsets, window.cls_index, context_index=window.example_index - first
-                )
+                WindowLogits(start, end, window.offsets, window.cls_index, context_index=window.example_index)
                 for window, (start, end) in windows
             ],
             [d.content or "" for d in passages],

@@ -9,8 +9,9 @@ runtimes (``RUNTIMES``):
 - ``onnx-int8``: the model's int8 ONNX form (:mod:`kotae.reader_training.onnx_form`) on ONNX
   Runtime, the fastest on CPU; needs the ``onnxruntime`` package;
 - ``onnx``: the model's float32 ONNX form on ONNX Runtime (torch's logits, faster);
-- ``auto``: ``onnx-int8`` on CPU when onnxruntime is installed, else ``torch``; on a CUDA device
-  ``torch``.
+- ``auto``: ``onnx-int8`` on a CPU with an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI, AMX:
+  :mod:`kotae.cpu_features`) when onnxruntime is installed, else ``torch``; on a CUDA device ``torch``.
+  (On an AVX2-only CPU int8 was no faster than torch float32, and its logits differ.)
 
 Windows are read in length-sorted batches, each padded only to its longest window.
 
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from kotae.cpu_features import cpu_flags, int8_dot_product
 from kotae.errors import KotaeError
 from kotae.progress import progress as progress_of
 from kotae.reader_training.features import Window
@@ -105,8 +107,8 @@ def open_runtime(
     """The runtime ``kind`` (one of :data:`RUNTIMES`) for the reader in ``folder``.
 
     ``load_model`` loads the torch model (on ``device``): for the torch runtimes, and once to export
-    the ONNX form when it is not cached. ``auto`` falls back to torch where onnxruntime is missing
-    or the device is CUDA; an explicit ``onnx-int8`` without onnxruntime is an error.
+    the ONNX form when it is not cached. ``auto`` falls back to torch where onnxruntime is missing,
+    the CPU has no int8 dot-product instruction or the device is CUDA; an explicit ``onnx-int8`` without onnxruntime is an error.
     """
     if kind not in RUNTIMES:
         raise KotaeError(f"reader runtime {kind!r} is unknown; use one of {', '.join(RUNTIMES)}")
@@ -117,6 +119,10 @@ def open_runtime(
         if onnxruntime_version() is None:
             log("onnxruntime is not installed: the reader runs on torch (pip install onnxruntime for int8)")
             return _torch(load_model, tokenizer, device, note="onnxruntime not installed")
+        if not int8_dot_product(cpu_flags()):
+            return _torch(
+                load_model, tokenizer, device, note="auto: no int8 dot-product instruction on this CPU"
+            )
         kind = "onnx-int8"
     if kind in ("onnx", "onnx-int8"):
         if cuda:

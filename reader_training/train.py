@@ -170,31 +170,17 @@ def cap_windows(columns: dict[str, list[Any]], limit: int | None, seed: int) -> 
     return {key: [values[i] for i in keep] for key, values in columns.items()}
 
 
-def cpu_has_native_bf16(cpuinfo: str) -> bool:
-    """Whether the CPU described by ``/proc/cpuinfo`` text computes bfloat16 natively (AVX-512 BF16 or
-    AMX): without it torch emulates bf16 matrix products, measured 14x slower than fp32 on an AVX2-only
-    AMD EPYC (``bench/bench_bf16_step.py``: 0.15 vs 2.10 sequences/s), while a CPU with AVX-512 BF16
-    trained 1.8x faster in bf16."""
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def _cpu_info() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 def _precision(config: TrainConfig) -> tuple[bool, bool]:
     """(bf16, fp16) for the Trainer. ``auto``: bf16 on a GPU that has it, else fp16 on a GPU; on a
-    CPU bf16 where it is native (:func:`cpu_has_native_bf16`), else fp32. An explicit ``bf16`` on a
+    CPU bf16 where it is native (:func:`kotae.cpu_features.native_bf16`), else fp32. An explicit ``bf16`` on a
     CPU without native bf16 is kept, with a warning on stderr."""
     import torch
 
+    from kotae.cpu_features import cpu_flags, native_bf16
+
     cuda = torch.cuda.is_available()
     choice = config.precision
-    native_cpu_bf16 = not cuda and cpu_has_native_bf16(_cpu_info())
+    native_cpu_bf16 = not cuda and native_bf16(cpu_flags())
     if choice == "auto":
         if cuda and torch.cuda.is_bf16_supported():
             choice = "bf16"

@@ -10,7 +10,7 @@ import pytest
 from haystack import Document
 
 from kotae.pipeline.config import load_pipeline_config
-from kotae.pipeline.ranking import combined_scores, rank_order, retriever_evidence
+from kotae.pipeline.ranking import combined_scores, rank_order, retriever_evidence, unread_cannot_win
 from kotae.pipeline.reader import KotaeExtractiveReader
 from kotae.pipeline.testing import TinySetup, build_tiny_setup
 
@@ -54,6 +54,18 @@ def test_rank_order_is_stable_on_ties() -> None:
     assert list(rank_order(np.array([1.0, 2.0, 1.0, 2.0]))) == [1, 3, 0, 2]
 
 
+def test_unread_passages_cannot_win_once_their_best_possible_score_is_below_the_best() -> None:
+    prior = retriever_evidence([None] * 10, "rank")
+    # after 3 passages the 4th (evidence -log 4) is the best unread one: 0.25 * M - 0.75 * log 4
+    assert unread_cannot_win(0.0, prior, 3, 0.75, 4.0)
+    assert not unread_cannot_win(0.0, prior, 3, 0.75, 10.0)
+    assert unread_cannot_win(0.25 * 10 - 0.75 * math.log(4), prior, 3, 0.75, 10.0)
+    assert not unread_cannot_win(0.25 * 10 - 0.75 * math.log(4) - 1e-9, prior, 3, 0.75, 10.0)
+    assert unread_cannot_win(-100.0, prior, 10, 0.75, 10.0)  # nothing left to read
+    # score evidence: the best unread passage need not be the next one
+    assert not unread_cannot_win(1.0, [0.0, 0.0, 5.0], 1, 0.5, 0.0)  # passage 2 could reach 2.5
+
+
 # ------------------------------------------------------------------ config and component
 
 
@@ -70,6 +82,15 @@ def test_config_keys_validate_and_reach_the_reader() -> None:
     reader = KotaeExtractiveReader(model="some/reader", retriever_weight=0.3, retriever_evidence="score")
     again = KotaeExtractiveReader.from_dict(reader.to_dict())
     assert (again.retriever_weight, again.retriever_evidence) == (0.3, "score")
+    stopping = KotaeExtractiveReader(model="some/reader", early_stop_margin=10.0, early_stop_after=[6, 3, 3])
+    again = KotaeExtractiveReader.from_dict(stopping.to_dict())
+    assert (again.early_stop_margin, again.early_stop_after) == (10.0, [3, 6])
+    with pytest.raises(ValueError, match="early_stop_after counts must be 1 or more"):
+        KotaeExtractiveReader(model="x", early_stop_after=[0])
+    with pytest.raises(KotaeError, match="early_stop_after"):
+        load_pipeline_config(None, ["reader.early_stop_after=[0]"])
+    config = load_pipeline_config(None, ["reader.early_stop_margin=8", "reader.early_stop_after=[2]"])
+    assert (config.reader.early_stop_margin, config.reader.early_stop_after) == (8.0, [2])
     del build_components  # imported to show where the keys are wired (pipeline/build.py)
 
 
@@ -146,3 +167,36 @@ def test_pipeline_orders_answers_by_reader_and_retrieval_rank(
         ]
         assert [a.meta["rank_score"] for a in answers] == pytest.approx(expected)
         assert expected == sorted(expected, reverse=True)
+
+
+def test_early_stopping_reads_passages_in_rounds_and_stops_when_the_rest_cannot_win(setup: TinySetup) -> None:
+    """A margin no span reaches reads every passage (the same answers as reading them at once); a
+    margin every span reaches stops after the first round, with the answers of the first passages
+    alone; batched questions stop each on their own, with the answers they get one at a time."""
+    passages = _passages(setup) + _passages(setup)  # distinct objects; 3 rounds from 7 passages on
+    question = "富士山の高さは？"
+    common = {"model": str(setup.reader), "top_k": 50, "max_length": 40, "stride": 8, "retriever_weight": 0.5}
+    full = KotaeExtractiveReader(**common)
+    never = KotaeExtractiveReader(**common, early_stop_margin=1e9)
+    always = KotaeExtractiveReader(**common, early_stop_margin=-1e9)
+
+    def spans(answers: list) -> list[tuple[str, int, float]]:
+        return [(a.data, id(a.document), round(a.meta.get("rank_score", 0.0), 4)) for a in answers]
+
+    everything = full.run(query=question, documents=passages)["answers"]
+    assert spans(never.run(query=question, documents=passages)["answers"]) == spans(everything)
+    first_three = full.run(query=question, documents=passages[:3])["answers"]
+    stopped = always.run(query=question, documents=passages)["answers"]
+    assert {id(a.document) for a in stopped} <= {id(p) for p in passages[:3]}
+    assert spans(stopped) == spans(first_three)
+    # a no-answer needs every window's null score: no early stop then
+    with_null = always.run(query=question, documents=passages, no_answer=True)["answers"]
+    assert spans(with_null) == spans(full.run(query=question, documents=passages, no_answer=True)["answers"])
+
+    from kotae.pipeline.reader import ReadRequest
+
+    requests = [ReadRequest(question, passages), ReadRequest("日本の首都は？", passages[:4])]
+    for reader in (never, always):
+        together = reader.read_many(requests)
+        alone = [reader.read_many([request])[0] for request in requests]
+        assert [spans(a) for a in together] == [spans(a) for a in alone]

@@ -181,12 +181,13 @@ def test_shipped_config_data_paths_resolve_from_any_folder(
     assert shared and all(Path(p).exists() for p in shared), shared
 
 
-def test_bf16_counts_as_native_only_with_avx512_bf16_or_amx() -> None:
-    from kotae.reader_training.train import cpu_has_native_bf16
+def test_cpu_features_read_the_flags_line_only() -> None:
+    from kotae.cpu_features import cpu_flags, int8_dot_product, native_bf16
 
-    intel = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n"
-    sapphire = "flags\t\t: fpu avx2 amx_bf16 amx_tile\n"
-    epyc = "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n"
-    assert cpu_has_native_bf16(intel) and cpu_has_native_bf16(sapphire)
-    assert not cpu_has_native_bf16(epyc) and not cpu_has_native_bf16("")
-    assert not cpu_has_native_bf16("model name\t: avx512_bf16 in a name, not a flag\n")
+    intel = cpu_flags("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    sapphire = cpu_flags("flags\t\t: fpu avx2 amx_bf16 amx_int8\n")
+    epyc = cpu_flags("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert native_bf16(intel) and native_bf16(sapphire) and not native_bf16(epyc)
+    assert int8_dot_product(intel) and int8_dot_product(sapphire) and not int8_dot_product(epyc)
+    assert cpu_flags("") == frozenset() and not native_bf16(cpu_flags(""))
+    assert not native_bf16(cpu_flags("model name\t: avx512_bf16 in a name, not a flag\n"))

@@ -152,6 +152,20 @@ def test_auto_falls_back_to_torch_without_onnxruntime(
         load_runtime(str(reader_dir), "onnx-int8")
 
 
+def test_auto_picks_int8_only_on_a_cpu_with_an_int8_dot_product(
+    home: Path, reader_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """int8 pays only with VNNI/AMX (2.6x there, none on an AVX2-only EPYC): ``auto`` reads the CPU's flags."""
+    import kotae.reader_training.runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    runtime, _, _ = load_runtime(str(reader_dir), "auto")
+    assert isinstance(runtime, TorchRuntime) and "no int8 dot-product" in runtime.name
+    monkeypatch.setattr(runtime_module, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    runtime, _, _ = load_runtime(str(reader_dir), "auto")
+    assert isinstance(runtime, OnnxRuntime) and runtime.name == "onnx-int8"
+
+
 def test_unknown_runtime_is_one_line(reader_dir: Path) -> None:
     with pytest.raises(KotaeError, match="reader runtime 'fast' is unknown; use one of auto, torch"):
         load_runtime(str(reader_dir), "fast")
