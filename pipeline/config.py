@@ -51,8 +51,10 @@ class ReaderConfig(_Section):
     alone (see pipeline/ranking.py; the shipped configs' values are measured by
     bench/rank_interpolation.py).
     ``runtime`` (kotae reader) is how the model runs: ``torch`` (float32), ``torch-bf16``,
-    ``onnx`` (float32 ONNX), ``onnx-int8`` or ``auto`` (the int8 ONNX form where onnxruntime is installed, on CPU; see
-    reader_training/runtime.py and docs/speed.md); ``auto`` is the default.
+    ``onnx`` (float32 ONNX), ``onnx-int8`` or ``auto`` (the int8 ONNX form on a CPU with VNNI or AMX
+    where onnxruntime is installed, else torch; see reader_training/runtime.py and docs/speed.md);
+    ``auto`` is the default. The built-in ranking and early-stopping values are the shipped
+    ``default.yaml``'s, so ``kotae serve`` without ``--config`` gets them too.
     ``early_stop_margin`` (kotae reader) reads the passages in rounds (``early_stop_after``: the first
     3, then up to 6, then the rest) and stops once no unread passage could beat the best answer if no
     reader margin exceeds it; null reads every passage (see docs/speed.md for the measured choice).
@@ -71,10 +73,11 @@ class ReaderConfig(_Section):
     batch_size: int | None = Field(None, gt=0)
     device: str | None = None
     relative_scores: bool = True  # rank spans by margin over their window's no-answer score
-    retriever_weight: float = Field(0.0, ge=0.0, le=1.0)  # retriever's share of an answer's ranking score
+    # retriever's share of an answer's ranking score; the built-in defaults are the shipped default.yaml's
+    retriever_weight: float = Field(0.75, ge=0.0, le=1.0)
     retriever_evidence: Literal["rank", "score"] = "rank"  # -log(retrieval rank) or the passage's score
     runtime: Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"] = "auto"
-    early_stop_margin: float | None = None  # stop reading once unread passages cannot win (None: read all)
+    early_stop_margin: float | None = 10.0  # stop reading once unread passages cannot win (None: read all)
     early_stop_after: list[Annotated[int, Field(gt=0)]] = Field(
         default_factory=lambda: [3, 6]
     )  # checks after
