@@ -6,8 +6,9 @@ Two choices depend on it, both measured on 2-core machines of this project:
   than fp32; without them torch emulates bf16 and trained 14x *slower* (AMD EPYC, AVX2 only:
   0.15 vs 2.10 sequences/s, ``bench/bench_bf16_step.py``).
 - the int8 reader (``runtime: auto``): with an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI,
-  AMX) ONNX Runtime's int8 reader read 10 windows 2.6x faster than torch float32; on that AVX2-only
-  EPYC it was no faster (1.00 s vs 0.95 s, ``bench/bench_reader_runtime.py``).
+  AMX) ONNX Runtime's int8 reader read 10 windows 2-2.6x faster than torch float32 (a busy
+  machine); on that AVX2-only EPYC it was no faster (1.00 s vs 0.95 s, idle,
+  ``bench/bench_reader_runtime.py``).
 
 Example::
 

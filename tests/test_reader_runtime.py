@@ -155,7 +155,7 @@ def test_auto_falls_back_to_torch_without_onnxruntime(
 def test_auto_picks_int8_only_on_a_cpu_with_an_int8_dot_product(
     home: Path, reader_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """int8 pays only with VNNI/AMX (2.6x there, none on an AVX2-only EPYC): ``auto`` reads the CPU's flags."""
+    """int8 pays only with VNNI/AMX (2-2.6x there, none on an AVX2-only EPYC): ``auto`` reads the CPU's flags."""
     import kotae.reader_training.runtime as runtime_module
 
     monkeypatch.setattr(runtime_module, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
