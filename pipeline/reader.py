@@ -159,8 +159,9 @@ class KotaeExtractiveReader:
         :param retriever_evidence: ``rank`` (``-log`` of the passage's retrieval rank) or ``score``
             (the passage's ``Document.score``).
         :param runtime: How the model runs: ``torch`` (float32), ``torch-bf16``, ``onnx`` or
-            ``onnx-int8`` (the cached float32 or int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8`` where onnxruntime is
-            installed and the device is a CPU, else ``torch``); see ``kotae.reader_training.runtime``.
+            ``onnx-int8`` (the cached float32 or int8 ONNX form on ONNX Runtime) or ``auto`` (``onnx-int8``
+            on a CPU with VNNI or AMX where onnxruntime is installed, else ``torch``); see
+            ``kotae.reader_training.runtime``.
         :param early_stop_margin: Read the passages in rounds (the first ``early_stop_after[0]``, then up
             to ``early_stop_after[1]``, ..., then the rest) and stop once no unread passage could beat
             the best answer so far if no reader margin exceeds this value
@@ -353,7 +354,8 @@ class KotaeExtractiveReader:
         ranked by the reader's own score; ``span.context_index`` is the passage's position.
 
         With the retriever's evidence in play (``retriever_weight > 0``) every passage's best spans are
-        kept as candidates, so that the combined ranking can lift a lower-scored passage's span.
+        kept as candidates, so that the combined ranking can lift a lower-scored passage's span. Every
+        passage is read (no early stopping), so the spans of each are there to compare.
         """
         return self._decode_all([ReadRequest(query, passages, top_k, max_answer_length)], early_stop=False)[0]
 
