@@ -337,7 +337,8 @@ def test_5_the_server_issues_an_httponly_session_cookie_that_is_not_the_key(
 
     assert httpx.get(keyed.url + "/collection", cookies={SESSION_COOKIE: token}).status_code == 200
     assert httpx.get(keyed.url + "/api/collection", cookies={SESSION_COOKIE: token}).status_code == 200
-    for cookies in ({"kotae_api_key": KEY}, {SESSION_COOKIE: KEY}, {SESSION_COOKIE: token[:-1] + "0"}):
+    tampered = token[:-1] + ("1" if token.endswith("0") else "0")  # always differs from the real token
+    for cookies in ({"kotae_api_key": KEY}, {SESSION_COOKIE: KEY}, {SESSION_COOKIE: tampered}):
         assert httpx.get(keyed.url + "/collection", cookies=cookies).status_code == 401, cookies
 
     over_tls = httpx.post(
