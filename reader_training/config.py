@@ -138,6 +138,12 @@ class TrainConfig(_Strict):
     save_steps: int = Field(500, gt=0)
     save_total_limit: int = Field(2, gt=0)
     keep_checkpoints: bool = False
+    snapshot_steps: int | None = Field(
+        None,
+        gt=0,
+        description="every N steps keep the trained tensors in output_dir/snapshots/ (never removed): "
+        "the learning curve and checkpoint averaging (python -m kotae.reader_training.average)",
+    )
     progress: bool = True
 
     max_answer_length: int = Field(30, gt=0)

@@ -6,7 +6,8 @@ length-grouped batches, bf16/fp16 on a GPU, checkpoints every ``save_steps``), s
 with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a model folder:
 ``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
 ``all_results.json``, the card ``README.md`` (Hub metadata on top), ``train_log.jsonl`` and
-``curves.png``. Every data source is checked before a model is loaded; an error names its key
+``curves.png``; with ``snapshot_steps``, the trained tensors every N steps in ``snapshots/``
+(:mod:`kotae.reader_training.snapshots`: the curve and checkpoint averaging afterwards). Every data source is checked before a model is loaded; an error names its key
 (``train_data[0].path: data not found: ...``).
 
 A run killed at any point continues from its last checkpoint with ``resume=True`` (or starts
@@ -47,6 +48,7 @@ from kotae.reader_training.evaluate import (
 )
 from kotae.reader_training.features import prepare_train_features, require_fast_tokenizer
 from kotae.reader_training.report import CARD_FILE, TrainLog, all_results, hardware, model_card, plot_curves
+from kotae.reader_training.snapshots import save_snapshot, snapshot_path
 
 Log = Callable[[str], None]
 
@@ -382,6 +384,12 @@ def run_training(
             if due and model is not None and state.global_step < state.max_steps:
                 evaluate_dev(model, state.global_step)
 
+    class SnapshotCallback(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            due = bool(config.snapshot_steps) and state.global_step % (config.snapshot_steps or 1) == 0
+            if due and model is not None:
+                save_snapshot(model, snapshot_path(output, state.global_step))
+
     class SpeedCallback(TrainerCallback):  # type: ignore[misc]
         first_step = 0
         began = 0.0
@@ -433,7 +441,14 @@ def run_training(
         train_dataset=train_dataset,
         data_collator=collate,
         processing_class=tokenizer,
-        callbacks=[LogCallback(), DevCallback(), speed, ProgressLogCallback(), *callbacks],
+        callbacks=[
+            LogCallback(),
+            DevCallback(),
+            SnapshotCallback(),
+            speed,
+            ProgressLogCallback(),
+            *callbacks,
+        ],
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     state = trainer.state

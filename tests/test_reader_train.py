@@ -165,6 +165,45 @@ def test_a_killed_run_resumes_from_its_checkpoint(workspace: Path) -> None:
     assert '"loss": 9.0' not in (early / "train_log.jsonl").read_text()
 
 
+def test_snapshots_keep_the_curve_and_average_into_a_reader(workspace: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from kotae.reader_training.snapshots import list_snapshots, main, materialise, snapshot_path
+
+    extra = ("max_steps=30", "snapshot_steps=10", "freeze_word_embeddings=true")
+    out = run_training(
+        load_train_config(None, settings(workspace, "snapped", *extra)), log=lambda m: None
+    ).output_dir
+    assert list(list_snapshots(out)) == [10, 20, 30]  # kept when the checkpoints are removed
+    trained = load_file(str(out / "model.safetensors"))
+    last = load_file(str(snapshot_path(out, 30)))
+    assert "bert.embeddings.word_embeddings.weight" not in last  # frozen: not in a snapshot
+    assert "qa_outputs.weight" in last and all(np.array_equal(trained[k], v) for k, v in last.items())
+
+    # one snapshot laid over a frame is that step's reader; here the run's own final reader
+    one = materialise(out, [30], out, tmp_path / "step-30")
+    scores = [evaluate_folder(str(folder), str(workspace / "train.json")).scores for folder in (out, one)]
+    assert [(s["exact_match"], s["f1"]) for s in scores[:1]] == [
+        (s["exact_match"], s["f1"]) for s in scores[1:]
+    ]
+
+    main([str(out), "--frame", str(out), "--steps", "10", "20", "--out", str(tmp_path / "mean")])
+    mean = load_file(str(tmp_path / "mean" / "model.safetensors"))
+    first, second = (load_file(str(snapshot_path(out, step))) for step in (10, 20))
+    assert all(np.allclose(mean[k], (first[k] + second[k]) / 2) for k in first)
+    assert np.array_equal(
+        mean["bert.embeddings.word_embeddings.weight"], trained["bert.embeddings.word_embeddings.weight"]
+    )
+    assert (tmp_path / "mean" / "reader_config.json").is_file() and not (
+        tmp_path / "mean" / "README.md"
+    ).exists()
+    with pytest.raises(SystemExit, match=r"--steps 15: no such snapshot \(have \[10, 20, 30\]\)"):
+        main([str(out), "--frame", str(out), "--steps", "15", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="--last 4: the run has only 3"):
+        main([str(out), "--frame", str(out), "--last", "4", "--out", str(tmp_path / "x")])
+
+
 def test_cli_train_and_evaluate(workspace: Path) -> None:
     config = workspace / "cli.yaml"
     config.write_text(f"train_data: {workspace / 'train.json'}\n")
@@ -332,3 +371,16 @@ def test_card_metadata_names_the_hub_base_and_data() -> None:
     }
     results = all_results(metrics)
     assert results["eval_f1"] == 75.744 and results["eval_squad_f1"] == 2.0 and results["train_samples"] == 50
+
+
+def test_average_tensors_refuses_states_that_do_not_match() -> None:
+    import numpy as np
+
+    from kotae.reader_training.snapshots import average_tensors
+
+    half = np.array([1.0, 2.0], dtype=np.float16)
+    assert average_tensors([{"w": half}, {"w": half * 3}])["w"].dtype == np.float16
+    with pytest.raises(ValueError, match=r"state 1 has other tensors than state 0: \['b'\]"):
+        average_tensors([{"a": half}, {"a": half, "b": half}])
+    with pytest.raises(ValueError, match="tensor a: shapes differ"):
+        average_tensors([{"a": half}, {"a": half[:1]}])
