@@ -393,8 +393,8 @@ class KotaeExtractiveReader:
         """Whether no passage after the first ``read`` could beat the best span found so far."""
         if not decoded.answers or self.early_stop_margin is None:
             return False
-        evidence = retriever_evidence([d.score for d in request.documents], self.retriever_evidence)
-        best = float(self.span_scores(decoded, request.documents).max())
+        evidence = self.passage_evidence(request.documents)
+        best = float(self.span_scores(decoded, evidence).max())
         return unread_cannot_win(best, evidence, read, self.retriever_weight, self.early_stop_margin)
 
     def _read_passages(
@@ -472,7 +472,7 @@ class KotaeExtractiveReader:
         query, passages = request.query, request.documents
         top_k = self.top_k if request.top_k is None else request.top_k
         with_null = self.no_answer if request.no_answer is None else request.no_answer
-        combined = self.span_scores(decoded, passages)
+        combined = self.span_scores(decoded, self.passage_evidence(passages))
         order = rank_order(combined)
         has_null = decoded.null_score is not None
         scores = [float(s) for s in combined]
@@ -511,10 +511,14 @@ class KotaeExtractiveReader:
             answers = [null, *answers] if null_wins else [*answers, null]
         return answers
 
-    def span_scores(self, decoded: Decoded, passages: list[Document]) -> np.ndarray:
+    def passage_evidence(self, passages: list[Document]) -> np.ndarray:
+        """Each passage's retrieval evidence (:func:`kotae.pipeline.ranking.retriever_evidence`),
+        ``passages`` in retrieval order."""
+        return retriever_evidence([d.score for d in passages], self.retriever_evidence)
+
+    def span_scores(self, decoded: Decoded, evidence: np.ndarray) -> np.ndarray:
         """Each decoded span's ranking score: the reader's score combined with its passage's retrieval
-        evidence (:func:`kotae.pipeline.ranking.combined_scores`); ``passages`` in retrieval order."""
-        evidence = retriever_evidence([d.score for d in passages], self.retriever_evidence)
+        ``evidence`` (:meth:`passage_evidence`; :func:`kotae.pipeline.ranking.combined_scores`)."""
         return combined_scores(
             [span.score for span in decoded.answers],
             [span.context_index for span in decoded.answers],
