@@ -348,6 +348,15 @@ class Head:
                 return False
         return self.process.poll() is None
 
+    def client_server_logs(self) -> str:
+        """The tails of the Ray Client servers' logs (the head's temp dir goes at teardown): what a
+        failed ``ray://`` join needs to be understood."""
+        tails = [
+            f"\n--- {path.name}:\n" + path.read_text(errors="replace")[-1500:]
+            for path in sorted(self.temp.glob("session_*/logs/ray_client_server*"))
+        ]
+        return "".join(tails)
+
 
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[Head]:
@@ -410,7 +419,7 @@ def test_join_a_running_cluster(tmp_path: Path, tiny_model: Path, ray_head: Head
     for item in overrides(tiny_model, "index.ray_workers=1"):
         args += ["--set", item]
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:] + ray_head.client_server_logs()
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.stdout  # nothing but the summary on stdout
     summary = json.loads(lines[0])
@@ -532,6 +541,37 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch)
         KotaeError, match=r"^--ray-address ray://h:10001 needs Ray Client: pip install 'kotae\[ray\]'"
     ):
         check_address("ray://h:10001")
+
+
+def test_a_client_server_that_failed_to_start_is_tried_once_more(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray Client's proxy could not start the server process for this client (seen in CI under load):
+    the second connection gets a fresh one. Ray here is a stand-in whose ``init`` fails as Ray's does."""
+    from kotae.errors import KotaeError
+    from kotae.indexing.ray_engine import CLIENT_SERVER_FAILED, connect_ray
+
+    class Ray:
+        def __init__(self, failures: list[Exception]) -> None:
+            self.failures, self.calls = failures, 0
+
+        def init(self, **kwargs: object) -> None:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+
+    failed = ConnectionAbortedError(
+        f"Initialization failure from server:\nRuntimeError: {CLIENT_SERVER_FAILED}. See x.err"
+    )
+    once = Ray([failed])
+    connect_ray(once, "ray://127.0.0.1:1")
+    assert once.calls == 2 and "connecting again" in capsys.readouterr().err
+    with pytest.raises(
+        KotaeError, match=rf"^could not start or reach Ray at ray://127.0.0.1:1: .*{CLIENT_SERVER_FAILED}"
+    ):
+        connect_ray(Ray([failed, failed]), "ray://127.0.0.1:1")
+    other = Ray([ConnectionError("refused")])
+    with pytest.raises(KotaeError, match=r"^could not start or reach Ray at 127\.0\.0\.1:1: refused$"):
+        connect_ray(other, "127.0.0.1:1")
+    assert other.calls == 1  # only that failure is tried again
 
 
 def test_the_driver_progress_bar_counts_documents_and_passages() -> None:
