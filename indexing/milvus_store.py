@@ -302,12 +302,7 @@ class KotaeMilvusDocumentStore(CommitStore):
             self._put(self._state_name, {"collection_id": uuid.uuid4().hex[:16]})
 
     def _keep_settings(
-        self,
-        path: str | Path,
-        uri: str,
-        collection: str = "kotae",
-        index_type: str = "FLAT",
-        return_embedding: bool = True,
+        self, path: str | Path, uri: str, collection: str, index_type: str, return_embedding: bool
     ) -> None:
         """Check and keep the settings; ``path`` and ``uri`` are kept as given for :meth:`to_dict`."""
         check_collection_name(collection)

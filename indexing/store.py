@@ -177,12 +177,7 @@ class KotaeDocumentStore(CommitStore):
             self._open()
 
     def _keep_settings(
-        self,
-        path: str | Path,
-        faiss_factory: str = "Flat",
-        nprobe: int = 16,
-        ef_search: int = 64,
-        return_embedding: bool = True,
+        self, path: str | Path, faiss_factory: str, nprobe: int, ef_search: int, return_embedding: bool
     ) -> None:
         """Check and keep the settings; ``path`` is kept as given for :meth:`to_dict`."""
         if not faiss_factory or not re.fullmatch(r"[\w,.+-]+", faiss_factory):

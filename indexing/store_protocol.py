@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -53,14 +54,21 @@ class CommitStore:
         return default_from_dict(cls, data)
 
     _keep_settings: Callable[..., None]
-    """Check and keep the store's ``__init__`` settings, touching nothing outside the object."""
+    """Check and keep the store's ``__init__`` settings (its parameters take ``__init__``'s names,
+    without defaults), touching nothing outside the object."""
 
     @classmethod
     def unopened(cls, *args: Any, **kwargs: Any) -> Self:
         """The store's settings only, for ``to_dict`` (``kotae pipeline show``): the same arguments as
-        the class, but no folder, file or connection is created, read or opened."""
+        the class, its defaults filled in from ``__init__``, but no folder, file or connection is
+        created, read or opened."""
         store = cls.__new__(cls)
-        store._keep_settings(*args, **kwargs)
+        given = inspect.signature(cls.__init__).bind(store, *args, **kwargs)
+        given.apply_defaults()
+        kept = inspect.signature(cls._keep_settings).parameters
+        store._keep_settings(
+            **{name: value for name, value in given.arguments.items() if name in kept and name != "self"}
+        )
         return store
 
     def write_documents(
