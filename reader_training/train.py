@@ -7,7 +7,8 @@ with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a mo
 ``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
 ``all_results.json``, the card ``README.md`` (Hub metadata on top), ``train_log.jsonl`` and
 ``curves.png``; with ``snapshot_steps``, the trained tensors every N steps in ``snapshots/``
-(:mod:`kotae.reader_training.snapshots`: the curve and checkpoint averaging afterwards). Every data source is checked before a model is loaded; an error names its key
+(:mod:`kotae.reader_training.snapshots`: the curve and checkpoint averaging afterwards). Every
+data source is checked before a model is loaded; an error names its key
 (``train_data[0].path: data not found: ...``).
 
 A run killed at any point continues from its last checkpoint with ``resume=True`` (or starts
