@@ -176,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = materialise(args.run, steps, resolve_reference(args.frame), args.out)
     except KotaeError as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"{out}: the mean of steps {', '.join(map(str, steps))} of {args.run}")
+    made = f"step {steps[0]}" if len(steps) == 1 else f"the mean of steps {', '.join(map(str, steps))}"
+    print(f"{out}: {made} of {args.run}")
 
 
 if __name__ == "__main__":
