@@ -253,7 +253,7 @@ def _client_tables(ray: Any, plan: _Plan) -> Iterator[Any]:
 CLIENT_SERVER_FAILED = "Starting Ray client server failed"
 """What a Ray Client connection says when the cluster's proxy could not start the server process it
 starts for each client. Seen twice in about five full test-suite runs on a loaded 2-core CI machine
-(never in nine runs of the Ray tests alone); the cause was not found, and a second connection gets a
+(never in seven runs of the Ray tests alone); the cause was not found, and a second connection gets a
 fresh server process, so :func:`connect_ray` tries once more."""
 
 
