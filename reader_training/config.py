@@ -142,7 +142,7 @@ class TrainConfig(_Strict):
         None,
         gt=0,
         description="every N steps keep the trained tensors in output_dir/snapshots/ (never removed): "
-        "the learning curve and checkpoint averaging (python -m kotae.reader_training.average)",
+        "the learning curve and checkpoint averaging (python -m kotae.reader_training.snapshots)",
     )
     progress: bool = True
 
