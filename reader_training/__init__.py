@@ -20,6 +20,9 @@ One file per concern:
 - :mod:`kotae.reader_training.train` / :mod:`kotae.reader_training.evaluate` / :mod:`kotae.reader_training.cli` — the
   shells behind ``kotae train`` and ``kotae evaluate``; :mod:`kotae.reader_training.report` writes the
   model card, metrics, log and curves.
+- :mod:`kotae.reader_training.snapshots` — a long run's kept tensors, and readers made from one
+  snapshot or the mean of several; :mod:`kotae.reader_training.run_status` — where a run stands
+  and its learning curve, read from its files while it trains.
 - :mod:`kotae.reader_training.export` — a trained reader as the fp16 delta kotae ships.
 - :mod:`kotae.reader_training.device` — training on a lent GPU machine (see ``device/DEVICE.md``).
 - :mod:`kotae.reader_training.testing` — a tiny tokenizer and BERT for tests.

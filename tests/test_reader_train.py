@@ -127,8 +127,12 @@ def test_training_memorises_and_writes_a_model_folder(workspace: Path) -> None:
     assert report.scores["exact_match"] == metrics["dev"]["train"]["exact_match"]
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(workspace: Path) -> None:
+def test_a_killed_run_resumes_from_its_checkpoint(
+    workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from transformers import TrainerCallback
+
+    from kotae.reader_training.run_status import main as status_main
 
     class Kill(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -140,6 +144,11 @@ def test_a_killed_run_resumes_from_its_checkpoint(workspace: Path) -> None:
         run_training(config, log=lambda message: None, callbacks=[Kill()])
     out = workspace / "resumed"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
+    capsys.readouterr()  # Trainer's own printing
+    status_main([str(out)])  # where a stopped run stands, read from its files alone
+    progress, header, _, *rows = capsys.readouterr().out.splitlines()
+    assert progress == f"{out}: newest checkpoint checkpoint-20, step 20 of 30 (66.7 %); no snapshots"
+    assert header == "| step | train loss |" and len(rows) == 1 and rows[0].startswith("| 2")
 
     with pytest.raises(KotaeError, match="--resume"):
         run_training(config, log=lambda message: None)  # will not overwrite a run silently
@@ -151,6 +160,9 @@ def test_a_killed_run_resumes_from_its_checkpoint(workspace: Path) -> None:
     # the lines logged after checkpoint-20 by the killed run were dropped, so no step appears twice
     assert [r["step"] for r in records if "loss" in r] == [1, *range(5, 31, 5)]
     assert (out / "model.safetensors").is_file() and not list(out.glob("checkpoint-*"))
+    capsys.readouterr()
+    status_main([str(out)])
+    assert capsys.readouterr().out.startswith(f"{out}: finished; no snapshots\n")
 
     # killed before its first checkpoint: --resume starts over in the same folder
     early = workspace / "early"
@@ -384,3 +396,27 @@ def test_average_tensors_refuses_states_that_do_not_match() -> None:
         average_tensors([{"a": half}, {"a": half, "b": half}])
     with pytest.raises(ValueError, match="tensor a: shapes differ"):
         average_tensors([{"a": half}, {"a": half[:1]}])
+
+
+def test_the_curve_has_a_row_per_dev_check_with_the_mean_loss_since_the_last() -> None:
+    from kotae.reader_training.run_status import curve_rows, curve_table
+
+    records = [
+        {"step": 10, "loss": 3.0},
+        {"step": 20, "loss": 2.0},
+        {"step": 20, "dev": "ja", "exact_match": 50.0, "f1": 70.0, "n": 300},
+        {"step": 20, "dev": "en", "exact_match": 40.0, "f1": 60.0, "n": 300},
+        {"step": 30, "loss": 1.0},
+        {"step": 40, "dev": "ja", "exact_match": 55.0, "f1": 72.5, "n": 300},
+    ]
+    rows = curve_rows(records)
+    assert [(r.step, r.loss) for r in rows] == [(20, 2.5), (40, 1.0)]
+    assert rows[1].dev == {"ja": (55.0, 72.5)}  # a dev set may be missing from a check
+    assert curve_table(rows).splitlines() == [
+        "| step | train loss | ja EM / F1 | en EM / F1 |",
+        "|---:|---:|---:|---:|",
+        "| 20 | 2.500 | 50.00 / 70.00 | 40.00 / 60.00 |",
+        "| 40 | 1.000 | 55.00 / 72.50 |  |",
+    ]
+    assert curve_rows([{"step": 40, "loss": 1.0}, *records[:4]])[-1] == type(rows[0])(40, 1.0, {})
+    assert curve_rows([]) == []
