@@ -174,6 +174,19 @@ def looks_binary(data: bytes) -> bool:
     return b"\x00" in data[:8192] and not data.startswith(_UTF16_BOMS)
 
 
+def _read_text(path: Path, report: ReadReport) -> str | None:
+    """The file's text (:func:`_decode`); None, reported as skipped, when it is empty or binary."""
+    source = str(path)
+    data = path.read_bytes()
+    if not data.strip():
+        report.skip(source, "empty file")
+        return None
+    if looks_binary(data):
+        report.skip(source, BINARY_REASON)
+        return None
+    return _decode(data, source, report)
+
+
 def _decode(data: bytes, source: str, report: ReadReport) -> str | None:
     """UTF-8 (with or without BOM); undecodable bytes are replaced and reported; mostly-binary skipped."""
     try:
@@ -256,14 +269,7 @@ def html_to_text(html: str) -> tuple[str, str]:
 
 def _read_text_file(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
     source = str(path)
-    data = path.read_bytes()
-    if not data.strip():
-        report.skip(source, "empty file")
-        return []
-    if looks_binary(data):
-        report.skip(source, BINARY_REASON)
-        return []
-    decoded = _decode(data, source, report)
+    decoded = _read_text(path, report)
     if decoded is None:
         return []
     title = path.stem
@@ -391,14 +397,7 @@ def squad_paragraph_id(source: str, article: int, paragraph: int) -> str:
 
 def _read_squad(path: Path, max_chars: int, report: ReadReport) -> list[SourceDocument]:
     source = str(path)
-    data = path.read_bytes()
-    if not data.strip():
-        report.skip(source, "empty file")
-        return []
-    if looks_binary(data):
-        report.skip(source, BINARY_REASON)
-        return []
-    decoded = _decode(data, source, report)
+    decoded = _read_text(path, report)
     if decoded is None:
         return []
     try:

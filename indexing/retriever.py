@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+from haystack import Document, component, default_to_dict
 from haystack.document_stores.types import FilterPolicy, apply_filter_policy
 
-from kotae.indexing.stores import STORE_TYPES, IndexStore, store_from_dict
+from kotae.indexing.stores import STORE_TYPES, IndexStore, retriever_from_dict
 
 
 @component
@@ -86,12 +86,7 @@ class KotaeEmbeddingRetriever:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KotaeEmbeddingRetriever:
         """Deserialise the component from a dictionary."""
-        data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
-        params = data["init_parameters"]
-        params["document_store"] = store_from_dict(params["document_store"])
-        if "filter_policy" in params:
-            params["filter_policy"] = FilterPolicy.from_str(params["filter_policy"])
-        return default_from_dict(cls, data)
+        return retriever_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
     def run(

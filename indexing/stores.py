@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kotae.indexing.milvus_store import KotaeMilvusDocumentStore
 from kotae.indexing.store import KotaeDocumentStore
@@ -19,6 +19,7 @@ from kotae.indexing.store import KotaeDocumentStore
 if TYPE_CHECKING:
     from kotae.indexing.settings import IndexJobConfig
 
+_Component = TypeVar("_Component")
 IndexStore = KotaeDocumentStore | KotaeMilvusDocumentStore
 STORE_TYPES: tuple[type, ...] = (KotaeDocumentStore, KotaeMilvusDocumentStore)
 MILVUS_LITE_FILE = "milvus.db"
@@ -101,3 +102,17 @@ def store_from_dict(data: dict[str, Any]) -> IndexStore:
     raise TypeError(
         f"document_store must be a KotaeDocumentStore or KotaeMilvusDocumentStore, not {data.get('type')!r}"
     )
+
+
+def retriever_from_dict(cls: type[_Component], data: dict[str, Any]) -> _Component:
+    """A retriever over either store, from its ``to_dict`` output: the store re-opened
+    (:func:`store_from_dict`), ``filter_policy`` parsed, the rest as Haystack's ``default_from_dict``."""
+    from haystack import default_from_dict
+    from haystack.document_stores.types import FilterPolicy
+
+    data = {**data, "init_parameters": dict(data.get("init_parameters", {}))}
+    params = data["init_parameters"]
+    params["document_store"] = store_from_dict(params["document_store"])
+    if "filter_policy" in params:
+        params["filter_policy"] = FilterPolicy.from_str(params["filter_policy"])
+    return default_from_dict(cls, data)
