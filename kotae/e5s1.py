@@ -247,10 +247,10 @@ def build_tokenizer(e5: E5File):  # -> tokenizers.Tokenizer
     return tokenizer
 
 
-def tokenizer_config(e5: E5File) -> dict[str, object]:
+def special_tokens(e5: E5File) -> dict[str, str]:
+    """The tokenizer's special tokens by role (XLM-R's: <s> is both BOS and CLS, </s> EOS and SEP)."""
     ids = e5.special_ids
     return {
-        "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": e5.pieces[ids["bos"]],
         "eos_token": e5.pieces[ids["eos"]],
         "cls_token": e5.pieces[ids["bos"]],
@@ -258,6 +258,13 @@ def tokenizer_config(e5: E5File) -> dict[str, object]:
         "pad_token": e5.pieces[ids["pad"]],
         "unk_token": e5.pieces[ids["unk"]],
         "mask_token": "<mask>",
+    }
+
+
+def tokenizer_config(e5: E5File) -> dict[str, object]:
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special_tokens(e5),
         "model_max_length": e5.header.max_positions,
         "model_input_names": ["input_ids", "attention_mask"],
         "clean_up_tokenization_spaces": False,
@@ -301,15 +308,5 @@ def convert(source: str | Path, folder: Path) -> None:
     save_file(bert_state_dict(e5), str(folder / "model.safetensors"), metadata={"format": "pt"})
     build_tokenizer(e5).save(str(folder / "tokenizer.json"))
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(e5), indent=2))
-    ids = e5.special_ids
-    special_map = {
-        "bos_token": e5.pieces[ids["bos"]],
-        "eos_token": e5.pieces[ids["eos"]],
-        "cls_token": e5.pieces[ids["bos"]],
-        "sep_token": e5.pieces[ids["eos"]],
-        "pad_token": e5.pieces[ids["pad"]],
-        "unk_token": e5.pieces[ids["unk"]],
-        "mask_token": "<mask>",
-    }
-    (folder / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(special_tokens(e5), indent=2))
     write_sentence_transformers_files(folder, max_seq_length=e5.header.max_positions, hidden=e5.header.hidden)
