@@ -6,8 +6,8 @@ model with frozen word embeddings, batch 16 x 256 random tokens, AdamW, 3 timed 
 warm-up, 2 threads. Measured on this project's 2-core AMD EPYC (Zen 4, AVX-512 BF16): fp32 3.17,
 bf16 5.74 sequences/s. On the AVX2-only AMD EPYC of later sessions (no native bf16), batch 32 x 256:
 fp32 1.87 sequences/s (17.09 s a step), compile 2.03 (15.77 s, 8 % faster) after an 86 s first
-step (inductor's kernel cache was warm; 208 s cold, and training's length-grouped batches change
-shape, which compiles again), bf16 14x slower than fp32; so the full run stays plain fp32
+step (inductor's kernel cache was warm; more when it is cold, and training's length-grouped
+batches change shape, which compiles again), bf16 14x slower than fp32; so the full run stays plain fp32
 (training paused, session 9). Not run in CI.
 
     .venv/bin/python bench/bench_bf16_step.py                  # both
