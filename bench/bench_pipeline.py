@@ -134,7 +134,7 @@ def evaluate_agreement(reader: Any, examples: list[Any], predictions: dict[str, 
     from kotae.reader_training.evaluate import predict
 
     started = time.perf_counter()
-    evaluated = predict(reader._model, reader._tokenizer, examples, reader.settings)
+    evaluated = predict(reader._model, reader._tokenizer, examples, reader.settings, refine=reader._refine)
     seconds = time.perf_counter() - started
     same = sum(p.text == predictions[p.id] for p in evaluated)
     return {

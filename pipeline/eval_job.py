@@ -259,9 +259,11 @@ def read_gold_contexts(
 
     The windowing/decoding settings are the pipeline reader's own when it is kotae's reader, else the
     model's ``reader_config.json`` with the config's explicit values on top; the runtime is the
-    pipeline reader's (``reader.runtime``), torch for Haystack's reader.
+    pipeline reader's (``reader.runtime``), torch for Haystack's reader; span edges move inside edge
+    tokens as the model folder's ``span_edges.json`` says, as in ``kotae evaluate`` and kotae's reader.
     """
     from kotae.reader_training.data import Answer, QAExample
+    from kotae.reader_training.edges import edge_refiner_from_folder
     from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_runtime, saved_settings
 
     runtime = config.reader.runtime if config.reader.type == "kotae" else "torch"
@@ -291,7 +293,14 @@ def read_gold_contexts(
         for q in questions
     ]
     report = evaluate_examples(
-        model, tokenizer, examples, settings, "auto", allow_null=False, progress=progress
+        model,
+        tokenizer,
+        examples,
+        settings,
+        "auto",
+        allow_null=False,
+        progress=progress,
+        refine=edge_refiner_from_folder(folder),
     )
     return {p.id: p.text for p in report.predictions}, report.seconds
 

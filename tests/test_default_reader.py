@@ -51,3 +51,25 @@ def test_haystack_reader_loads_the_prepared_folder() -> None:
     context = "富士山は標高3776メートルで、日本で最も高い山である。"
     answers = reader.run(query="富士山の標高は？", documents=[Document(content=context)])["answers"]
     assert answers[0].data and answers[0].data in context
+
+
+def test_kotae_eval_reads_gold_contexts_with_the_span_edge_table() -> None:
+    """``kotae eval``'s reader-alone columns are ``kotae evaluate``'s: the same decoder, span edges included
+    (the tokenizer glues 年 and の into one token; the shipped table cuts the の)."""
+    from kotae.pipeline.config import load_pipeline_config
+    from kotae.pipeline.eval_job import read_gold_contexts
+    from kotae.pipeline.evaluation import EvalQuestion
+
+    folder, _ = prepare(DEFAULT_READER)
+    context = "はじめ流刑植民地とされた同地は、1851年の金鉱発見以来、一攫千金を夢見る多くの人々を惹き付けた。"
+    question = EvalQuestion(
+        id="q1",
+        question="オーストラリアで初めて金鉱が発見されたのは何年のことですか。",
+        answers=("1851年",),
+        answer_starts=(context.index("1851年"),),
+        context=context,
+        document_id="d1",
+    )
+    config = load_pipeline_config("default", [f"reader.model={folder}", "reader.runtime=torch"])
+    predictions, _ = read_gold_contexts(config, None, [question])
+    assert predictions == {"q1": "1851年"}
