@@ -131,10 +131,8 @@ def read_gold(reader: Any, examples: list[Any]) -> tuple[dict[str, str], Timer]:
 
 def evaluate_agreement(reader: Any, examples: list[Any], predictions: dict[str, str]) -> dict[str, Any]:
     """``kotae evaluate``'s predictions with the settings the pipeline reader resolved, and how many agree."""
-    from kotae.reader_training.evaluate import predict
-
     started = time.perf_counter()
-    evaluated = predict(reader._model, reader._tokenizer, examples, reader.settings, refine=reader._refine)
+    evaluated = reader.loaded.predict(examples)
     seconds = time.perf_counter() - started
     same = sum(p.text == predictions[p.id] for p in evaluated)
     return {

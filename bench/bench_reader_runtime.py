@@ -30,7 +30,7 @@ def main() -> None:
     import torch
 
     from kotae.reader_training.data import load_examples
-    from kotae.reader_training.evaluate import DecodeSettings, load_runtime, saved_settings
+    from kotae.reader_training.evaluate import open_reader
     from kotae.reader_training.features import tokenize_windows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,8 +47,8 @@ def main() -> None:
     result: dict[str, object] = {"reader": args.reader, "threads": args.threads, "runtimes": {}}
     reference: list[np.ndarray] | None = None
     for name in args.runtimes:
-        runtime, tokenizer, folder = load_runtime(args.reader, name, "cpu")
-        settings = DecodeSettings(**saved_settings(folder))
+        reader = open_reader(args.reader, name, "cpu")
+        runtime, tokenizer, settings = reader.runtime, reader.tokenizer, reader.settings
         windows = tokenize_windows(
             tokenizer,
             [e.question for e in examples],

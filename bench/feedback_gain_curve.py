@@ -170,10 +170,9 @@ def shown_answers(base: str, pool: list[QAExample], cache: Path) -> list[tuple[i
         spans = [tuple(span) for span in json.loads(cache.read_text())]
         if len(spans) >= len(pool):  # a later run may ask more questions (a larger --sizes)
             return spans[: len(pool)]  # type: ignore[return-value]
-    from kotae.reader_training.evaluate import DecodeSettings, load_reader, predict, saved_settings
+    from kotae.reader_training.evaluate import open_reader
 
-    model, tokenizer, folder = load_reader(base)
-    predictions = predict(model, tokenizer, pool, DecodeSettings(**saved_settings(folder)), progress=True)
+    predictions = open_reader(base).predict(pool, progress=True)
     spans = [(p.start, p.end) for p in predictions]
     cache.write_text(json.dumps(spans))
     return spans

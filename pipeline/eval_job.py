@@ -257,20 +257,16 @@ def read_gold_contexts(
 ) -> tuple[dict[str, str], float]:
     """The reader alone on each question's gold context, as ``kotae evaluate`` runs it.
 
-    The windowing/decoding settings are the pipeline reader's own when it is kotae's reader, else the
-    model's ``reader_config.json`` with the config's explicit values on top; the runtime is the
-    pipeline reader's (``reader.runtime``), torch for Haystack's reader; span edges move inside edge
-    tokens as the model folder's ``span_edges.json`` says, as in ``kotae evaluate`` and kotae's reader.
+    Kotae's reader reads with what it loaded (:attr:`~kotae.pipeline.reader.KotaeExtractiveReader.loaded`:
+    its runtime, settings and span edges); for Haystack's reader kotae's code reads the same model in
+    torch, with the model's ``reader_config.json`` and the config's explicit values on top, and the span
+    edges of the model folder's ``span_edges.json``, as ``kotae evaluate`` does.
     """
     from kotae.reader_training.data import Answer, QAExample
-    from kotae.reader_training.edges import edge_refiner_from_folder
-    from kotae.reader_training.evaluate import DecodeSettings, evaluate_examples, load_runtime, saved_settings
+    from kotae.reader_training.evaluate import LoadedReader, open_reader
 
-    runtime = config.reader.runtime if config.reader.type == "kotae" else "torch"
-    model, tokenizer, folder = load_runtime(config.reader.model, runtime, config.reader.device)
-    settings = getattr(reader_component, "settings", None)
-    if not isinstance(settings, DecodeSettings):
-        values = saved_settings(folder)
+    reader = getattr(reader_component, "loaded", None)
+    if not isinstance(reader, LoadedReader):
         section = config.reader
         explicit = {
             "max_length": section.max_length,
@@ -280,8 +276,7 @@ def read_gold_contexts(
             "n_best": section.n_best,
             "batch_size": section.batch_size,
         }
-        values.update({k: v for k, v in explicit.items() if v is not None})
-        settings = DecodeSettings(**values)
+        reader = open_reader(section.model, "torch", section.device, explicit)
     examples = [
         QAExample(
             id=q.id,
@@ -292,16 +287,7 @@ def read_gold_contexts(
         )
         for q in questions
     ]
-    report = evaluate_examples(
-        model,
-        tokenizer,
-        examples,
-        settings,
-        "auto",
-        allow_null=False,
-        progress=progress,
-        refine=edge_refiner_from_folder(folder),
-    )
+    report = reader.evaluate(examples, allow_null=False, progress=progress)
     return {p.id: p.text for p in report.predictions}, report.seconds
 
 

@@ -217,10 +217,7 @@ class KotaeExtractiveReader:
         self.early_stop_margin = early_stop_margin
         self.early_stop_after = sorted(set(early_stop_after))
         self.runtime_name: str | None = None  # which runtime answers, set by warm_up
-        self._model: Any = None  # kotae.reader_training.runtime.ReaderRuntime
-        self._tokenizer: Any = None
-        self._refine: Any = None  # kotae.reader_training.edges.EdgeRefiner when the model folder has a table
-        self.settings: Any = None  # kotae.reader_training.evaluate.DecodeSettings, set by warm_up
+        self.loaded: Any = None  # kotae.reader_training.evaluate.LoadedReader, set by warm_up
         self._deferred: list[ReadRequest] | None = None  # questions recorded by run() inside deferred()
 
     def to_dict(self) -> dict[str, Any]:
@@ -251,21 +248,24 @@ class KotaeExtractiveReader:
         """Deserialise the component from a dictionary."""
         return default_from_dict(cls, data)
 
+    @property
+    def settings(self) -> Any:
+        """The windowing/decoding settings the reader reads with
+        (:class:`kotae.reader_training.evaluate.DecodeSettings`; ``None`` before :meth:`warm_up`)."""
+        return None if self.loaded is None else self.loaded.settings
+
     def warm_up(self) -> None:
         """Load the model's runtime (preparing its ONNX form once, for the ONNX runtimes) and fast tokenizer
         (once), and settle the windowing settings."""
-        if self._model is not None:
+        if self.loaded is not None:
             return
         import sys
 
-        from kotae.reader_training.edges import edge_refiner_from_folder
-        from kotae.reader_training.evaluate import DecodeSettings, load_runtime, saved_settings
+        from kotae.reader_training.evaluate import open_reader
 
         def log(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
 
-        model, tokenizer, folder = load_runtime(self.model, self.runtime, self.device, log)
-        values = saved_settings(folder)
         explicit = {
             "max_answer_length": self.max_answer_length,
             "max_length": self.max_length,
@@ -275,11 +275,8 @@ class KotaeExtractiveReader:
             "null_score_threshold": self.no_answer_threshold,
             "batch_size": self.batch_size,
         }
-        values.update({k: v for k, v in explicit.items() if v is not None})
-        self.settings = DecodeSettings(**values)
-        self._refine = edge_refiner_from_folder(folder)
-        self._model, self._tokenizer = model, tokenizer
-        self.runtime_name = model.name
+        self.loaded = open_reader(self.model, self.runtime, self.device, explicit, log)
+        self.runtime_name = self.loaded.runtime.name
 
     @component.output_types(answers=list[ExtractedAnswer])
     def run(
@@ -409,7 +406,7 @@ class KotaeExtractiveReader:
             return
         settings = self.settings
         windows = tokenize_windows(
-            self._tokenizer,
+            self.loaded.tokenizer,
             [requests[number].query for number, _ in pairs],
             [requests[number].documents[passage].content or "" for number, passage in pairs],
             settings.max_length,
@@ -433,7 +430,9 @@ class KotaeExtractiveReader:
         results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(windows)
         for length in sorted(set(pad), reverse=True):
             chosen = [index for index, padded in enumerate(pad) if padded == length]
-            read = self._model.window_logits([windows[i] for i in chosen], settings.batch_size, pad_to=length)
+            read = self.loaded.runtime.window_logits(
+                [windows[i] for i in chosen], settings.batch_size, pad_to=length
+            )
             for index, out in zip(chosen, read, strict=True):
                 results[index] = out
         return results
@@ -461,7 +460,7 @@ class KotaeExtractiveReader:
             max_answer_length=settings.max_answer_length,
             top_k=candidates,
             relative_to_null=self.relative_scores,
-            refine=self._refine,
+            refine=self.loaded.refine,
         )
 
     def _answers(self, request: ReadRequest, decoded: Decoded) -> list[ExtractedAnswer]:

@@ -27,8 +27,16 @@ from kotae.reader_training.features import prepare_eval_features, require_fast_t
 from kotae.reader_training.metrics import LanguageChoice, evaluate_predictions
 from kotae.reader_training.runtime import ReaderRuntime, TorchRuntime, open_runtime, window_logits
 
-__all__ = ["DecodeSettings", "EvalReport", "Prediction", "evaluate_examples", "evaluate_folder", "predict"]
-__all__ += ["load_reader", "load_runtime", "resolve_reference", "saved_settings", "window_logits"]
+__all__ = [
+    "DecodeSettings",
+    "EvalReport",
+    "LoadedReader",
+    "Prediction",
+    "evaluate_examples",
+    "evaluate_folder",
+]
+__all__ += ["load_reader", "load_runtime", "open_reader", "predict", "resolve_reference", "saved_settings"]
+__all__ += ["window_logits"]
 
 READER_SETTINGS = "reader_config.json"
 """Written next to a trained model: the windowing and decoding it was trained and measured with."""
@@ -228,6 +236,62 @@ def saved_settings(folder: Path) -> dict[str, Any]:
     return {k: v for k, v in loaded.items() if k in known}
 
 
+@dataclass(frozen=True)
+class LoadedReader:
+    """A trained reader ready to read, everything taken from its one folder (:func:`open_reader`): the
+    runtime, the fast tokenizer, the windowing/decoding settings and the span-edge refiner. Reading
+    through it, no caller can decode with the folder's model but forget its ``span_edges.json``."""
+
+    runtime: ReaderRuntime
+    tokenizer: Any
+    settings: DecodeSettings
+    refine: EdgeRefine | None
+    folder: Path
+
+    def predict(
+        self, examples: Sequence[QAExample], allow_null: bool = False, progress: bool = False
+    ) -> list[Prediction]:
+        """:func:`predict` with this reader's runtime, settings and span edges."""
+        return predict(
+            self.runtime, self.tokenizer, examples, self.settings, allow_null, progress, self.refine
+        )
+
+    def evaluate(
+        self,
+        examples: Sequence[QAExample],
+        language: LanguageChoice = "auto",
+        allow_null: bool | None = None,
+        progress: bool = False,
+    ) -> EvalReport:
+        """:func:`evaluate_examples` with this reader's runtime, settings and span edges."""
+        return evaluate_examples(
+            self.runtime,
+            self.tokenizer,
+            examples,
+            self.settings,
+            language,
+            allow_null,
+            progress,
+            self.refine,
+        )
+
+
+def open_reader(
+    model_ref: str,
+    runtime: str = "torch",
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> LoadedReader:
+    """A reader reference (alias, folder or hub id) loaded to read: its runtime (:func:`load_runtime`),
+    the settings it was saved with (:func:`saved_settings`) with the non-``None`` ``overrides`` on
+    top, and the span-edge refiner of its folder (none when the folder has no table)."""
+    model, tokenizer, folder = load_runtime(model_ref, runtime, device, log)
+    values = saved_settings(folder)
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return LoadedReader(model, tokenizer, DecodeSettings(**values), edge_refiner_from_folder(folder), folder)
+
+
 def evaluate_folder(
     model_ref: str,
     data: str,
@@ -242,13 +306,7 @@ def evaluate_folder(
     """Load a reader and a data set and score one against the other (``kotae evaluate``); ``runtime``
     picks how the model runs (:data:`kotae.reader_training.runtime.RUNTIMES`)."""
     loaded = load_examples(data, max_examples=limit)  # data errors first: they are cheap to find
-    reader, tokenizer, folder = load_runtime(model_ref, runtime, device, log)
-    values = saved_settings(folder)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    settings = DecodeSettings(**values)
-    refine = edge_refiner_from_folder(folder)
-    report = evaluate_examples(
-        reader, tokenizer, loaded.examples, settings, language, progress=progress, refine=refine
-    )
+    reader = open_reader(model_ref, runtime, device, overrides, log)
+    report = reader.evaluate(loaded.examples, language, progress=progress)
     report.load_report = loaded.report
     return report

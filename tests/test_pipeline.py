@@ -179,7 +179,7 @@ def test_reader_ranks_across_passages_limits_length_and_adds_no_answer(setup: Ti
     assert len({a.document.id for a in answers if a.document}) >= 1
     logits = [a.meta["logit_score"] for a in answers]
     assert logits == sorted(logits, reverse=True)
-    tokenizer = reader._tokenizer
+    tokenizer = reader.loaded.tokenizer
     for answer in answers:
         assert len(tokenizer(answer.data, add_special_tokens=False)["input_ids"]) <= 3
         assert answer.meta["source_start"] == answer.document_offset.start + 5

@@ -120,3 +120,28 @@ def test_the_shipped_table_moves_the_particle_edges() -> None:
     table = load_edge_table(WEIGHTS_DIR / "reader-e5-small-ja-en")
     assert table is not None and table.moving_keys() == 8
     assert table.should_cut("end", "助詞:に") > 0.99 and table.should_cut("end", "接尾辞") < 0.1
+
+
+def test_open_reader_reads_with_the_folders_span_edges_and_settings(tmp_path) -> None:
+    """One loader gives every reader its folder's table and saved settings, so no caller decodes at
+    token edges by forgetting ``span_edges.json`` (kotae evaluate, kotae's reader, kotae eval, benches)."""
+    import json
+
+    from kotae.reader_training.data import QAExample
+    from kotae.reader_training.evaluate import open_reader
+    from kotae.reader_training.testing import tiny_reader, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer([BORN, "いつ生まれた？"])
+    tiny_reader(tokenizer, hidden=32, layers=1).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "reader_config.json").write_text(json.dumps({"max_length": 48, "stride": 16}))
+    assert open_reader(str(tmp_path)).refine is None  # no table: edges stay at tokens
+    (tmp_path / "span_edges.json").write_text(json.dumps({"end": {"助詞:に": [9, 10]}, "min_support": 1}))
+
+    reader = open_reader(str(tmp_path), overrides={"stride": 8, "n_best": None})
+
+    assert (reader.settings.max_length, reader.settings.stride, reader.settings.n_best) == (48, 8, 20)
+    assert reader.refine is not None and reader.refine(BORN, 0, 6, BORN_TOKENS[0], BORN_TOKENS[1]) == (0, 5)
+    example = QAExample(id="born", question="いつ生まれた？", context=BORN, answers=())
+    spans = {(p.start, p.end) for p in reader.predict([example])}
+    assert all(0 <= start <= end <= len(BORN) for start, end in spans)

@@ -366,7 +366,8 @@ def test_no_answer_above_the_threshold(
     reader = qa.pipeline.get_component("reader")
     reader.warm_up()
     monkeypatch.setattr(reader, "no_answer", True)  # the null answer beats every span
-    monkeypatch.setattr(reader, "settings", replace(reader.settings, null_score_threshold=-1e9))
+    settings = replace(reader.settings, null_score_threshold=-1e9)
+    monkeypatch.setattr(reader, "loaded", replace(reader.loaded, settings=settings))
     page = open_page().page
     page.goto("/")
     _ask(page, EN)
