@@ -242,7 +242,11 @@ def test_device_train_then_unpack_gives_a_loadable_reader(
     settings = json.loads((folder / "reader_config.json").read_text())
     assert settings["max_length"] == 128 and settings["stride"] == 32
     assert (folder / "tokenizer.json").is_file() and (folder / "README.md").is_file()
-    # the dev scores measured by the device run are what kotae evaluate measures on the unpacked reader
+    # the span-edge table is learnt here from the run's training labels, as kotae train learns it
+    assert json.loads((folder / "span_edges.json").read_text())["min_support"] == 20
+    # the dev scores measured by the device run (at token edges: no MeCab there) are what kotae
+    # evaluate measures on the unpacked reader without its table
+    (folder / "span_edges.json").rename(tmp_path / "span_edges.json")
     report = evaluate_folder(str(folder), str(shared_data / "jaquad" / "dev"), limit=10, device="cpu")
     assert report.settings["max_length"] == 128
     assert "dev" in run, run.get("dev_error")  # e.g. an import the device run blocks

@@ -24,8 +24,9 @@ never looked up), ``qa_outputs`` initialised from the config's seed. What comes 
 the machine still returns weights (``run.json`` says ``"complete": false``).
 
 When the bundle carries dev sets, the saved weights are then scored on them by kotae's own
-evaluation code (``run.json`` → ``dev``), in fp32 on the fp16-rounded weights — the numbers
-``kotae evaluate`` gives for the unpacked folder here (``--dev-seconds`` of the budget are kept
+evaluation code (``run.json`` → ``dev``), in fp32 on the fp16-rounded weights and at token edges (no
+MeCab on the device) — the numbers ``kotae evaluate`` gives for the unpacked folder here without its
+``span_edges.json``, which the unpack step learns (``--dev-seconds`` of the budget are kept
 for it; ``--no-dev`` skips it). ``--no-weights`` makes a comparison run that returns only its
 scores, so two runs fit the 8 files that come back from one device command.
 """

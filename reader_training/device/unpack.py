@@ -5,7 +5,8 @@
 prepared base (``kotae models prepare multilingual-e5-small``) into a standard model folder that
 ``AutoModelForQuestionAnswering``, ``kotae evaluate --model DIR`` and kotae's reader load:
 ``config.json`` (``BertForQuestionAnswering``), ``model.safetensors`` (float32), the base's
-tokenizer files, ``reader_config.json`` (windowing/decoding as trained), ``train_log.jsonl``,
+tokenizer files, ``reader_config.json`` (windowing/decoding as trained), ``span_edges.json`` (learnt
+here from the run's training labels, as ``kotae train`` learns it), ``train_log.jsonl``,
 ``metrics.json``, the card ``README.md`` and ``curves.png``. The folder is built under a temporary name
 and renamed into place when complete.
 
@@ -153,6 +154,30 @@ def metrics_from_run(run: dict[str, Any], output: Path, parameters: int) -> dict
     }
 
 
+def learn_span_edges(config: dict[str, Any], folder: Path, log: Log) -> None:
+    """Write the span-edge table ``kotae train`` writes (:mod:`kotae.reader_training.edges`) into
+    ``folder``, learnt here from the run's training labels with the folder's tokenizer: the device has
+    no MeCab, so the table is learnt where the data and MeCab are. Where the training data is not
+    here, the folder keeps token edges and a warning says how to learn the table later."""
+    from transformers import AutoTokenizer
+
+    from kotae.reader_training.config import TrainConfig
+    from kotae.reader_training.edges import EDGE_TABLE, learn_from_examples
+    from kotae.reader_training.train import load_training_examples
+
+    try:
+        examples, _ = load_training_examples(TrainConfig.model_validate(config), lambda message: None)
+    except KotaeError as error:
+        log(
+            f"warning: no {EDGE_TABLE} ({error}); answers end at token edges until "
+            f"`python -m kotae.reader_training.edges FOLDER TRAIN_DATA...` learns it"
+        )
+        return
+    table = learn_from_examples(examples, AutoTokenizer.from_pretrained(folder))
+    table.save(folder)
+    log(f"{EDGE_TABLE}: {table.moving_keys()} morpheme keys move a span edge inside its token")
+
+
 def unpack(
     returned_dir: str | Path,
     out_model_dir: str | Path | None = None,
@@ -201,6 +226,7 @@ def unpack(
             batch_size=config["eval_batch_size"],
         )
         (work / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
+        learn_span_edges(config, work, log)
         records: list[dict[str, Any]] = []
         if (returned / LOG_FILE).is_file():
             shutil.copy2(returned / LOG_FILE, work / LOG_FILE)
@@ -222,7 +248,8 @@ def unpack(
             f"\nTrained on {run['device']} ({run['precision']}) by `python -m kotae.reader_training.device.train` "
             "from a bundle made by `python -m kotae.reader_training.device.pack` (see reader_training/device/DEVICE.md); "
             "`device_run.json` holds the run's full record. Dev scores above, if any, were measured on "
-            "the device by kotae's evaluation code on these fp16 weights; `kotae evaluate` re-measures them.\n"
+            "the device by kotae's evaluation code on these fp16 weights, at token edges (the device has no "
+            "MeCab); `kotae evaluate` re-measures them with `span_edges.json`.\n"
         )
         (work / CARD_FILE).write_text(card, encoding="utf-8")
         plot_curves(records, work / "curves.png")
