@@ -216,7 +216,6 @@ class KotaeExtractiveReader:
         self.runtime = runtime
         self.early_stop_margin = early_stop_margin
         self.early_stop_after = sorted(set(early_stop_after))
-        self.runtime_name: str | None = None  # which runtime answers, set by warm_up
         self.loaded: Any = None  # kotae.reader_training.evaluate.LoadedReader, set by warm_up
         self._deferred: list[ReadRequest] | None = None  # questions recorded by run() inside deferred()
 
@@ -254,6 +253,11 @@ class KotaeExtractiveReader:
         (:class:`kotae.reader_training.evaluate.DecodeSettings`; ``None`` before :meth:`warm_up`)."""
         return None if self.loaded is None else self.loaded.settings
 
+    @property
+    def runtime_name(self) -> str | None:
+        """Which runtime answers (``None`` before :meth:`warm_up`)."""
+        return None if self.loaded is None else str(self.loaded.runtime.name)
+
     def warm_up(self) -> None:
         """Load the model's runtime (preparing its ONNX form once, for the ONNX runtimes) and fast tokenizer
         (once), and settle the windowing settings."""
@@ -276,7 +280,6 @@ class KotaeExtractiveReader:
             "batch_size": self.batch_size,
         }
         self.loaded = open_reader(self.model, self.runtime, self.device, explicit, log)
-        self.runtime_name = self.loaded.runtime.name
 
     @component.output_types(answers=list[ExtractedAnswer])
     def run(
