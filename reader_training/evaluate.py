@@ -34,9 +34,14 @@ __all__ = [
     "Prediction",
     "evaluate_examples",
     "evaluate_folder",
+    "load_reader",
+    "load_runtime",
+    "open_reader",
+    "predict",
+    "resolve_reference",
+    "saved_settings",
+    "window_logits",
 ]
-__all__ += ["load_reader", "load_runtime", "open_reader", "predict", "resolve_reference", "saved_settings"]
-__all__ += ["window_logits"]
 
 READER_SETTINGS = "reader_config.json"
 """Written next to a trained model: the windowing and decoding it was trained and measured with."""
