@@ -37,19 +37,17 @@ from typing import Any
 import yaml
 
 from kotae.errors import KotaeError
-from kotae.progress import ProgressLines, stderr_is_terminal
+from kotae.progress import stderr_is_terminal
 from kotae.reader_training.config import DevSource, TrainConfig
 from kotae.reader_training.data import LoadResult, QAExample, check_source, load_examples, subsample
-from kotae.reader_training.edges import EdgeRefiner, learn_from_examples
+from kotae.reader_training.edges import EdgeRefiner, EdgeTable, learn_from_examples
 from kotae.reader_training.evaluate import (
     READER_SETTINGS,
     DecodeSettings,
-    evaluate_examples,
     resolve_reference,
 )
 from kotae.reader_training.features import prepare_train_features, require_fast_tokenizer
 from kotae.reader_training.report import CARD_FILE, TrainLog, all_results, hardware, model_card, plot_curves
-from kotae.reader_training.snapshots import save_snapshot, snapshot_path
 
 Log = Callable[[str], None]
 
@@ -304,168 +302,58 @@ def run_training(
 ) -> TrainOutcome:
     """Train, evaluate and save one reader as configured; see the module docstring.
 
-    ``command`` (the command line that started the run) is recorded in the card for re-running.
+    ``callbacks`` are extra ``TrainerCallback`` objects; ``command`` (the command line that started
+    the run) is recorded in the card for re-running.
     """
-    import torch
-    from transformers import (
-        AutoModelForQuestionAnswering,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        set_seed,
+    from transformers import set_seed
+
+    from kotae.reader_training.callbacks import (
+        DevCheck,
+        DevCheckEvery,
+        ProgressLog,
+        SnapshotEvery,
+        StepClock,
+        TrainLogWriter,
     )
 
     output = config.output_path
     checkpoint = _check_output_dir(output, resume)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    _set_threads(config.torch_threads)
     set_seed(config.seed)
     started = time.perf_counter()
 
     check_data(config)  # a wrong path fails here, not after the model has loaded
     examples, train_reports = load_training_examples(config, log)
     dev_sets, dev_reports = load_dev_sets(config.dev_data, log)
-
-    base_folder = resolve_reference(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False)
-    require_fast_tokenizer(tokenizer, config.base_model)
-    model = AutoModelForQuestionAnswering.from_pretrained(
-        base_folder, use_safetensors=True, trust_remote_code=False
-    )
-    parameters = freeze(model, config.freeze_word_embeddings, config.freeze_layers)
-    log(f"base model {config.base_model} ({base_folder}): {parameters}")
+    tokenizer, model, parameters = load_base_model(config, log)
     columns, stats = training_windows(config, tokenizer, examples, log)
     edge_table = learn_from_examples(examples, tokenizer)
-    refine = EdgeRefiner(edge_table)
-
-    import datasets
-
-    train_dataset = datasets.Dataset.from_dict(columns)
     settings = decode_settings(config)
-    train_log = TrainLog(output / "train_log.jsonl")
-    if checkpoint is not None:
-        train_log.truncate_after(_checkpoint_step(checkpoint))
-        log(f"resuming from {checkpoint}")
-    elif resume:
-        train_log.truncate_after(0)
-        log(f"--resume: no checkpoint in {output} yet; starting from step 0")
+    train_log = _open_train_log(output, checkpoint, resume, log)
 
-    eval_seconds = [0.0]  # dev evaluation inside the training loop, kept out of sequences/s
-
-    def evaluate_dev(current: Any, step: int) -> dict[str, dict[str, Any]]:
-        began = time.perf_counter()
-        results: dict[str, dict[str, Any]] = {}
-        for name, loaded in dev_sets.items():
-            report = evaluate_examples(
-                current, tokenizer, loaded.examples, settings, config.language, refine=refine
-            )
-            scores = report.summary()
-            results[name] = scores
-            train_log.write({"step": step, "dev": name, **scores})
-            log(
-                f"step {step} dev {name}: EM {scores['exact_match']:.2f} F1 {scores['f1']:.2f} (n={scores['n']})"
-            )
-        eval_seconds[0] += time.perf_counter() - began
-        return results
-
-    class LogCallback(TrainerCallback):  # type: ignore[misc]
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-        ) -> None:
-            if logs:
-                record = {"step": state.global_step, "epoch": state.epoch}
-                record.update({k: v for k, v in logs.items() if isinstance(v, int | float | str)})
-                train_log.write(record)
-
-    class DevCallback(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-            due = bool(config.eval_steps) and state.global_step % (config.eval_steps or 1) == 0
-            # the final evaluation happens after training
-            if due and model is not None and state.global_step < state.max_steps:
-                evaluate_dev(model, state.global_step)
-
-    class SnapshotCallback(TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-            due = bool(config.snapshot_steps) and state.global_step % (config.snapshot_steps or 1) == 0
-            if due and model is not None:
-                save_snapshot(model, snapshot_path(output, state.global_step))
-
-    class SpeedCallback(TrainerCallback):  # type: ignore[misc]
-        first_step = 0
-        began = 0.0
-        ended = 0.0
-        last_step = 0
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.began = time.perf_counter()
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if not self.first_step:
-                self.first_step = state.global_step or -1
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.ended = time.perf_counter()
-            self.last_step = state.global_step
-
-    class ProgressLogCallback(TrainerCallback):  # type: ignore[misc]
-        """Where Trainer's bar is off (stderr is a log file): a line at a steady interval."""
-
-        lines: ProgressLines | None = None
-        loss: float | None = None
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if config.progress and not stderr_is_terminal():
-                self.lines = ProgressLines("training steps", state.max_steps, initial=state.global_step)
-
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-        ) -> None:
-            self.loss = (logs or {}).get("loss", self.loss)
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            note = f"loss {self.loss:.4f}" if self.loss is not None else ""
-            line = self.lines.advance(1, note) if self.lines is not None else None
-            if line is not None:
-                log(line)
-
-    speed = SpeedCallback()
-    collator = DataCollatorWithPadding(tokenizer)
-
-    def collate(rows: list[dict[str, Any]]) -> Any:
-        return collator([{k: v for k, v in row.items() if k != "length"} for row in rows])
-
-    arguments = training_arguments(config, output)
-    trainer = Trainer(
-        model=model,
-        args=arguments,
-        train_dataset=train_dataset,
-        data_collator=collate,
-        processing_class=tokenizer,
-        callbacks=[
-            LogCallback(),
-            DevCallback(),
-            SnapshotCallback(),
-            speed,
-            ProgressLogCallback(),
+    dev_check = DevCheck(
+        dev_sets, tokenizer, settings, config.language, EdgeRefiner(edge_table), train_log, log
+    )
+    clock = StepClock()
+    trainer = _trainer(
+        config,
+        model,
+        tokenizer,
+        columns,
+        [
+            TrainLogWriter(train_log),
+            DevCheckEvery(dev_check, config.eval_steps),
+            SnapshotEvery(output, config.snapshot_steps),
+            clock,
+            ProgressLog(log, config.progress),
             *callbacks,
         ],
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    state = trainer.state
+    in_loop_eval_seconds = dev_check.seconds
+    dev_scores = dev_check(trainer.model, trainer.state.global_step)
 
-    in_loop_eval_seconds = eval_seconds[0]
-    dev_scores = evaluate_dev(trainer.model, state.global_step)
-    trainer.save_model(str(output))
-    tokenizer.save_pretrained(str(output))
-    (output / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
-    edge_table.save(output)
-
-    first = max(speed.first_step, 0)
-    steps_run = speed.last_step - first
-    train_seconds = max(speed.ended - speed.began - in_loop_eval_seconds, 1e-9)
-    sequences = steps_run * config.batch_size * config.gradient_accumulation_steps
-    losses = [r["loss"] for r in train_log.records() if "loss" in r and "dev" not in r]
+    save_reader(trainer, tokenizer, settings, edge_table, output)
     metrics: dict[str, Any] = {
         "output_dir": str(output),
         "base_model": config.base_model,
@@ -479,16 +367,10 @@ def run_training(
         "hyperparameters": config.model_dump(exclude={"train_data", "dev_data", "output_dir", "base_model"}),
         "train_data": [s.model_dump() for s in config.train_data],
         "dev_data": [s.model_dump() for s in config.dev_data],
-        "training": {
-            "global_step": state.global_step,
-            "epochs": float(state.epoch or 0.0),
-            "train_loss": float(result.training_loss),
-            "final_loss": losses[-1] if losses else None,
-            "wall_seconds": time.perf_counter() - started,
-            "train_seconds": train_seconds,
-            "sequences_per_second": sequences / train_seconds,
-            "resumed": checkpoint is not None,
-        }
+        "training": _training_figures(
+            config, trainer.state, result, clock, in_loop_eval_seconds, started, train_log
+        )
+        | {"resumed": checkpoint is not None}
         | parameters,
         "hardware": hardware(),
         "command": command,
@@ -496,3 +378,98 @@ def run_training(
     write_run_files(config, output, metrics, train_log)
     log(f"saved reader to {output} ({metrics['training']['wall_seconds']:.0f} s)")
     return TrainOutcome(output, metrics)
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def load_base_model(config: TrainConfig, log: Log) -> tuple[Any, Any, dict[str, int]]:
+    """The base model's fast tokenizer and its QA model, frozen as configured, and the parameter
+    counts; logs where the base came from."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    base_folder = resolve_reference(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder, trust_remote_code=False)
+    require_fast_tokenizer(tokenizer, config.base_model)
+    model = AutoModelForQuestionAnswering.from_pretrained(
+        base_folder, use_safetensors=True, trust_remote_code=False
+    )
+    parameters = freeze(model, config.freeze_word_embeddings, config.freeze_layers)
+    log(f"base model {config.base_model} ({base_folder}): {parameters}")
+    return tokenizer, model, parameters
+
+
+def _open_train_log(output: Path, checkpoint: str | None, resume: bool, log: Log) -> TrainLog:
+    """The run's ``train_log.jsonl``, cut back to the checkpoint the run resumes from (to nothing when
+    ``--resume`` finds no checkpoint), so that no step is logged twice."""
+    train_log = TrainLog(output / "train_log.jsonl")
+    if checkpoint is not None:
+        train_log.truncate_after(_checkpoint_step(checkpoint))
+        log(f"resuming from {checkpoint}")
+    elif resume:
+        train_log.truncate_after(0)
+        log(f"--resume: no checkpoint in {output} yet; starting from step 0")
+    return train_log
+
+
+def _trainer(
+    config: TrainConfig, model: Any, tokenizer: Any, columns: dict[str, list[Any]], callbacks: list[Any]
+) -> Any:
+    """transformers' ``Trainer`` over the training windows, each batch padded to its longest window
+    (the ``length`` column only groups windows by length)."""
+    import datasets
+    from transformers import DataCollatorWithPadding, Trainer
+
+    collator = DataCollatorWithPadding(tokenizer)
+
+    def collate(rows: list[dict[str, Any]]) -> Any:
+        return collator([{k: v for k, v in row.items() if k != "length"} for row in rows])
+
+    return Trainer(
+        model=model,
+        args=training_arguments(config, config.output_path),
+        train_dataset=datasets.Dataset.from_dict(columns),
+        data_collator=collate,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def save_reader(
+    trainer: Any, tokenizer: Any, settings: DecodeSettings, edge_table: EdgeTable, output: Path
+) -> None:
+    """The trained reader as a model folder: weights, tokenizer, ``reader_config.json`` (the
+    windowing and decoding it was checked with) and ``span_edges.json``."""
+    trainer.save_model(str(output))
+    tokenizer.save_pretrained(str(output))
+    (output / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
+    edge_table.save(output)
+
+
+def _training_figures(
+    config: TrainConfig,
+    state: Any,
+    result: Any,
+    clock: Any,
+    in_loop_eval_seconds: float,
+    started: float,
+    train_log: TrainLog,
+) -> dict[str, Any]:
+    """Steps, epochs, losses and speed of the run; sequences/s counts the steps this process ran
+    and leaves out the dev checks inside the loop."""
+    train_seconds = max(clock.ended - clock.began - in_loop_eval_seconds, 1e-9)
+    sequences = clock.steps_run() * config.batch_size * config.gradient_accumulation_steps
+    losses = [r["loss"] for r in train_log.records() if "loss" in r and "dev" not in r]
+    return {
+        "global_step": state.global_step,
+        "epochs": float(state.epoch or 0.0),
+        "train_loss": float(result.training_loss),
+        "final_loss": losses[-1] if losses else None,
+        "wall_seconds": time.perf_counter() - started,
+        "train_seconds": train_seconds,
+        "sequences_per_second": sequences / train_seconds,
+    }
