@@ -318,71 +318,15 @@ def ask_all(
     return predictions, latencies, retrieved
 
 
-# ------------------------------------------------------------------ the job
-
-
-def run_eval(
-    config_path: str | Path | None,
-    data: str | Path,
-    index_dir: str | Path | None = None,
-    limit: int | None = None,
-    out: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    progress: bool = False,
-    command: str | None = None,
-    log: Callable[[str], None] = lambda message: None,
-    pipeline_path: str | Path | None = None,
-) -> EvalRun:
-    """Index ``data``'s contexts, ask its questions with no context, score, and write the report.
-
-    ``pipeline_path`` (instead of ``config_path``) takes the settings from a Haystack pipeline YAML
-    (:func:`kotae.pipeline.haystack_yaml.read_pipeline_file`: embedder, retrievers, reader), with
-    ``overrides`` on top; the index is the data set's, as with a config.
-    """
-    from kotae.indexing.job import run_index
-    from kotae.pipeline.config import load_pipeline_config
-    from kotae.pipeline.eval_report import write_report
-    from kotae.pipeline.qa import QuestionAnswerer
-
-    if pipeline_path is not None:
-        from kotae.pipeline.haystack_yaml import read_pipeline_file
-
-        if config_path is not None:
-            raise KotaeError("give --config or --pipeline, not both")
-        overrides = [*read_pipeline_file(Path(pipeline_path)).overrides, *overrides]
-    config = load_pipeline_config(config_path, list(overrides))
-    files = squad_files(data)
-    questions = load_questions(files, limit)
-    directory = Path(index_dir).expanduser() if index_dir is not None else default_index_dir(config, files)
-    config = load_pipeline_config(config_path, [*overrides, *eval_index_overrides(config, directory)])
-    source = config_path or pipeline_path
-    config_name = Path(source).name if source else "built-in defaults"
-    out_dir = (
-        Path(out)
-        if out is not None
-        else Path("runs") / "eval" / f"{Path(config_name).stem}-{Path(data).name}"
-    )
-    hardware = describe_hardware()
-
-    log(f"indexing {len(files)} file(s) into {directory} (incremental)")
-    index = run_index(config, files, progress=progress)
-    for line in index.lines()[1:3]:
-        log(line)
-    index_json = {**index.to_json(), "documents": index.added + index.updated + index.unchanged}
-
-    answerer = QuestionAnswerer.from_config(config, config_path)
-    depth = max(max(RECALL_KS), config.retriever.top_k)
-    log(
-        f"asking {len(questions)} questions ({config.retriever.type} retrieval, {depth} passages deep for recall)"
-    )
-    started = time.perf_counter()
-    predictions, latencies, retrieved = ask_all(answerer, questions, depth, progress)
-    asking_seconds = time.perf_counter() - started
-
-    log("reader alone on the gold contexts")
-    reader = answerer.pipeline.get_component("reader")
-    reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions, progress)
-
+def score_questions(
+    questions: Sequence[EvalQuestion],
+    predictions: Sequence[str],
+    latencies: Sequence[float],
+    retrieved: Sequence[Sequence[Document]],
+    reader_predictions: dict[str, str],
+) -> tuple[list[QuestionResult], list[list[str | None]]]:
+    """Each question's result (the pipeline's answer and the reader's on the gold context, scored;
+    the rank of the first retrieved passage holding an answer) and the retrieved passages' document ids."""
     results: list[QuestionResult] = []
     ids: list[list[str | None]] = []
     for question, prediction, latency, documents in zip(
@@ -410,6 +354,83 @@ def run_eval(
                 reader_prediction=reader_prediction,
             )
         )
+    return results, ids
+
+
+def default_out_dir(config_name: str, data: str | Path) -> Path:
+    """Where a report goes without ``--out``: ``runs/eval/<config>-<data set>``."""
+    return Path("runs") / "eval" / f"{Path(config_name).stem}-{Path(data).name}"
+
+
+def _with_pipeline_file(
+    config_path: str | Path | None, pipeline_path: str | Path | None, overrides: Sequence[str]
+) -> list[str]:
+    """The overrides, after those a Haystack pipeline YAML stands for when one is given."""
+    if pipeline_path is None:
+        return list(overrides)
+    from kotae.pipeline.haystack_yaml import read_pipeline_file
+
+    if config_path is not None:
+        raise KotaeError("give --config or --pipeline, not both")
+    return [*read_pipeline_file(Path(pipeline_path)).overrides, *overrides]
+
+
+# ------------------------------------------------------------------ the job
+
+
+def run_eval(
+    config_path: str | Path | None,
+    data: str | Path,
+    index_dir: str | Path | None = None,
+    limit: int | None = None,
+    out: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = False,
+    command: str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    pipeline_path: str | Path | None = None,
+) -> EvalRun:
+    """Index ``data``'s contexts, ask its questions with no context, score, and write the report.
+
+    ``pipeline_path`` (instead of ``config_path``) takes the settings from a Haystack pipeline YAML
+    (:func:`kotae.pipeline.haystack_yaml.read_pipeline_file`: embedder, retrievers, reader), with
+    ``overrides`` on top; the index is the data set's, as with a config.
+    """
+    from kotae.indexing.job import run_index
+    from kotae.pipeline.config import load_pipeline_config
+    from kotae.pipeline.eval_report import write_report
+    from kotae.pipeline.qa import QuestionAnswerer
+
+    overrides = _with_pipeline_file(config_path, pipeline_path, overrides)
+    config = load_pipeline_config(config_path, list(overrides))
+    files = squad_files(data)
+    questions = load_questions(files, limit)
+    directory = Path(index_dir).expanduser() if index_dir is not None else default_index_dir(config, files)
+    config = load_pipeline_config(config_path, [*overrides, *eval_index_overrides(config, directory)])
+    config_name = Path(source).name if (source := config_path or pipeline_path) else "built-in defaults"
+    out_dir = Path(out) if out is not None else default_out_dir(config_name, data)
+    hardware = describe_hardware()
+
+    log(f"indexing {len(files)} file(s) into {directory} (incremental)")
+    index = run_index(config, files, progress=progress)
+    for line in index.lines()[1:3]:
+        log(line)
+    index_json = {**index.to_json(), "documents": index.added + index.updated + index.unchanged}
+
+    answerer = QuestionAnswerer.from_config(config, config_path)
+    depth = max(max(RECALL_KS), config.retriever.top_k)
+    log(
+        f"asking {len(questions)} questions ({config.retriever.type} retrieval, {depth} passages deep for recall)"
+    )
+    started = time.perf_counter()
+    predictions, latencies, retrieved = ask_all(answerer, questions, depth, progress)
+    asking_seconds = time.perf_counter() - started
+
+    log("reader alone on the gold contexts")
+    reader = answerer.pipeline.get_component("reader")
+    reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions, progress)
+
+    results, ids = score_questions(questions, predictions, latencies, retrieved, reader_predictions)
     summary: dict[str, Any] = {**summarize(results, depth), "reader_runtime": reader_runtime(reader)}
     ranks = [r.rank for r in results]
     report: dict[str, Any] = {
