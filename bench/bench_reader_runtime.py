@@ -1,9 +1,9 @@
 """Seconds per batch of real reader windows for each reader runtime, and how far its logits are from torch's.
 
 Real JaQuAD dev questions and contexts are windowed by the product's own code
-(``tokenize_windows``, the reader's settings) and read by each runtime from
-:mod:`kotae.reader_training.runtime` (``load_runtime``, as ``kotae evaluate`` and the pipeline do),
-best of ``--repeat`` after one warm-up. Wall seconds and this process's CPU seconds are both
+(``tokenize_windows``, the reader's settings) and read by each runtime of
+:mod:`kotae.reader_training.runtime`, each opened by ``open_reader`` as ``kotae evaluate`` and the
+pipeline open it, best of ``--repeat`` after one warm-up. Wall seconds and this process's CPU seconds are both
 printed: on a shared machine the CPU seconds are the steadier figure.
 
     .venv/bin/python bench/bench_reader_runtime.py --windows 10 --threads 2

@@ -207,7 +207,8 @@ def main() -> None:
     heldout_path = out / "amazon-heldout.json"
     heldout_path.write_text(json.dumps(heldout, ensure_ascii=False))
     asked = pool[: max(args.sizes)]
-    spans = shown_answers(args.base, asked, out / "shown.json")
+    # with span edges; an older shown.json held token-edge spans
+    spans = shown_answers(args.base, asked, out / "shown-edges.json")
     labels = [simulated_label(e, s, args.base) for e, s in zip(asked, spans, strict=True)]
 
     (out / "base").mkdir(exist_ok=True)

@@ -11,7 +11,9 @@ seconds, so decoding changes (span-edge refinement) are measured on whole dev se
         --cache runs/edges/squad-dev.npz
 
 Prints EM/F1 as ``kotae evaluate`` scores them (same decoder, same metric), then the EM misses of
-Japanese questions by class, each with its share of all questions and a few examples.
+Japanese questions by class, each with its share of all questions and a few examples. It reads the
+folder's settings and span-edge table itself rather than through ``open_reader``, so that a run from
+the cache loads no model, and decodes in its own loop to compare decoding variants on one cache.
 """
 
 from __future__ import annotations

@@ -40,14 +40,12 @@ from kotae.pipeline.evaluation import (
     EvalQuestion,
     QuestionResult,
     breakdown,
-    first_hit_rank,
     recall_curve,
-    score_answer,
+    score_question,
     squad_questions,
     summarize,
 )
 from kotae.progress import progress as progress_of
-from kotae.reader_training.metrics import resolve_language
 
 if TYPE_CHECKING:
     from haystack import Document
@@ -318,45 +316,6 @@ def ask_all(
     return predictions, latencies, retrieved
 
 
-def score_questions(
-    questions: Sequence[EvalQuestion],
-    predictions: Sequence[str],
-    latencies: Sequence[float],
-    retrieved: Sequence[Sequence[Document]],
-    reader_predictions: dict[str, str],
-) -> tuple[list[QuestionResult], list[list[str | None]]]:
-    """Each question's result (the pipeline's answer and the reader's on the gold context, scored;
-    the rank of the first retrieved passage holding an answer) and the retrieved passages' document ids."""
-    results: list[QuestionResult] = []
-    ids: list[list[str | None]] = []
-    for question, prediction, latency, documents in zip(
-        questions, predictions, latencies, retrieved, strict=True
-    ):
-        texts = [d.content or "" for d in documents]
-        sources = [(d.meta or {}).get("document_id") for d in documents]
-        ids.append(sources)
-        em, f1 = score_answer(prediction, question)
-        reader_prediction = reader_predictions.get(question.id, "")
-        reader_em, reader_f1 = score_answer(reader_prediction, question)
-        results.append(
-            QuestionResult(
-                id=question.id,
-                language=resolve_language("auto", question.question),
-                rank=first_hit_rank(texts, sources, question.answers, question.document_id),
-                rank_any=first_hit_rank(texts, sources, question.answers, None),
-                exact_match=em,
-                f1=f1,
-                reader_exact_match=reader_em,
-                reader_f1=reader_f1,
-                latency_s=latency,
-                question_type=question.question_type,
-                prediction=prediction,
-                reader_prediction=reader_prediction,
-            )
-        )
-    return results, ids
-
-
 def default_out_dir(config_name: str, data: str | Path) -> Path:
     """Where a report goes without ``--out``: ``runs/eval/<config>-<data set>``."""
     return Path("runs") / "eval" / f"{Path(config_name).stem}-{Path(data).name}"
@@ -430,7 +389,14 @@ def run_eval(
     reader = answerer.pipeline.get_component("reader")
     reader_predictions, reader_seconds = read_gold_contexts(config, reader, questions, progress)
 
-    results, ids = score_questions(questions, predictions, latencies, retrieved, reader_predictions)
+    passages = [[(d.content or "", (d.meta or {}).get("document_id")) for d in found] for found in retrieved]
+    results = [
+        score_question(question, prediction, reader_predictions.get(question.id, ""), latency, found)
+        for question, prediction, latency, found in zip(
+            questions, predictions, latencies, passages, strict=True
+        )
+    ]
+    ids = [[source for _, source in found] for found in passages]
     summary: dict[str, Any] = {**summarize(results, depth), "reader_runtime": reader_runtime(reader)}
     ranks = [r.rank for r in results]
     report: dict[str, Any] = {

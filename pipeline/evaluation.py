@@ -174,6 +174,36 @@ def score_answer(prediction: str, question: EvalQuestion) -> tuple[float, float]
     return 100.0 * em, 100.0 * f1
 
 
+def score_question(
+    question: EvalQuestion,
+    prediction: str,
+    reader_prediction: str,
+    latency_s: float,
+    passages: Sequence[tuple[str, str | None]],
+) -> QuestionResult:
+    """One question's result: the pipeline's answer and the reader's answer on the gold context,
+    scored; the rank of the first retrieved passage (``(text, document id)``, in retrieval order)
+    that holds a gold answer, from the question's own context and from any."""
+    texts = [text for text, _ in passages]
+    sources = [source for _, source in passages]
+    em, f1 = score_answer(prediction, question)
+    reader_em, reader_f1 = score_answer(reader_prediction, question)
+    return QuestionResult(
+        id=question.id,
+        language=resolve_language("auto", question.question),
+        rank=first_hit_rank(texts, sources, question.answers, question.document_id),
+        rank_any=first_hit_rank(texts, sources, question.answers, None),
+        exact_match=em,
+        f1=f1,
+        reader_exact_match=reader_em,
+        reader_f1=reader_f1,
+        latency_s=latency_s,
+        question_type=question.question_type,
+        prediction=prediction,
+        reader_prediction=reader_prediction,
+    )
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 

@@ -38,6 +38,7 @@ from kotae.pipeline.ranking import (
 
 if TYPE_CHECKING:
     from kotae.reader_training.decode import Decoded, Span
+    from kotae.reader_training.evaluate import DecodeSettings, LoadedReader
     from kotae.reader_training.features import Window
 
 
@@ -216,7 +217,7 @@ class KotaeExtractiveReader:
         self.runtime = runtime
         self.early_stop_margin = early_stop_margin
         self.early_stop_after = sorted(set(early_stop_after))
-        self.loaded: Any = None  # kotae.reader_training.evaluate.LoadedReader, set by warm_up
+        self.loaded: LoadedReader | None = None  # set by warm_up
         self._deferred: list[ReadRequest] | None = None  # questions recorded by run() inside deferred()
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,9 +249,8 @@ class KotaeExtractiveReader:
         return default_from_dict(cls, data)
 
     @property
-    def settings(self) -> Any:
-        """The windowing/decoding settings the reader reads with
-        (:class:`kotae.reader_training.evaluate.DecodeSettings`; ``None`` before :meth:`warm_up`)."""
+    def settings(self) -> DecodeSettings | None:
+        """The windowing/decoding settings the reader reads with (``None`` before :meth:`warm_up`)."""
         return None if self.loaded is None else self.loaded.settings
 
     @property
@@ -259,8 +259,9 @@ class KotaeExtractiveReader:
         return None if self.loaded is None else str(self.loaded.runtime.name)
 
     def warm_up(self) -> None:
-        """Load the model's runtime (preparing its ONNX form once, for the ONNX runtimes) and fast tokenizer
-        (once), and settle the windowing settings."""
+        """Open the reader once (:func:`kotae.reader_training.evaluate.open_reader`): the model's runtime
+        (preparing its ONNX form once, for the ONNX runtimes), its fast tokenizer, the windowing settings
+        (the folder's, with this component's explicit ones on top) and the folder's span-edge table."""
         if self.loaded is not None:
             return
         import sys
@@ -280,6 +281,13 @@ class KotaeExtractiveReader:
             "batch_size": self.batch_size,
         }
         self.loaded = open_reader(self.model, self.runtime, self.device, explicit, log)
+
+    @property
+    def _opened(self) -> LoadedReader:
+        """The reader :meth:`warm_up` opened (reading calls ``warm_up`` first)."""
+        if self.loaded is None:
+            raise RuntimeError("KotaeExtractiveReader: call warm_up() before reading")
+        return self.loaded
 
     @component.output_types(answers=list[ExtractedAnswer])
     def run(
@@ -407,9 +415,9 @@ class KotaeExtractiveReader:
         pairs = [(number, passage) for number, passages in chunks.items() for passage in passages]
         if not pairs:
             return
-        settings = self.settings
+        settings = self._opened.settings
         windows = tokenize_windows(
-            self.loaded.tokenizer,
+            self._opened.tokenizer,
             [requests[number].query for number, _ in pairs],
             [requests[number].documents[passage].content or "" for number, passage in pairs],
             settings.max_length,
@@ -426,14 +434,14 @@ class KotaeExtractiveReader:
         each window padded to the length it would have if its question were read alone
         (:func:`padded_lengths`), so batching questions together changes no answer; windows of one
         padded length are read together, whichever question they belong to."""
-        settings = self.settings
+        settings = self._opened.settings
         owners = [question_of[window.example_index] for window in windows]
         lengths = [len(window.input_ids) for window in windows]
         pad = padded_lengths(lengths, owners, settings.batch_size, PAD_MULTIPLE, settings.max_length)
         results: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0), np.empty(0))] * len(windows)
         for length in sorted(set(pad), reverse=True):
             chosen = [index for index, padded in enumerate(pad) if padded == length]
-            read = self.loaded.runtime.window_logits(
+            read = self._opened.runtime.window_logits(
                 [windows[i] for i in chosen], settings.batch_size, pad_to=length
             )
             for index, out in zip(chosen, read, strict=True):
@@ -448,7 +456,7 @@ class KotaeExtractiveReader:
         from kotae.reader_training.decode import WindowLogits, decode
 
         top_k = self.top_k if request.top_k is None else request.top_k
-        settings = self.settings
+        settings = self._opened.settings
         if request.max_answer_length is not None:
             settings = replace(settings, max_answer_length=request.max_answer_length)
         passages = request.documents
@@ -463,7 +471,7 @@ class KotaeExtractiveReader:
             max_answer_length=settings.max_answer_length,
             top_k=candidates,
             relative_to_null=self.relative_scores,
-            refine=self.loaded.refine,
+            refine=self._opened.refine,
         )
 
     def _answers(self, request: ReadRequest, decoded: Decoded) -> list[ExtractedAnswer]:
@@ -501,7 +509,9 @@ class KotaeExtractiveReader:
                 break
         if with_null:
             null_wins = (
-                choose_answer(decoded, allow_null=True, null_threshold=self.settings.null_score_threshold)
+                choose_answer(
+                    decoded, allow_null=True, null_threshold=self._opened.settings.null_score_threshold
+                )
                 is None
             )
             null = ExtractedAnswer(

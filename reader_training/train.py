@@ -2,9 +2,10 @@
 
 Loads and validates the data (:mod:`kotae.reader_training.data`), windows and labels it
 (:mod:`kotae.reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
-length-grouped batches, bf16/fp16 on a GPU, checkpoints every ``save_steps``), scores the dev sets
+length-grouped batches, bf16/fp16 on a GPU and bf16 on a CPU that has it natively, checkpoints every ``save_steps``), scores the dev sets
 with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a model folder:
-``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``metrics.json``,
+``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``span_edges.json`` (where an answer
+edge falls inside a Japanese token, learnt from the training labels), ``metrics.json``,
 ``all_results.json``, the card ``README.md`` (Hub metadata on top), ``train_log.jsonl`` and
 ``curves.png``; with ``snapshot_steps``, the trained tensors every N steps in ``snapshots/``
 (:mod:`kotae.reader_training.snapshots`: the curve and checkpoint averaging afterwards). Every
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,6 +49,9 @@ from kotae.reader_training.evaluate import (
 )
 from kotae.reader_training.features import prepare_train_features, require_fast_tokenizer
 from kotae.reader_training.report import CARD_FILE, TrainLog, all_results, hardware, model_card, plot_curves
+
+if TYPE_CHECKING:
+    from kotae.reader_training.callbacks import StepClock
 
 Log = Callable[[str], None]
 
@@ -249,7 +253,7 @@ def training_arguments(config: TrainConfig, output: Path) -> Any:
         save_total_limit=config.save_total_limit,
         eval_strategy="no",
         report_to="none",
-        disable_tqdm=not (config.progress and stderr_is_terminal()),  # in a log: ProgressLogCallback
+        disable_tqdm=not (config.progress and stderr_is_terminal()),  # in a log: callbacks.ProgressLog
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         length_column_name="length",
         remove_unused_columns=False,
@@ -454,7 +458,7 @@ def _training_figures(
     config: TrainConfig,
     state: Any,
     result: Any,
-    clock: Any,
+    clock: StepClock,
     in_loop_eval_seconds: float,
     started: float,
     train_log: TrainLog,

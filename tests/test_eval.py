@@ -18,6 +18,7 @@ from kotae.pipeline.evaluation import (
     recall_at,
     recall_curve,
     score_answer,
+    score_question,
     squad_questions,
     summarize,
 )
@@ -96,6 +97,18 @@ def test_score_answer_picks_the_language_per_question() -> None:
         pytest.approx(100 * 2 * (2 / 2) * (2 / 3) / (2 / 2 + 2 / 3)),
     )
     assert score_answer("The city of Nara.", en) == (100.0, 100.0)
+
+
+def test_score_question_scores_both_answers_and_ranks_the_passages() -> None:
+    question = _question(question_type="when")
+    passages = [("京都は都です。", "doc-9"), ("奈良の都", "doc-2"), ("奈良は8世紀の都です。", "doc-1")]
+    result = score_question(question, "奈良", "奈良は", 0.25, passages)
+    assert (result.exact_match, result.f1) == (100.0, 100.0)
+    assert result.reader_exact_match == 0.0 and 0.0 < result.reader_f1 < 100.0
+    assert (result.rank, result.rank_any) == (3, 2)  # own context third; any passage with 奈良 second
+    assert (result.language, result.latency_s, result.question_type) == ("ja", 0.25, "when")
+    assert (result.prediction, result.reader_prediction) == ("奈良", "奈良は")
+    assert score_question(question, "", "", 0.0, []).rank is None
 
 
 def test_summarize_agrees_with_the_metrics_module() -> None:

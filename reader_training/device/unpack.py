@@ -154,11 +154,15 @@ def metrics_from_run(run: dict[str, Any], output: Path, parameters: int) -> dict
     }
 
 
-def learn_span_edges(config: dict[str, Any], folder: Path, log: Log) -> None:
+def learn_span_edges(config: dict[str, Any], folder: Path, log: Log) -> bool:
     """Write the span-edge table ``kotae train`` writes (:mod:`kotae.reader_training.edges`) into
-    ``folder``, learnt here from the run's training labels with the folder's tokenizer: the device has
-    no MeCab, so the table is learnt where the data and MeCab are. Where the training data is not
-    here, the folder keeps token edges and a warning says how to learn the table later."""
+    ``folder``, learnt here from the training examples the run's config selects, with the folder's
+    tokenizer: the device has no MeCab, so the table is learnt where the data and MeCab are. (A
+    ``seed`` changed on the device draws another sample of a set with a fractional ``weight`` than
+    the packed windows did; the table's shares are counts over thousands of answers and barely move.)
+    Where the training data is not here or the config does not validate, the folder keeps token
+    edges, a warning says how to learn the table later, and this returns False."""
+    from pydantic import ValidationError
     from transformers import AutoTokenizer
 
     from kotae.reader_training.config import TrainConfig
@@ -167,15 +171,17 @@ def learn_span_edges(config: dict[str, Any], folder: Path, log: Log) -> None:
 
     try:
         examples, _ = load_training_examples(TrainConfig.model_validate(config), lambda message: None)
-    except KotaeError as error:
+    except (KotaeError, ValidationError) as error:
+        reason = str(error).splitlines()[0]
         log(
-            f"warning: no {EDGE_TABLE} ({error}); answers end at token edges until "
+            f"warning: no {EDGE_TABLE} ({reason}); answers end at token edges until "
             f"`python -m kotae.reader_training.edges FOLDER TRAIN_DATA...` learns it"
         )
-        return
+        return False
     table = learn_from_examples(examples, AutoTokenizer.from_pretrained(folder))
     table.save(folder)
     log(f"{EDGE_TABLE}: {table.moving_keys()} morpheme keys move a span edge inside its token")
+    return True
 
 
 def unpack(
@@ -226,7 +232,7 @@ def unpack(
             batch_size=config["eval_batch_size"],
         )
         (work / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
-        learn_span_edges(config, work, log)
+        has_edges = learn_span_edges(config, work, log)
         records: list[dict[str, Any]] = []
         if (returned / LOG_FILE).is_file():
             shutil.copy2(returned / LOG_FILE, work / LOG_FILE)
@@ -249,7 +255,12 @@ def unpack(
             "from a bundle made by `python -m kotae.reader_training.device.pack` (see reader_training/device/DEVICE.md); "
             "`device_run.json` holds the run's full record. Dev scores above, if any, were measured on "
             "the device by kotae's evaluation code on these fp16 weights, at token edges (the device has no "
-            "MeCab); `kotae evaluate` re-measures them with `span_edges.json`.\n"
+            "MeCab); "
+            + (
+                "`kotae evaluate` re-measures them with `span_edges.json`.\n"
+                if has_edges
+                else "this folder has no `span_edges.json` yet, so it also decodes at token edges.\n"
+            )
         )
         (work / CARD_FILE).write_text(card, encoding="utf-8")
         plot_curves(records, work / "curves.png")
