@@ -76,6 +76,11 @@ class DevCheck:
         return results
 
 
+def _due(step: int, every: int | None) -> bool:
+    """Whether ``step`` is a multiple of ``every`` (never when ``every`` is 0 or None)."""
+    return bool(every) and step % (every or 1) == 0
+
+
 class TrainLogWriter(TrainerCallback):  # type: ignore[misc]
     """Every log of the Trainer (loss, learning rate, epoch, ...) as one line of the train log."""
 
@@ -100,8 +105,7 @@ class DevCheckEvery(TrainerCallback):  # type: ignore[misc]
         self.steps = steps
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        due = bool(self.steps) and state.global_step % (self.steps or 1) == 0
-        if due and model is not None and state.global_step < state.max_steps:
+        if _due(state.global_step, self.steps) and model is not None and state.global_step < state.max_steps:
             self.check(model, state.global_step)
 
 
@@ -113,8 +117,7 @@ class SnapshotEvery(TrainerCallback):  # type: ignore[misc]
         self.steps = steps
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        due = bool(self.steps) and state.global_step % (self.steps or 1) == 0
-        if due and model is not None:
+        if _due(state.global_step, self.steps) and model is not None:
             save_snapshot(model, snapshot_path(self.output, state.global_step))
 
 

@@ -2,10 +2,11 @@
 
 Loads and validates the data (:mod:`kotae.reader_training.data`), windows and labels it
 (:mod:`kotae.reader_training.features`), trains with transformers' ``Trainer`` (dynamic padding,
-length-grouped batches, bf16/fp16 on a GPU and bf16 on a CPU that has it natively, checkpoints every ``save_steps``), scores the dev sets
-with the evaluation code (:mod:`kotae.reader_training.evaluate`) and writes a model folder:
-``save_pretrained`` weights + tokenizer, ``reader_config.json``, ``span_edges.json`` (where an answer
-edge falls inside a Japanese token, learnt from the training labels), ``metrics.json``,
+length-grouped batches, bf16/fp16 on a GPU and bf16 on a CPU that has it natively, checkpoints
+every ``save_steps``), scores the dev sets with the evaluation code
+(:mod:`kotae.reader_training.evaluate`) and writes a model folder: ``save_pretrained`` weights +
+tokenizer, ``reader_config.json``, ``span_edges.json`` (where an answer edge falls inside a Japanese
+token, learnt from the training labels), ``metrics.json``,
 ``all_results.json``, the card ``README.md`` (Hub metadata on top), ``train_log.jsonl`` and
 ``curves.png``; with ``snapshot_steps``, the trained tensors every N steps in ``snapshots/``
 (:mod:`kotae.reader_training.snapshots`: the curve and checkpoint averaging afterwards). Every
