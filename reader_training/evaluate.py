@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,23 @@ class DecodeSettings:
     n_best: int = 20
     null_score_threshold: float = 0.0
     batch_size: int = 32
+
+    @classmethod
+    def from_train_config(cls, config: Mapping[str, Any], batch_size: int | None = None) -> DecodeSettings:
+        """The settings a training config names (its keys; ``eval_batch_size`` unless ``batch_size`` is given).
+
+        Used by ``kotae train`` and by the device run and its unpacking, which hold the config as a
+        plain mapping: one place that knows which config keys decide the decoding.
+        """
+        return cls(
+            max_length=config["max_length"],
+            stride=config["stride"],
+            max_question_length=config["max_question_length"],
+            max_answer_length=config["max_answer_length"],
+            n_best=config["n_best"],
+            null_score_threshold=config["null_score_threshold"],
+            batch_size=int(config["eval_batch_size"]) if batch_size is None else batch_size,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

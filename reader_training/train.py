@@ -63,18 +63,6 @@ class TrainOutcome:
     metrics: dict[str, Any]
 
 
-def decode_settings(config: TrainConfig) -> DecodeSettings:
-    return DecodeSettings(
-        max_length=config.max_length,
-        stride=config.stride,
-        max_question_length=config.max_question_length,
-        max_answer_length=config.max_answer_length,
-        n_best=config.n_best,
-        null_score_threshold=config.null_score_threshold,
-        batch_size=config.eval_batch_size,
-    )
-
-
 def freeze(model: Any, word_embeddings: bool, layers: int) -> dict[str, int]:
     """Stop gradients for the word embeddings and/or the lowest ``layers`` encoder layers."""
     if word_embeddings:
@@ -333,7 +321,7 @@ def run_training(
     tokenizer, model, parameters = load_base_model(config, log)
     columns, stats = training_windows(config, tokenizer, examples, log)
     edge_table = learn_from_examples(examples, tokenizer)
-    settings = decode_settings(config)
+    settings = DecodeSettings.from_train_config(config.model_dump())
     train_log = _open_train_log(output, checkpoint, resume, log)
 
     dev_check = DevCheck(

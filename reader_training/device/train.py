@@ -261,15 +261,7 @@ def score_dev(
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    settings = DecodeSettings(
-        max_length=config["max_length"],
-        stride=config["stride"],
-        max_question_length=config["max_question_length"],
-        max_answer_length=config["max_answer_length"],
-        n_best=config["n_best"],
-        null_score_threshold=config["null_score_threshold"],
-        batch_size=256 if cuda else int(config["eval_batch_size"]),
-    )
+    settings = DecodeSettings.from_train_config(config, batch_size=256 if cuda else None)
     results: dict[str, dict[str, Any]] = {}
     for label, records in read_dev_sets(bundle_dir, manifest).items():
         examples = [example_from_record(r, f"{label}-{i}") for i, r in enumerate(records)]

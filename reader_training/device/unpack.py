@@ -222,15 +222,7 @@ def unpack(
         for name in TOKENIZER_FILES:
             if (base_folder / name).is_file():
                 shutil.copy2(base_folder / name, work / name)
-        settings = DecodeSettings(
-            max_length=config["max_length"],
-            stride=config["stride"],
-            max_question_length=config["max_question_length"],
-            max_answer_length=config["max_answer_length"],
-            n_best=config["n_best"],
-            null_score_threshold=config["null_score_threshold"],
-            batch_size=config["eval_batch_size"],
-        )
+        settings = DecodeSettings.from_train_config(config)
         (work / READER_SETTINGS).write_text(json.dumps(settings.as_dict(), indent=2) + "\n", encoding="utf-8")
         has_edges = learn_span_edges(config, work, log)
         records: list[dict[str, Any]] = []
