@@ -64,9 +64,9 @@ from kotae.reader_training.device.bundle import (  # noqa: E402
 from kotae.weight_files import HF_WORD_EMBEDDINGS, MAX_FILE_BYTES, shard  # noqa: E402
 
 SAVE_MARGIN_SECONDS = 15.0
+"""Stop training this long before the budget ends: saving three fp16 shards takes a few seconds."""
 TIMING_FROM, TIMING_AT = 5, (25, 200, 1000)
 """Steps timed to fit the schedule to the budget: from step 5 (warm) to each of 25, 200 and 1000."""
-"""Stop training this long before the budget ends: saving three fp16 shards takes a few seconds."""
 
 
 def log(message: str) -> None:
@@ -330,22 +330,12 @@ def span_loss(model: Any, batch: dict[str, Any], autocast: Any) -> Any:
     ) / 2
 
 
-def run_record(
-    bundle: Bundle,
-    config: dict[str, Any],
-    variant: str | None,
-    target: Any,
-    bf16: bool,
-    budget: float,
-    planned: int,
-    model: Any,
-    trainable: list[Any],
-) -> dict[str, Any]:
+def run_record(setup: Setup, variant: str | None) -> dict[str, Any]:
     """What ``run.json`` says before the first step: the bundle, the config, the machine, the plan."""
     import torch
     import transformers
 
-    cuda = target.type == "cuda"
+    bundle, config, target, model = setup.bundle, setup.config, setup.target, setup.model
     return {
         "complete": False,
         "bundle": {k: bundle.manifest[k] for k in ("created", "base")}
@@ -356,15 +346,17 @@ def run_record(
             "dev": bundle.manifest.get("dev", {}),
         },
         "train_config": config,
-        "device": torch.cuda.get_device_name(target) if cuda else platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(target)
+        if setup.cuda
+        else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "precision": "bf16" if bf16 else "fp32",
+        "precision": "bf16" if setup.bf16 else "fp32",
         "torch_threads": torch.get_num_threads(),
-        "budget_seconds": budget,
-        "planned_steps": planned,
-        "trainable_parameters": sum(p.numel() for p in trainable),
+        "budget_seconds": setup.budget,
+        "planned_steps": setup.planned,
+        "trainable_parameters": sum(p.numel() for p in setup.trainable),
         "total_parameters": sum(p.numel() for p in model.parameters()),
     }
 
@@ -417,32 +409,47 @@ class TrainOptions:
     variant: str | None = None
 
 
-def train(
-    bundle_dir: str | Path,
-    out_dir: str | Path,
-    options: TrainOptions = TrainOptions(),
-    started: float | None = None,
-) -> dict[str, Any]:
-    """Train from the bundle into ``out_dir`` as ``options`` say; returns what ``run.json`` holds.
+@dataclass(frozen=True)
+class Setup:
+    """What a device run trains with, read from the bundle and the options before the first step."""
 
-    The budget counts from ``started`` (``time.monotonic()``; the command line passes the moment
-    this module was imported), else from the call. Steps: read the bundle, build the model and
-    optimiser (:func:`build_optimizer`), train in length-grouped batches (:func:`span_loss`) while
-    fitting the schedule to the budget (:func:`fit_schedule`), save fp16 shards, score the dev sets.
-    """
-    began = time.monotonic() if started is None else started
+    bundle: Bundle
+    config: dict[str, Any]
+    budget: float
+    scoring: bool
+    deadline: float
+    target: Any
+    bf16: bool
+    model: Any
+    optimizer: Any
+    trainable: list[Any]
+    per_epoch: int
+    planned: int
+
+    @property
+    def cuda(self) -> bool:
+        return bool(self.target.type == "cuda")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.config["batch_size"])
+
+    @property
+    def accumulation(self) -> int:
+        return int(self.config.get("gradient_accumulation_steps", 1))
+
+
+def set_up(bundle_dir: str | Path, options: TrainOptions, began: float) -> Setup:
+    """Read the bundle, apply the overrides, pick the device and precision, build the model and
+    optimiser (:func:`build_optimizer`) and count the planned steps."""
     import torch
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if options.threads:
         torch.set_num_threads(options.threads)
     bundle = read_bundle(bundle_dir, variant=options.variant)
     config = apply_overrides(bundle.train_config, options.overrides)
     budget = float(options.max_seconds if options.max_seconds is not None else bundle.manifest["max_seconds"])
     scoring = options.dev and bool(bundle.manifest.get("dev", {}).get("sets"))
-    deadline = training_deadline(began, budget, options.dev_seconds if scoring else 0.0)
-    seed = int(config["seed"])
     target = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = target.type == "cuda"
     precision = str(config.get("precision", "auto"))
@@ -455,34 +462,221 @@ def train(
         f"device {target}, {'bf16 autocast' if bf16 else 'fp32'}, budget {budget:.0f} s"
     )
 
-    model = build_model(bundle, seed).to(target)
+    model = build_model(bundle, int(config["seed"])).to(target)
     model.train()
-    peak = float(config["learning_rate"])
     optimizer = build_optimizer(model, config, fused=cuda)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-
-    features = bundle.features
-    offsets = features.offsets
-    used_ids = bundle.used_ids.astype(np.int64)
-    pad_id = int(bundle.manifest["pad_token_id"])
     batch_size = int(config["batch_size"])
-    accumulation = int(config.get("gradient_accumulation_steps", 1))
     group = bool(config.get("group_by_length", True))
-    rng = np.random.default_rng(seed)
-    per_epoch = len(length_grouped_batches(features.lengths, batch_size, np.random.default_rng(0), group))
+    per_epoch = len(
+        length_grouped_batches(bundle.features.lengths, batch_size, np.random.default_rng(0), group)
+    )
     planned = planned_steps(config, per_epoch)
     if options.max_steps is not None:
         planned = options.max_steps
-    total = planned
-    warmup_ratio = float(config["warmup_ratio"])
-    logging_steps = int(config.get("logging_steps", 10))
+    accumulation = int(config.get("gradient_accumulation_steps", 1))
     log(
         f"{planned} steps planned ({per_epoch} batches of {batch_size} per epoch, accumulation {accumulation})"
     )
+    return Setup(
+        bundle=bundle,
+        config=config,
+        budget=budget,
+        scoring=scoring,
+        deadline=training_deadline(began, budget, options.dev_seconds if scoring else 0.0),
+        target=target,
+        bf16=bf16,
+        model=model,
+        optimizer=optimizer,
+        trainable=[p for group_ in optimizer.param_groups for p in group_["params"]],
+        per_epoch=per_epoch,
+        planned=planned,
+    )
 
-    log_path = out / LOG_FILE
-    log_path.unlink(missing_ok=True)
-    run = run_record(bundle, config, options.variant, target, bf16, budget, planned, model, trainable)
+
+class TrainLoop:
+    """The hand training loop and its running state: step and sequence counters, the loss being
+    averaged for the log, and the schedule's length (cut by :func:`fit_schedule` when the budget
+    cannot hold it). ``run`` is the ``run.json`` record that :meth:`checkpoint` completes and writes."""
+
+    def __init__(self, setup: Setup, options: TrainOptions, out: Path, run: dict[str, Any], began: float):
+        import torch
+
+        self.setup, self.options, self.out, self.run, self.began = setup, options, out, run, began
+        self.step = self.micro = self.sequences = self.tokens = 0
+        self.loss_sum = torch.zeros((), device=setup.target)
+        self.loss_count = 0
+        self.losses: list[float] = []
+        self.stop_reason = "schedule"
+        self.total = setup.planned
+        self.timing_mark: tuple[int, float] | None = None
+        self.started = time.monotonic()
+        self.last_save = self.step_ended = self.started
+        self.used_ids = setup.bundle.used_ids.astype(np.int64)
+        self.log_path = out / LOG_FILE
+        self.log_path.unlink(missing_ok=True)
+
+    def train(self) -> None:
+        """Length-grouped epochs until the schedule ends or the next step would end past the
+        deadline (a CPU step can take a minute); a partial checkpoint every ``save_every`` seconds."""
+        import torch
+
+        setup = self.setup
+        autocast = torch.autocast(setup.target.type, dtype=torch.bfloat16, enabled=setup.bf16)
+        rng = np.random.default_rng(int(setup.config["seed"]))
+        group = bool(setup.config.get("group_by_length", True))
+        setup.optimizer.zero_grad(set_to_none=True)
+        while True:
+            for rows in length_grouped_batches(setup.bundle.features.lengths, setup.batch_size, rng, group):
+                self.forward_backward(rows, autocast)
+                if self.micro % setup.accumulation:
+                    continue
+                rate = self.optimizer_step()
+                now = time.monotonic()
+                self.log_step(rate)
+                now = self.fit_to_budget(now)
+                if self.step >= self.total:
+                    return
+                step_seconds, self.step_ended = now - self.step_ended, now
+                if now + step_seconds >= setup.deadline:
+                    self.stop_reason = "time budget"
+                    return
+                if self.options.save_every and now - self.last_save >= self.options.save_every:
+                    self.checkpoint(complete=False)
+                    self.last_save = time.monotonic()
+
+    def forward_backward(self, rows: np.ndarray, autocast: Any) -> None:
+        """One micro-batch: collate, the span loss (:func:`span_loss`), its scaled gradient."""
+        import torch
+
+        setup = self.setup
+        features = setup.bundle.features
+        pad_id = int(setup.bundle.manifest["pad_token_id"])
+        arrays = collate(features, features.offsets, self.used_ids, rows, pad_id)
+        batch = {k: torch.from_numpy(v).to(setup.target, non_blocking=True) for k, v in arrays.items()}
+        loss = span_loss(setup.model, batch, autocast)
+        (loss / setup.accumulation).backward()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        self.sequences += len(rows)
+        self.tokens += int(arrays["attention_mask"].sum())
+        self.micro += 1
+
+    def optimizer_step(self) -> float:
+        """Set this step's learning rate (:func:`learning_rate`), clip gradients at 1.0, step; returns the rate."""
+        import torch
+
+        setup = self.setup
+        warmup = math.ceil(float(setup.config["warmup_ratio"]) * self.total)
+        rate = learning_rate(self.step, self.total, warmup, float(setup.config["learning_rate"]))
+        for group in setup.optimizer.param_groups:
+            group["lr"] = rate
+        torch.nn.utils.clip_grad_norm_(setup.trainable, 1.0)
+        setup.optimizer.step()
+        setup.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return rate
+
+    def log_step(self, rate: float) -> None:
+        """Every ``logging_steps`` (and at the first and last step): the mean loss since the last
+        record, appended to ``train_log.jsonl``; every 20 records also a line on the console."""
+        logging_steps = int(self.setup.config.get("logging_steps", 10))
+        step, total = self.step, self.total
+        if not (step % logging_steps == 0 or step == 1 or step >= total):
+            return
+        mean = float(self.loss_sum) / self.loss_count  # syncs the device
+        self.losses.append(mean)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        seconds = time.monotonic() - self.started
+        record = {
+            "step": step,
+            "epoch": round(step * self.setup.accumulation / max(self.setup.per_epoch, 1), 4),
+            "loss": round(mean, 5),
+            "learning_rate": rate,
+            "seconds": round(seconds, 2),
+            "sequences_per_second": round(self.sequences / max(seconds, 1e-9), 2),
+        }
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if step == 1 or step % (logging_steps * 20) == 0 or step >= total:
+            log(
+                f"step {step}/{total} loss {mean:.4f} lr {rate:.2e} {self.sequences / max(seconds, 1e-9):.1f} seq/s"
+            )
+
+    def fit_to_budget(self, now: float) -> float:
+        """At the timing steps (:data:`TIMING_FROM`, :data:`TIMING_AT`): mark the start, or cut the
+        schedule to what the budget allows (:func:`fit_schedule`). Returns the time now."""
+        import torch
+
+        if self.step != TIMING_FROM and (self.timing_mark is None or self.step not in TIMING_AT):
+            return now
+        if self.setup.cuda:
+            torch.cuda.synchronize()
+        now = time.monotonic()
+        if self.step == TIMING_FROM:
+            self.timing_mark = (self.step, now)
+        else:
+            assert self.timing_mark is not None
+            per_step = self.setup.batch_size * self.setup.accumulation
+            self.total = fit_schedule(
+                self.step, self.total, self.timing_mark, now, self.setup.deadline, per_step, self.run
+            )
+        return now
+
+    def finish(self) -> None:
+        """The loss of the steps since the last record, then the complete checkpoint."""
+        if self.loss_count:
+            self.losses.append(float(self.loss_sum) / self.loss_count)
+        self.checkpoint(complete=True)
+
+    def checkpoint(self, complete: bool) -> None:
+        """Fill in ``run.json``'s progress and speed, save the fp16 shards (unless ``weights`` is
+        off) and write ``run.json``; a partial one says ``"complete": false``."""
+        import torch
+
+        setup = self.setup
+        if setup.cuda:
+            torch.cuda.synchronize()
+        now = time.monotonic()
+        seconds = now - self.started
+        self.run.update(
+            complete=complete,
+            global_step=self.step,
+            total_steps=self.total,
+            epochs=self.step * setup.accumulation / max(setup.per_epoch, 1),
+            stop_reason=self.stop_reason if complete else "checkpoint",
+            sequences=self.sequences,
+            train_seconds=seconds,
+            sequences_per_second=self.sequences / max(seconds, 1e-9),
+            tokens_per_second=self.tokens / max(seconds, 1e-9),
+            wall_seconds=now - self.began,
+            process_cpu_seconds=time.process_time(),
+            final_loss=self.losses[-1] if self.losses else None,
+            peak_memory_gb=torch.cuda.max_memory_allocated(setup.target) / 1e9 if setup.cuda else None,
+        )
+        self.run["weights"] = (
+            save_weights(trained_tensors(setup.model), self.out) if self.options.weights else []
+        )
+        write_json(self.out / RUN_FILE, self.run)
+
+
+def train(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    options: TrainOptions = TrainOptions(),
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Train from the bundle into ``out_dir`` as ``options`` say; returns what ``run.json`` holds.
+
+    The budget counts from ``started`` (``time.monotonic()``; the command line passes the moment
+    this module was imported), else from the call. Steps: set up (:func:`set_up`), train
+    (:class:`TrainLoop`), save the complete fp16 shards, score the dev sets (:func:`score_dev`).
+    """
+    began = time.monotonic() if started is None else started
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = set_up(bundle_dir, options, began)
+    run = run_record(setup, options.variant)
     run["arguments"] = {
         "max_seconds": options.max_seconds,
         "max_steps": options.max_steps,
@@ -492,128 +686,20 @@ def train(
         "variant": options.variant,
     }
 
-    step, micro, epoch_index, sequences, tokens = 0, 0, 0, 0, 0
-    loss_sum = torch.zeros((), device=target)
-    loss_count = 0
-    losses: list[float] = []
-    stop_reason = "schedule"
-    train_started = time.monotonic()
-    last_save = train_started
-    step_ended = train_started
-    step_seconds = 0.0
-    timing_mark: tuple[int, float] | None = None
-
-    def checkpoint(complete: bool) -> None:
-        if cuda:
-            torch.cuda.synchronize()
-        now = time.monotonic()
-        seconds = now - train_started
-        run.update(
-            complete=complete,
-            global_step=step,
-            total_steps=total,
-            epochs=step * accumulation / max(per_epoch, 1),
-            stop_reason=stop_reason if complete else "checkpoint",
-            sequences=sequences,
-            train_seconds=seconds,
-            sequences_per_second=sequences / max(seconds, 1e-9),
-            tokens_per_second=tokens / max(seconds, 1e-9),
-            wall_seconds=now - began,
-            process_cpu_seconds=time.process_time(),
-            final_loss=losses[-1] if losses else None,
-            peak_memory_gb=torch.cuda.max_memory_allocated(target) / 1e9 if cuda else None,
-        )
-        run["weights"] = save_weights(trained_tensors(model), out) if options.weights else []
-        write_json(out / RUN_FILE, run)
-
-    def emit(record: dict[str, Any]) -> None:
-        with log_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    autocast = torch.autocast(target.type, dtype=torch.bfloat16, enabled=bf16)
-    optimizer.zero_grad(set_to_none=True)
-    done = False
-    while not done:
-        for rows in length_grouped_batches(features.lengths, batch_size, rng, group):
-            arrays = collate(features, offsets, used_ids, rows, pad_id)
-            batch = {k: torch.from_numpy(v).to(target, non_blocking=True) for k, v in arrays.items()}
-            loss = span_loss(model, batch, autocast)
-            (loss / accumulation).backward()
-            loss_sum += loss.detach()
-            loss_count += 1
-            sequences += len(rows)
-            tokens += int(arrays["attention_mask"].sum())
-            micro += 1
-            if micro % accumulation:
-                continue
-
-            warmup = math.ceil(warmup_ratio * total)
-            rate = learning_rate(step, total, warmup, peak)
-            for group_ in optimizer.param_groups:
-                group_["lr"] = rate
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            now = time.monotonic()
-            if step % logging_steps == 0 or step == 1 or step >= total:
-                mean = float(loss_sum) / loss_count  # syncs the device
-                losses.append(mean)
-                loss_sum.zero_()
-                loss_count = 0
-                seconds = time.monotonic() - train_started
-                emit(
-                    {
-                        "step": step,
-                        "epoch": round(step * accumulation / max(per_epoch, 1), 4),
-                        "loss": round(mean, 5),
-                        "learning_rate": rate,
-                        "seconds": round(seconds, 2),
-                        "sequences_per_second": round(sequences / max(seconds, 1e-9), 2),
-                    }
-                )
-                if step == 1 or step % (logging_steps * 20) == 0 or step >= total:
-                    log(
-                        f"step {step}/{total} loss {mean:.4f} lr {rate:.2e} "
-                        f"{sequences / max(seconds, 1e-9):.1f} seq/s"
-                    )
-            if step == TIMING_FROM or (timing_mark is not None and step in TIMING_AT):
-                if cuda:
-                    torch.cuda.synchronize()
-                now = time.monotonic()
-                if step == TIMING_FROM:
-                    timing_mark = (step, now)
-                else:
-                    assert timing_mark is not None
-                    total = fit_schedule(
-                        step, total, timing_mark, now, deadline, batch_size * accumulation, run
-                    )
-            if step >= total:
-                done = True
-                break
-            step_seconds, step_ended = now - step_ended, now
-            # stop when the next step would end past the deadline (a CPU step can take a minute)
-            if now + step_seconds >= deadline:
-                stop_reason = "time budget"
-                done = True
-                break
-            if options.save_every and now - last_save >= options.save_every:
-                checkpoint(complete=False)
-                last_save = time.monotonic()
-        epoch_index += 1
-    if loss_count:
-        losses.append(float(loss_sum) / loss_count)
-    checkpoint(complete=True)
+    loop = TrainLoop(setup, options, out, run, began)
+    loop.train()
+    loop.finish()
     log(
-        f"done: {step} steps ({run['epochs']:.2f} epochs, stop: {stop_reason}), "
+        f"done: {loop.step} steps ({run['epochs']:.2f} epochs, stop: {loop.stop_reason}), "
         f"{run['sequences_per_second']:.1f} seq/s, loss {run['final_loss']}, "
         f"weights {[w['file'] for w in run['weights']]} in {out}"
     )
-    if scoring:
+    if setup.scoring:
         try:
-            run["dev"] = score_dev(model, Path(bundle_dir), bundle.manifest, config, cuda)
-        except Exception as error:  # the options.weights are saved: report, and let a chained run go on
+            run["dev"] = score_dev(
+                setup.model, Path(bundle_dir), setup.bundle.manifest, setup.config, setup.cuda
+            )
+        except Exception as error:  # the weights are saved: report, and let a chained run go on
             run["dev_error"] = f"{type(error).__name__}: {error}"
             log(f"dev scoring failed ({run['dev_error']}); score the unpacked reader with kotae evaluate")
         run["wall_seconds"] = time.monotonic() - began
