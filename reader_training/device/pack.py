@@ -283,6 +283,172 @@ def _check_size(work: Path, files: Mapping[str, int]) -> None:
         )
 
 
+@dataclass
+class _Sources:
+    """What a bundle is made from: the configs, the tokenizer, the labelled windows of the main
+    config and of each variant, the dev sets, the used token ids and the 4-bit base."""
+
+    config: Any
+    config_path: str | None
+    overrides: list[str]
+    variant_paths: dict[str, str]
+    variant_configs: dict[str, Any]
+    base_folder: Path
+    tokenizer: Any
+    windows: dict[str, np.ndarray]
+    info: dict[str, Any]
+    variant_windows: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]
+    dev_sets: dict[str, Any]
+    used_ids: np.ndarray
+    source: Path
+    e5: Any
+
+
+@dataclass
+class _Written:
+    """The bundle's files as written into the work folder, and the manifest entries they need."""
+
+    features: dict[str, np.ndarray]  # the main config's compact arrays
+    feature_files: list[str]
+    variant_entries: dict[str, Any]
+    tensors: dict[str, Any]
+    vocab_files: list[str]
+    dev: dict[str, Any]
+    files: dict[str, int]  # name -> bytes
+
+
+def _read_sources(
+    config_path: str | Path | None,
+    overrides: Sequence[str],
+    variants: Mapping[str, str | Path] | None,
+    dev: bool,
+    log: Log,
+) -> _Sources:
+    """Validate the configs, window and label their data as ``kotae train`` does, load the dev
+    sets, collect the used token ids and read the 4-bit base they index."""
+    from transformers import AutoTokenizer
+
+    from kotae.e5s1 import read_e5s1
+    from kotae.models import resolve_model
+    from kotae.reader_training.config import load_train_config
+    from kotae.reader_training.features import require_fast_tokenizer
+    from kotae.reader_training.train import load_dev_sets
+
+    config = load_train_config(config_path, list(overrides))
+    _check_config(config, str(config_path or "--set"))
+    variant_paths = {name: str(path) for name, path in (variants or {}).items()}
+    variant_configs = _variant_configs(variant_paths)
+    base_folder = resolve_model(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    require_fast_tokenizer(tokenizer, config.base_model)
+
+    windows, info = _training_windows(config, tokenizer, log)
+    variant_windows = {}
+    for name, variant_config in variant_configs.items():
+        log(f"variant {name}:")
+        variant_windows[name] = _training_windows(variant_config, tokenizer, log)
+
+    dev_sets = load_dev_sets(config.dev_data, log)[0] if dev else {}
+    every_window = [windows, *(w for w, _ in variant_windows.values())]
+    used_ids = used_token_ids(tokenizer, every_window, dev_sets, [config, *variant_configs.values()])
+
+    source = e5s1_source()
+    e5 = read_e5s1(source)
+    if int(used_ids[-1]) >= e5.header.vocab:
+        raise KotaeError(
+            f"{source}: {e5.header.vocab} embedding rows, but the tokenizer made id {int(used_ids[-1])}"
+        )
+    return _Sources(
+        config=config,
+        config_path=str(config_path) if config_path is not None else None,
+        overrides=list(overrides),
+        variant_paths=variant_paths,
+        variant_configs=variant_configs,
+        base_folder=base_folder,
+        tokenizer=tokenizer,
+        windows=windows,
+        info=info,
+        variant_windows=variant_windows,
+        dev_sets=dev_sets,
+        used_ids=used_ids,
+        source=source,
+        e5=e5,
+    )
+
+
+def _write_parts(work: Path, sources: _Sources) -> _Written:
+    """Every file but the manifest: the main and variant features, the base and vocabulary
+    weights, the dev sets and the tokenizer."""
+    used_ids = sources.used_ids
+    features = compact_features(sources.windows, used_ids)
+    feature_files = _write_features(work, features)
+    dev_data = [s.model_dump(mode="json") for s in sources.config.dev_data]
+    variant_entries: dict[str, Any] = {}
+    for name, (windows, info) in sources.variant_windows.items():
+        compact = compact_features(windows, used_ids)
+        names = _write_features(work, compact, prefix=f"features-{name}")
+        variant_entries[name] = {
+            "config_path": sources.variant_paths[name],
+            "overrides": [],
+            "train_config": sources.variant_configs[name].model_dump(mode="json"),
+            "features": _features_entry(names, compact, info["stats"]),
+            "data": info["data"] | {"dev_data": dev_data},
+        }
+    tensors, vocab_files = _write_weights(work, sources.e5, used_ids)
+    dev = (
+        _write_dev(work, sources.base_folder, sources.dev_sets)
+        if sources.dev_sets
+        else {"sets": [], "tokenizer": []}
+    )
+    dev_files = [s["file"] for s in dev["sets"]] + dev["tokenizer"]
+    variant_files = [f for v in variant_entries.values() for f in v["features"]["files"]]
+    files = {
+        name: (work / name).stat().st_size
+        for name in [BASE_FILE, *vocab_files, *feature_files, *variant_files, *dev_files]
+    }
+    return _Written(features, feature_files, variant_entries, tensors, vocab_files, dev, files)
+
+
+def _manifest(sources: _Sources, written: _Written, work: Path, max_seconds: int) -> dict[str, Any]:
+    """``bundle.json``: how the bundle was packed, the config, the base, the files and their hashes."""
+    from kotae.e5s1 import bert_config
+
+    config, e5 = sources.config, sources.e5
+    dev_data = [s.model_dump(mode="json") for s in config.dev_data]
+    return {
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pack": {
+            "config_path": sources.config_path,
+            "overrides": sources.overrides,
+            "variants": sources.variant_paths,
+            "dev": bool(sources.dev_sets),
+        },
+        "config_path": sources.config_path,
+        "overrides": sources.overrides,
+        "train_config": config.model_dump(mode="json"),
+        "max_seconds": int(max_seconds),
+        "base": {
+            "alias": config.base_model,
+            "source": f"{E5_PACKAGE}=={importlib.metadata.version(E5_PACKAGE)}:{E5_FILE}",
+            "sha256": sha256(sources.source),
+            "header": dict(e5.header.__dict__),
+            "special_ids": e5.special_ids,
+            "bert_config": bert_config(e5),
+        },
+        "pad_token_id": sources.tokenizer.pad_token_id,
+        "tensors": written.tensors,
+        "vocab": {"size": len(sources.used_ids), "files": written.vocab_files},
+        "features": _features_entry(written.feature_files, written.features, sources.info["stats"]),
+        "data": sources.info["data"] | {"dev_data": dev_data},
+        "variants": written.variant_entries,
+        "dev": written.dev,
+        "files": {
+            name: {"bytes": size, "sha256": sha256(work / name)} for name, size in written.files.items()
+        },
+    }
+
+
 def pack(
     config_path: str | Path | None,
     overrides: Sequence[str] = (),
@@ -299,119 +465,46 @@ def pack(
     ``variants`` (name -> config path) add the training windows of other configs — for example the
     Japanese-only comparison — sharing the base, the vocabulary and the dev sets of the main config
     (``device_train --variant NAME`` trains on them with that config's hyperparameters).
+    Steps: read the sources, write the parts into ``OUT.partial``, then the manifest; check the
+    sizes and rename the folder into place (a failed pack never leaves a half bundle under ``OUT``).
     """
-    from transformers import AutoTokenizer
-
-    from kotae.e5s1 import bert_config, read_e5s1
-    from kotae.models import resolve_model
-    from kotae.reader_training.config import load_train_config
-    from kotae.reader_training.features import require_fast_tokenizer
-    from kotae.reader_training.train import load_dev_sets
-
     started = time.perf_counter()
-    config = load_train_config(config_path, list(overrides))
-    _check_config(config, str(config_path or "--set"))
-    variant_paths = {name: str(path) for name, path in (variants or {}).items()}
-    variant_configs = _variant_configs(variant_paths)
-    base_folder = resolve_model(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(base_folder)
-    require_fast_tokenizer(tokenizer, config.base_model)
-
-    flat, main_info = _training_windows(config, tokenizer, log)
-    variant_windows = {}
-    for name, variant_config in variant_configs.items():
-        log(f"variant {name}:")
-        variant_windows[name] = _training_windows(variant_config, tokenizer, log)
-
-    dev_sets = load_dev_sets(config.dev_data, log)[0] if dev else {}
-    every_window = [flat, *(windows for windows, _ in variant_windows.values())]
-    used_ids = used_token_ids(tokenizer, every_window, dev_sets, [config, *variant_configs.values()])
-
-    source = e5s1_source()
-    e5 = read_e5s1(source)
-    if int(used_ids[-1]) >= e5.header.vocab:
-        raise KotaeError(
-            f"{source}: {e5.header.vocab} embedding rows, but the tokenizer made id {int(used_ids[-1])}"
-        )
+    sources = _read_sources(config_path, overrides, variants, dev, log)
 
     target = Path(out_dir)
     work = target.with_name(target.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    arrays = compact_features(flat, used_ids)
-    feature_files = _write_features(work, arrays)
-    dev_data = [s.model_dump(mode="json") for s in config.dev_data]
-    variant_entries: dict[str, Any] = {}
-    for name, (windows, info) in variant_windows.items():
-        compact = compact_features(windows, used_ids)
-        names = _write_features(work, compact, prefix=f"features-{name}")
-        variant_entries[name] = {
-            "config_path": variant_paths[name],
-            "overrides": [],
-            "train_config": variant_configs[name].model_dump(mode="json"),
-            "features": _features_entry(names, compact, info["stats"]),
-            "data": info["data"] | {"dev_data": dev_data},
-        }
-    directory, vocab_files = _write_weights(work, e5, used_ids)
-    dev_entry = _write_dev(work, base_folder, dev_sets) if dev_sets else {"sets": [], "tokenizer": []}
-    dev_files = [s["file"] for s in dev_entry["sets"]] + dev_entry["tokenizer"]
-
-    variant_files = [f for v in variant_entries.values() for f in v["features"]["files"]]
-    files = {
-        name: (work / name).stat().st_size
-        for name in [BASE_FILE, *vocab_files, *feature_files, *variant_files, *dev_files]
-    }
-    manifest = {
-        "format": FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "pack": {
-            "config_path": str(config_path) if config_path is not None else None,
-            "overrides": list(overrides),
-            "variants": variant_paths,
-            "dev": bool(dev_sets),
-        },
-        "config_path": str(config_path) if config_path is not None else None,
-        "overrides": list(overrides),
-        "train_config": config.model_dump(mode="json"),
-        "max_seconds": int(max_seconds),
-        "base": {
-            "alias": config.base_model,
-            "source": f"{E5_PACKAGE}=={importlib.metadata.version(E5_PACKAGE)}:{E5_FILE}",
-            "sha256": sha256(source),
-            "header": dict(e5.header.__dict__),
-            "special_ids": e5.special_ids,
-            "bert_config": bert_config(e5),
-        },
-        "pad_token_id": tokenizer.pad_token_id,
-        "tensors": directory,
-        "vocab": {"size": len(used_ids), "files": vocab_files},
-        "features": _features_entry(feature_files, arrays, main_info["stats"]),
-        "data": main_info["data"] | {"dev_data": dev_data},
-        "variants": variant_entries,
-        "dev": dev_entry,
-        "files": {name: {"bytes": size, "sha256": sha256(work / name)} for name, size in files.items()},
-    }
+    written = _write_parts(work, sources)
+    manifest = _manifest(sources, written, work, max_seconds)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    files[MANIFEST] = (work / MANIFEST).stat().st_size
+    files = written.files | {MANIFEST: (work / MANIFEST).stat().st_size}
 
     _check_size(work, files)
     if target.exists():
         shutil.rmtree(target)
     os.replace(work, target)
-    windows_total = len(arrays["lengths"]) + sum(v["features"]["windows"] for v in variant_entries.values())
-    result = PackResult(target, files, windows_total, len(used_ids), time.perf_counter() - started)
+    windows = len(written.features["lengths"]) + sum(
+        v["features"]["windows"] for v in written.variant_entries.values()
+    )
+    result = PackResult(target, files, windows, len(sources.used_ids), time.perf_counter() - started)
+    _log_result(result, written.features["tokens"].dtype, max_seconds, log)
+    return result
+
+
+def _log_result(result: PackResult, token_dtype: Any, max_seconds: int, log: Log) -> None:
+    """The bundle's size and files, and the device command that trains from it."""
     log(
-        f"bundle {target}: {result.total_bytes / 2**20:.2f} MiB in {len(files)} files "
-        f"({result.windows} windows, {result.used_vocab} token ids used, tokens as {arrays['tokens'].dtype}) "
+        f"bundle {result.folder}: {result.total_bytes / 2**20:.2f} MiB in {len(result.files)} files "
+        f"({result.windows} windows, {result.used_vocab} token ids used, tokens as {token_dtype}) "
         f"in {result.seconds:.0f} s"
     )
-    for name, size in files.items():
+    for name, size in result.files.items():
         log(f"  {name:28s} {size / 2**20:8.2f} MiB")
     log(
         "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m kotae.reader_training.device.train "
-        f"--bundle {target} --out $OUT --max-seconds {max_seconds}', carry=['{target}'], timeout_s=600)"
+        f"--bundle {result.folder} --out $OUT --max-seconds {max_seconds}', carry=['{result.folder}'], timeout_s=600)"
     )
-    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
