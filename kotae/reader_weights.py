@@ -5,7 +5,7 @@ in every tensor but the 250k x 384 word-embedding matrix, which is 80 % of the m
 only the other tensors, in fp16, beside a ``delta.json`` that names the base and its source file;
 ``kotae models prepare`` puts the base's embedding matrix back and writes a complete, standard
 ``BertForQuestionAnswering`` folder (float32 safetensors, the base's tokenizer, ``reader_config.json``,
-``model_card.md``) that kotae's reader, ``kotae evaluate`` and Haystack's
+``span_edges.json``, ``model_card.md``) that kotae's reader, ``kotae evaluate`` and Haystack's
 ``TransformersExtractiveReader`` all load.
 
 Writing the delta is a training-side step, :func:`kotae.reader_training.export.export_delta`;
@@ -101,4 +101,10 @@ def materialise(delta_dir: Path, base_folder: Path, target: Path) -> str:
     for name in CARRIED_FILES:
         if (delta_dir / name).is_file():
             shutil.copy2(delta_dir / name, target / name)
-    return f"{delta_dir.name} (fp16 delta) + {delta['base']} word embeddings"
+    return prepared_source(delta_dir.name, delta["base"])
+
+
+def prepared_source(name: str, base: str) -> str:
+    """The ``source`` that a prepared reader's ``kotae-prepared.json`` stamp records for the delta
+    ``name`` over ``base``."""
+    return f"{name} (fp16 delta) + {base} word embeddings"

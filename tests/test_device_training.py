@@ -180,13 +180,14 @@ def test_features_decode_back_to_prepare_train_features(tiny_bundle: Path, e5_sm
     )
 
 
-def _run_device_train(bundle: Path, out: Path) -> subprocess.CompletedProcess[str]:
+def _run_device_train(bundle: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     blocker = f"import sys\nfor name in {BLOCKED!r}:\n    sys.modules[name] = None\n"
     runner = (
         blocker
         + "import runpy\n"
         + f"sys.argv = ['device_train', '--bundle', {str(bundle)!r}, '--out', {str(out)!r}, "
-        + "'--max-steps', '3', '--device', 'cpu', '--threads', '2', '--max-seconds', '1200']\n"
+        + "'--max-steps', '3', '--device', 'cpu', '--threads', '2', '--max-seconds', '1200', "
+        + f"*{list(extra)!r}]\n"
         + "runpy.run_module('kotae.reader_training.device.train', run_name='__main__')\n"
     )
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
@@ -285,3 +286,73 @@ def test_variant_comparison_run_returns_scores_only_and_fits_its_schedule(
     assert set(run["ms_per_step"]) == {"2"} and run["stop_reason"] == "schedule"
     assert sorted(p.name for p in out.iterdir()) == ["run.json", "train_log.jsonl"]
     assert device_train.main(["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "nope"]) == 2
+
+
+def test_the_travelling_tree_counts_tracked_and_untracked_files_not_ignored_ones(tmp_path: Path) -> None:
+    from kotae.reader_training.device.pack import bundle_room, travelling_tree_bytes
+
+    def git(*arguments: str) -> None:
+        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text(".device/\n")  # 9 bytes
+    (tmp_path / "tracked.bin").write_bytes(b"x" * 1000)
+    git("add", ".gitignore", "tracked.bin")
+    (tmp_path / "untracked.txt").write_bytes(b"y" * 100)
+    (tmp_path / ".device").mkdir()
+    (tmp_path / ".device" / "bundle.bin").write_bytes(b"z" * 5000)
+    assert travelling_tree_bytes(tmp_path / ".device") == 1109
+    assert bundle_room(1109) == 64 * 2**20 - 1109
+    outside = tmp_path.parent / f"{tmp_path.name}-plain"
+    outside.mkdir()
+    assert travelling_tree_bytes(outside) is None
+
+
+@pytest.mark.slow
+def test_a_bundle_continuing_the_shipped_reader_starts_from_its_tracked_weights(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """No base.safetensors travels: the device loads the shipped reader's fp16 tensors from the tree.
+    Three steps at learning rate 0 return them unchanged, and the unpacked folder is the prepared reader."""
+    from safetensors.numpy import load_file
+
+    from kotae.models import prepare
+    from kotae.reader_training.device.bundle import BASE_FILE
+    from kotae.reader_training.device.pack import pack
+    from kotae.reader_training.device.unpack import unpack
+    from kotae.reader_weights import WEIGHTS_DIR, read_delta
+
+    prepared = prepare("reader-e5-small-ja-en")[0]
+    bundle = tmp_path / "bundle"
+    overrides = [
+        "base_model=reader-e5-small-ja-en",
+        f"train_data=[{{path: {shared_data / 'jaquad' / 'train'}, max_examples: 20}}]",
+        f"dev_data=[{{path: {shared_data / 'jaquad' / 'dev'}, name: jaquad-dev, max_examples: 10}}]",
+        "max_length=128",
+        "stride=32",
+        "batch_size=2",
+        "freeze_word_embeddings=true",
+    ]
+    result = pack(None, overrides, bundle, max_seconds=300, log=lambda message: None)
+    assert BASE_FILE not in result.files
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["base"]["delta"]["alias"] == "reader-e5-small-ja-en" and manifest["tensors"] == {}
+
+    out = tmp_path / "OUT"
+    completed = _run_device_train(bundle, out, "--set", "learning_rate=0")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    run: dict[str, Any] = json.loads((out / "run.json").read_text())
+    returned: dict[str, np.ndarray] = {}
+    for weights in run["weights"]:
+        returned |= load_file(str(out / weights["file"]))
+    _, shipped = read_delta(WEIGHTS_DIR / "reader-e5-small-ja-en")
+    assert returned.keys() == shipped.keys()
+    assert all(np.array_equal(returned[name], shipped[name]) for name in shipped)
+
+    folder = unpack(out, tmp_path / "reader", log=lambda message: None)
+    ours, theirs = (
+        load_file(str(folder / "model.safetensors")),
+        load_file(str(prepared / "model.safetensors")),
+    )
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in theirs)
+    assert run["dev"]["jaquad-dev"]["n"] == 10

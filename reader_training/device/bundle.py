@@ -2,8 +2,8 @@
 
 Written by :mod:`kotae.reader_training.device.pack` (here, full kotae environment), read by
 :mod:`kotae.reader_training.device.train` (there: torch, transformers, numpy, safetensors and the standard
-library only — so this module imports numpy and the standard library at the top, safetensors
-inside functions, and nothing from kotae but :mod:`kotae.e5s1`, which is numpy-only too).
+library only — so this module imports numpy, the standard library and :mod:`kotae.weight_files`
+(standard library only) at the top, and safetensors and :mod:`kotae.e5s1` (numpy-only) inside functions).
 
 A bundle is one folder (``.device/bundle/`` by default, ignored by git, carried with ``carry``)::
 
@@ -11,7 +11,11 @@ A bundle is one folder (``.device/bundle/`` by default, ignored by git, carried 
                          every other file's size and sha256
     base.safetensors     the E5S1 encoder tensors except the word embeddings, as their raw bytes
                          (uint8): Q4_0 blocks for the matrices, float32 for the rest — bit-exact
-                         and smaller than any float copy (13 MB for multilingual-e5-small)
+                         and smaller than any float copy (13 MB for multilingual-e5-small). Absent
+                         when the run continues a reader kotae ships (``base_model:
+                         reader-e5-small-ja-en``): its fp16 tensors are tracked files of the
+                         repository (``kotae/weights/NAME/``), which travels anyway, and
+                         ``bundle.json`` → ``base.delta`` names them and their version
     vocab-NNN.safetensors  ``used_ids`` (int32, sorted real token ids that occur in the features)
                          and ``word_rows`` (uint8, one Q4_0 row of 12 blocks x 18 bytes per id)
     features-NNN.npz     windows (``features-NAME-NNN.npz`` for a variant), compressed: ``tokens`` (compact ids, index into ``used_ids``;
@@ -26,7 +30,7 @@ Word embeddings are frozen in device training, so only the rows of ids that occu
 device they are dequantised with :func:`kotae.e5s1.dequantize_q4_0` — the same arithmetic the
 prepared base went through here — and the other rows stay zero (never looked up).
 
-What comes back (written by ``device_train`` into ``$OUT``): ``weights-N.safetensors`` (fp16, every
+What comes back (written by :mod:`kotae.reader_training.device.train` into ``$OUT``): ``weights-N.safetensors`` (fp16, every
 trained parameter but the word embeddings, at most :data:`MAX_FILE_BYTES` each),
 ``run.json`` (steps, speed, device, the bundle's config and data reports) and ``train_log.jsonl``.
 """
@@ -51,8 +55,9 @@ WORD_TENSOR = "emb.word"
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_GZ = "tokenizer.json.gz"
 TOKENIZER_SIDE_FILES = ("tokenizer_config.json", "special_tokens_map.json")
-MAX_BUNDLE_BYTES = 60 * 1024 * 1024
-"""A bundle larger than this does not fit the 64 MiB that travels with the working tree."""
+TRAVEL_BYTES = 64 * 1024 * 1024
+"""What travels to the device in one call: the working tree (tracked and untracked-not-ignored
+files) and the carried bundle together."""
 
 
 def row_slices(n_rows: int, bytes_per_row: int, limit: int = MAX_FILE_BYTES) -> list[slice]:
@@ -162,8 +167,18 @@ def read_bundle(folder: str | Path, verify: bool = True, variant: str | None = N
         loaded = load_file(str(root / name))
         used.append(loaded["used_ids"])
         rows.append(loaded["word_rows"])
-    base = load_file(str(root / BASE_FILE))
+    base = load_file(str(root / BASE_FILE)) if BASE_FILE in manifest["files"] else {}
     return Bundle(manifest, features, np.concatenate(used), np.concatenate(rows), base, variant)
+
+
+def used_word_rows(bundle: Bundle) -> np.ndarray:
+    """The used ids' word embeddings, ``(n_used, hidden)`` float32, dequantised from the bundle's
+    Q4_0 rows by :func:`kotae.e5s1.dequantize_q4_0` (the arithmetic of the prepared base)."""
+    from kotae.e5s1 import dequantize_q4_0
+
+    hidden = int(bundle.manifest["base"]["header"]["hidden"])
+    rows = np.ascontiguousarray(bundle.word_rows)
+    return dequantize_q4_0(rows.reshape(-1).data, len(bundle.used_ids) * hidden).reshape(-1, hidden)
 
 
 def encoder_state_dict(bundle: Bundle) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,11 +39,11 @@ from kotae.reader_training.device.bundle import (
     BASE_FILE,
     FORMAT,
     MANIFEST,
-    MAX_BUNDLE_BYTES,
     MAX_FILE_BYTES,
     TOKENIZER_GZ,
     TOKENIZER_JSON,
     TOKENIZER_SIDE_FILES,
+    TRAVEL_BYTES,
     WORD_TENSOR,
     row_slices,
     sha256,
@@ -82,7 +83,7 @@ def flatten_windows(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     lengths = np.asarray(columns["length"], dtype=np.int64)
     for mask in columns["attention_mask"]:
         if min(mask, default=1) != 1:
-            raise KotaeError("device_pack expects unpadded windows (attention_mask all ones)")
+            raise KotaeError("device pack expects unpadded windows (attention_mask all ones)")
     count = int(lengths.sum())
     arrays = {
         "ids": np.fromiter((t for ids in columns["input_ids"] for t in ids), dtype=np.int64, count=count),
@@ -102,7 +103,7 @@ def compact_features(flat: dict[str, np.ndarray], used: np.ndarray) -> dict[str,
     compact id ``k`` stands for ``used[k]``; uint16 when fewer than 65,536 ids are used."""
     positions = np.searchsorted(used, flat["ids"])
     if positions.size and (positions.max() >= len(used) or not np.array_equal(used[positions], flat["ids"])):
-        raise KotaeError("device_pack: a window holds a token id missing from the used vocabulary")
+        raise KotaeError("device pack: a window holds a token id missing from the used vocabulary")
     lengths = flat["lengths"]
     arrays: dict[str, np.ndarray] = {
         "tokens": positions.astype(np.uint16 if len(used) <= 1 << 16 else np.uint32),
@@ -136,8 +137,11 @@ def _write_features(folder: Path, arrays: dict[str, np.ndarray], prefix: str = "
     return names
 
 
-def _write_weights(folder: Path, e5: Any, used_ids: np.ndarray) -> tuple[dict[str, Any], list[str]]:
-    """base.safetensors (raw non-word tensors) and vocab-NNN.safetensors (used ids + their Q4_0 rows)."""
+def _write_weights(
+    folder: Path, e5: Any, used_ids: np.ndarray, encoder: bool = True
+) -> tuple[dict[str, Any], list[str]]:
+    """With ``encoder``, base.safetensors (raw non-word tensors; returns their directory, else
+    empty); always vocab-NNN.safetensors (used ids + their Q4_0 rows)."""
     from safetensors.numpy import save_file
 
     from kotae.e5s1 import QK
@@ -145,11 +149,12 @@ def _write_weights(folder: Path, e5: Any, used_ids: np.ndarray) -> tuple[dict[st
     directory: dict[str, Any] = {}
     raw: dict[str, np.ndarray] = {}
     for name, (dtype, count, data) in e5.tensors.items():
-        if name == WORD_TENSOR:
+        if name == WORD_TENSOR or not encoder:
             continue
         directory[name] = {"dtype": int(dtype), "count": int(count)}
         raw[name] = np.frombuffer(data, dtype=np.uint8).copy()
-    save_file(raw, str(folder / BASE_FILE))
+    if encoder:
+        save_file(raw, str(folder / BASE_FILE))
 
     dtype, count, data = e5.tensors[WORD_TENSOR]
     hidden, vocab = e5.header.hidden, e5.header.vocab
@@ -205,11 +210,23 @@ def _write_dev(folder: Path, base_folder: Path, dev_sets: dict[str, Any]) -> dic
     return {"sets": sets, "tokenizer": [TOKENIZER_GZ, *TOKENIZER_SIDE_FILES]}
 
 
+def shipped_delta(alias: str) -> Path | None:
+    """The folder of a reader kotae ships as a delta over multilingual-e5-small (``kotae/weights/NAME``),
+    or None when ``alias`` names none."""
+    from kotae.reader_weights import DELTA_FILE, WEIGHTS_DIR
+
+    folder = WEIGHTS_DIR / alias
+    if "/" in alias or not (folder / DELTA_FILE).is_file():
+        return None
+    return folder if json.loads((folder / DELTA_FILE).read_text())["base"] == E5_ALIAS else None
+
+
 def _check_config(config: Any, where: str) -> None:
-    if config.base_model != E5_ALIAS:
+    if config.base_model != E5_ALIAS and shipped_delta(config.base_model) is None:
         raise KotaeError(
-            f"{where}: base_model {config.base_model!r}: device training packs the {E5_ALIAS!r} base "
-            "only (its 4-bit file ships the encoder in 13 MB); use kotae train for other bases"
+            f"{where}: base_model {config.base_model!r}: device training starts from {E5_ALIAS!r} (its "
+            "4-bit file ships the encoder in 13 MB) or from a reader kotae ships (its tracked weights "
+            "travel with the working tree); use kotae train for other bases"
         )
     if not config.freeze_word_embeddings:
         raise KotaeError(
@@ -273,13 +290,43 @@ def used_token_ids(
     return np.unique(np.concatenate(ids)).astype(np.int32)
 
 
+def travelling_tree_bytes(folder: Path) -> int | None:
+    """Bytes of the working tree the device tool sends with every call (tracked and
+    untracked-not-ignored files of the git checkout around ``folder``); None outside a checkout."""
+    try:
+        root = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    paths = {Path(root, name) for name in os.fsdecode(listed).split("\0") if name}
+    return sum(path.lstat().st_size for path in paths if path.is_symlink() or path.is_file())
+
+
+def bundle_room(tree_bytes: int | None) -> int:
+    """The bytes left for the carried bundle beside a working tree of ``tree_bytes`` (when unknown,
+    1 MiB is assumed: a tree without committed weights)."""
+    return TRAVEL_BYTES - (tree_bytes if tree_bytes is not None else 2**20)
+
+
 def _check_size(work: Path, files: Mapping[str, int]) -> None:
     total = sum(files.values())
     too_big = [name for name, size in files.items() if size > MAX_FILE_BYTES]
-    if too_big or total > MAX_BUNDLE_BYTES:
+    tree = travelling_tree_bytes(Path.cwd())
+    room = bundle_room(tree)
+    if too_big or total > room:
+        beside = f"beside the {tree / 2**20:.1f} MiB working tree" if tree is not None else "with the tree"
         raise KotaeError(
-            f"bundle in {work} is {total / 2**20:.1f} MiB (files over 15 MiB: {too_big or 'none'}); it must "
-            "stay under 60 MiB to travel: lower max_train_windows or the data caps, or max_length"
+            f"bundle in {work} is {total / 2**20:.1f} MiB (files over 15 MiB: {too_big or 'none'}), but only "
+            f"{room / 2**20:.1f} MiB can travel {beside} (64 MiB in all): continue a shipped reader "
+            "(its weights are in the tree; no base.safetensors), pack --no-dev or no variant, or lower "
+            "max_train_windows, the data caps or max_length"
         )
 
 
@@ -302,6 +349,7 @@ class _Sources:
     used_ids: np.ndarray
     source: Path
     e5: Any
+    delta: Path | None  # the shipped reader the run continues (its tensors travel in the tree), if any
 
 
 @dataclass
@@ -338,6 +386,12 @@ def _read_sources(
     _check_config(config, str(config_path or "--set"))
     variant_paths = {name: str(path) for name, path in (variants or {}).items()}
     variant_configs = _variant_configs(variant_paths)
+    for name, variant_config in variant_configs.items():
+        if variant_config.base_model != config.base_model:
+            raise KotaeError(
+                f"variant {name}: base_model {variant_config.base_model!r}, but the bundle's is "
+                f"{config.base_model!r}: a bundle holds one base"
+            )
     base_folder = resolve_model(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     require_fast_tokenizer(tokenizer, config.base_model)
@@ -373,6 +427,7 @@ def _read_sources(
         used_ids=used_ids,
         source=source,
         e5=e5,
+        delta=shipped_delta(config.base_model),
     )
 
 
@@ -394,7 +449,7 @@ def _write_parts(work: Path, sources: _Sources) -> _Written:
             "features": _features_entry(names, compact, info["stats"]),
             "data": info["data"] | {"dev_data": dev_data},
         }
-    tensors, vocab_files = _write_weights(work, sources.e5, used_ids)
+    tensors, vocab_files = _write_weights(work, sources.e5, used_ids, encoder=sources.delta is None)
     dev = (
         _write_dev(work, sources.base_folder, sources.dev_sets)
         if sources.dev_sets
@@ -404,9 +459,30 @@ def _write_parts(work: Path, sources: _Sources) -> _Written:
     variant_files = [f for v in variant_entries.values() for f in v["features"]["files"]]
     files = {
         name: (work / name).stat().st_size
-        for name in [BASE_FILE, *vocab_files, *feature_files, *variant_files, *dev_files]
+        for name in [
+            *([BASE_FILE] if tensors else []),
+            *vocab_files,
+            *feature_files,
+            *variant_files,
+            *dev_files,
+        ]
     }
     return _Written(features, feature_files, variant_entries, tensors, vocab_files, dev, files)
+
+
+def _delta_entry(delta: Path | None) -> dict[str, Any] | None:
+    """``base.delta``: which shipped reader the device loads from the travelling tree, its version
+    (the device refuses another) and the stamp ``kotae models prepare`` gives it (unpack checks it)."""
+    if delta is None:
+        return None
+    from kotae.reader_weights import DELTA_FILE, delta_version, prepared_source
+
+    info = json.loads((delta / DELTA_FILE).read_text(encoding="utf-8"))
+    return {
+        "alias": delta.name,
+        "version": delta_version(delta),
+        "source": prepared_source(delta.name, info["base"]),
+    }
 
 
 def _manifest(sources: _Sources, written: _Written, work: Path, max_seconds: int) -> dict[str, Any]:
@@ -435,6 +511,7 @@ def _manifest(sources: _Sources, written: _Written, work: Path, max_seconds: int
             "header": dict(e5.header.__dict__),
             "special_ids": e5.special_ids,
             "bert_config": bert_config(e5),
+            "delta": _delta_entry(sources.delta),
         },
         "pad_token_id": sources.tokenizer.pad_token_id,
         "tensors": written.tensors,
@@ -461,10 +538,10 @@ def pack(
     """Write a device bundle for the training config at ``config_path`` (see the module docstring).
 
     With ``dev`` (and dev sets in the config), the validated dev questions and the tokenizer travel
-    too, and the token ids of their windows join the vocabulary, so ``device_train`` scores them.
+    too, and the token ids of their windows join the vocabulary, so the device run (:mod:`kotae.reader_training.device.train`) scores them.
     ``variants`` (name -> config path) add the training windows of other configs — for example the
     Japanese-only comparison — sharing the base, the vocabulary and the dev sets of the main config
-    (``device_train --variant NAME`` trains on them with that config's hyperparameters).
+    (``python -m kotae.reader_training.device.train --variant NAME`` trains on them with that config's hyperparameters).
     Steps: read the sources, write the parts into ``OUT.partial``, then the manifest; check the
     sizes and rename the folder into place (a failed pack never leaves a half bundle under ``OUT``).
     """
@@ -501,6 +578,11 @@ def _log_result(result: PackResult, token_dtype: Any, max_seconds: int, log: Log
     )
     for name, size in result.files.items():
         log(f"  {name:28s} {size / 2**20:8.2f} MiB")
+    tree = travelling_tree_bytes(Path.cwd())
+    if tree is not None:
+        log(
+            f"  with the working tree ({tree / 2**20:.1f} MiB): {(tree + result.total_bytes) / 2**20:.1f} of 64 MiB travel"
+        )
     log(
         "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m kotae.reader_training.device.train "
         f"--bundle {result.folder} --out $OUT --max-seconds {max_seconds}', carry=['{result.folder}'], timeout_s=600)"
@@ -522,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-seconds",
         type=int,
         default=DEFAULT_MAX_SECONDS,
-        help="default time budget for device_train, start-up and saving included",
+        help="default time budget of the device run (python -m kotae.reader_training.device.train), start-up and saving included",
     )
     parser.add_argument(
         "--no-dev",

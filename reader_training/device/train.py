@@ -4,7 +4,9 @@
 
 Standalone on purpose: the device machine has Python with torch, transformers, numpy and
 safetensors and nothing else (no pydantic, yaml, datasets, typer), so this imports only those,
-the standard library, :mod:`kotae.reader_training.device.bundle` and :mod:`kotae.e5s1` (numpy-only).
+the standard library and kotae's modules that need nothing more (:mod:`kotae.reader_training.device.bundle`,
+:mod:`kotae.weight_files`, :mod:`kotae.e5s1`, :mod:`kotae.reader_weights`; dev scoring adds
+:mod:`kotae.reader_training.evaluate`).
 That is also why it is a compact hand loop rather than transformers' Trainer: Trainer wants a
 ``datasets``-style dataset and pulls in its own logging/checkpoint machinery, while a time-boxed
 run needs three things Trainer does not give directly — a hard wall-clock stop that leaves time to
@@ -17,8 +19,9 @@ One difference, deliberate: the loss ignores padding positions (their logits are
 batch's padding never competes with the answer's tokens.
 
 The model is ``BertForQuestionAnswering`` built from the bundle: encoder weights dequantised from
-the E5S1 bytes, frozen word embeddings holding the used rows at their real ids (zeros elsewhere —
-never looked up), ``qa_outputs`` initialised from the config's seed. What comes back in ``--out``:
+the E5S1 bytes and ``qa_outputs`` initialised from the config's seed, or, for a bundle that
+continues a shipped reader, that reader's fp16 tensors from ``kotae/weights/`` in the travelling
+tree; frozen word embeddings hold the used rows at their real ids (zeros elsewhere — never looked up). What comes back in ``--out``:
 ``weights-N.safetensors`` (fp16, every parameter but the word embeddings), ``run.json`` and
 ``train_log.jsonl``; a partial copy is written every ``--save-every`` seconds, so a run cut off by
 the machine still returns weights (``run.json`` says ``"complete": false``).
@@ -60,6 +63,7 @@ from kotae.reader_training.device.bundle import (  # noqa: E402
     extract_tokenizer,
     read_bundle,
     read_dev_sets,
+    used_word_rows,
 )
 from kotae.weight_files import HF_WORD_EMBEDDINGS, MAX_FILE_BYTES, shard  # noqa: E402
 
@@ -185,7 +189,9 @@ def fitted_steps(done: int, planned: int, seconds_per_step: float, seconds_left:
 
 
 def build_model(bundle: Bundle, seed: int) -> Any:
-    """BertForQuestionAnswering with the bundle's encoder; word embeddings frozen, used rows only."""
+    """BertForQuestionAnswering from the bundle: the e5 encoder of ``base.safetensors`` with
+    ``qa_outputs`` drawn from ``seed``, or every tensor of the shipped reader the bundle continues
+    (:func:`shipped_reader_tensors`); word embeddings frozen, used rows only (the rest stay zero)."""
     import torch
     from transformers import BertConfig, BertForQuestionAnswering
 
@@ -193,18 +199,41 @@ def build_model(bundle: Bundle, seed: int) -> Any:
     config_dict["architectures"] = ["BertForQuestionAnswering"]
     torch.manual_seed(seed)
     model = BertForQuestionAnswering(BertConfig(**config_dict))
-    state, used_rows = encoder_state_dict(bundle)
+    delta = bundle.manifest["base"].get("delta")
+    if delta:
+        tensors = shipped_reader_tensors(delta)
+        used_rows = used_word_rows(bundle)
+    else:
+        state, used_rows = encoder_state_dict(bundle)
+        tensors = {f"bert.{k}": torch.from_numpy(v) for k, v in state.items() if not k.startswith("pooler.")}
     word = np.zeros((model.config.vocab_size, used_rows.shape[1]), dtype=np.float32)
     word[bundle.used_ids] = used_rows
-    tensors = {f"bert.{k}": torch.from_numpy(v) for k, v in state.items() if not k.startswith("pooler.")}
     tensors[HF_WORD_EMBEDDINGS] = torch.from_numpy(word)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if unexpected or set(missing) - {"qa_outputs.weight", "qa_outputs.bias"}:
+    if unexpected or set(missing) - (set() if delta else {"qa_outputs.weight", "qa_outputs.bias"}):
         raise RuntimeError(
             f"bundle does not fit BertForQuestionAnswering: missing {missing}, extra {unexpected}"
         )
     model.get_input_embeddings().weight.requires_grad_(False)
     return model
+
+
+def shipped_reader_tensors(delta: dict[str, Any]) -> dict[str, Any]:
+    """The shipped reader's tensors (all but the word embeddings) as float32 torch tensors, read from
+    this checkout's ``kotae/weights/ALIAS`` (tracked files: they travel with the working tree) after
+    checking they are the version that was packed."""
+    import torch
+
+    from kotae.reader_weights import WEIGHTS_DIR, delta_version, read_delta
+
+    folder = WEIGHTS_DIR / delta["alias"]
+    if not folder.is_dir() or delta_version(folder) != delta["version"]:
+        raise BundleError(
+            f"{folder}: not the shipped reader the bundle was packed against (version {delta['version']}); "
+            "pack again from this checkout"
+        )
+    _, tensors = read_delta(folder)
+    return {name: torch.from_numpy(value.astype(np.float32)) for name, value in tensors.items()}
 
 
 def trained_tensors(model: Any) -> dict[str, Any]:
@@ -712,7 +741,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m kotae.reader_training.device.train",
         description="Train the reader from a device bundle.",
     )
-    parser.add_argument("--bundle", default=".device/bundle", help="bundle folder made by device_pack")
+    parser.add_argument(
+        "--bundle",
+        default=".device/bundle",
+        help="bundle folder made by python -m kotae.reader_training.device.pack",
+    )
     parser.add_argument("--out", required=True, help="where the fp16 weights, run.json and the log go ($OUT)")
     parser.add_argument("--max-seconds", type=float, help="time budget from start-up to saved weights")
     parser.add_argument("--max-steps", type=int, help="override the step count (smoke tests)")
@@ -733,7 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="KEY=VALUE (JSON) override of an optimisation hyperparameter, e.g. batch_size=64",
     )
-    parser.add_argument("--variant", help="train on a variant packed in the bundle (device_pack --variant)")
+    parser.add_argument("--variant", help="train on a variant packed in the bundle (pack --variant)")
     parser.add_argument("--no-dev", action="store_true", help="do not score the bundle's dev sets")
     parser.add_argument(
         "--dev-seconds", type=float, default=45.0, help="time kept for dev scoring at the end (default 45)"

@@ -1,14 +1,16 @@
 """Turn what a device run returned into a complete reader folder, here.
 
-``device_train`` brings back only the weights training changed (fp16 shards, no word embeddings),
-``run.json`` and ``train_log.jsonl``. This merges them with the word-embedding matrix of the
-prepared base (``kotae models prepare multilingual-e5-small``) into a standard model folder that
-``AutoModelForQuestionAnswering``, ``kotae evaluate --model DIR`` and kotae's reader load:
-``config.json`` (``BertForQuestionAnswering``), ``model.safetensors`` (float32), the base's
-tokenizer files, ``reader_config.json`` (windowing/decoding as trained), ``span_edges.json`` (learnt
-here from the run's training labels, as ``kotae train`` learns it), ``train_log.jsonl``,
-``metrics.json``, the card ``README.md`` and ``curves.png``. The folder is built under a temporary name
-and renamed into place when complete.
+The device run (:mod:`kotae.reader_training.device.train`) brings back only the weights training
+changed (fp16 shards, no word embeddings), ``run.json`` and ``train_log.jsonl``. This merges them
+with the word-embedding matrix of the prepared base (the config's ``base_model``:
+``multilingual-e5-small``, or the shipped reader a continuing run started from; both hold the same
+matrix) into a standard model folder that ``AutoModelForQuestionAnswering``, ``kotae evaluate
+--model DIR`` and kotae's reader load: ``config.json`` (``BertForQuestionAnswering``),
+``model.safetensors`` (float32), the base's tokenizer files, ``reader_config.json``
+(windowing/decoding as trained), ``span_edges.json`` (learnt here from the run's training labels,
+as ``kotae train`` learns it), ``train_log.jsonl``, ``train_config.yaml``, ``device_run.json``,
+``metrics.json``, the card ``README.md`` and ``curves.png``. The folder is built under a temporary
+name and renamed into place when complete.
 
 Example::
 
@@ -204,7 +206,8 @@ def unpack(
     target = Path(out_model_dir or config["output_dir"])
     base_folder = Path(base) if base is not None else resolve_reference(config["base_model"])
     stamp = base_folder / "kotae-prepared.json"
-    expected = run["bundle"]["base"]["source"]
+    base_entry = run["bundle"]["base"]
+    expected = (base_entry.get("delta") or base_entry)["source"]  # a continued reader's stamp, else e5's
     if stamp.is_file() and json.loads(stamp.read_text()).get("source") != expected:
         raise KotaeError(f"{base_folder} was prepared from another file than the run's base ({expected})")
 
