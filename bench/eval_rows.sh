@@ -1,5 +1,5 @@
 #!/bin/bash
-# The README's six kotae eval rows (issue 9) + the raw-vs-margin ranking comparison, with the default reader.
+# The six kotae eval rows of docs/measure.md (issue 9) + the raw-vs-margin ranking comparison, with the default reader.
 cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-100}
 run() {  # name config data [extra...]

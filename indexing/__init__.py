@@ -3,10 +3,13 @@
 For: ``kotae index`` and anything that builds or reads an index. It knows nothing of questions or
 readers (the pipeline above it does); it uses only the core (:mod:`kotae.models`, errors).
 
-- ``readers.py``: files and folders to source documents (text, HTML, JSON(L), SQuAD), never raising.
+- ``readers.py``: files and folders to source documents (text, Markdown, HTML, PDF, DOCX, JSONL,
+  SQuAD JSON), never raising.
 - ``split.py``: documents to passages of at most N tokens on sentence boundaries, with offsets.
 - ``settings.py``: the ``embedder`` and ``index`` sections of a pipeline YAML.
-- ``embedder.py``: the sentence-transformers passage embedder; ``compute.py``: split and embed,
+- ``embedder.py``: the sentence-transformers passage embedder; ``query_embedder.py``: the question
+  embedder without sentence-transformers, for plain Transformer + mean-pooling folders (a Haystack
+  component); ``compute.py``: split and embed,
   the one function every engine runs; ``engine.py`` / ``ray_engine.py``: where it runs.
 - ``job.py``: :func:`run_index`, the incremental job (plan what changed, compute, commit).
 - ``store.py``: :class:`KotaeDocumentStore` (SQLite + FAISS), with ``faiss_index.py`` (FAISS
@@ -15,7 +18,12 @@ readers (the pipeline above it does); it uses only the core (:mod:`kotae.models`
   components (also importable from ``haystack_integrations.document_stores.kotae`` and
   ``haystack_integrations.components.retrievers.kotae``; the old names ``FaissDocumentStore``,
   ``FaissEmbeddingRetriever`` and ``BM25Retriever`` remain in their modules).
-- ``testing.py``: a tiny embedder for tests.
+- ``milvus_store.py``: :class:`KotaeMilvusDocumentStore`, the passages in a Milvus collection
+  (``index.store: milvus``) with the same manifest, generation and crash-safe commits;
+  ``stores.py``: which store an index lives in (:func:`open_store`); ``store_protocol.py``: the part
+  of Haystack's document-store protocol both stores share, on top of one commit at a time.
+- ``testing.py``: test helpers: a tiny sentence-transformers model built offline, a fake embedder
+  and a minimal PDF; ``milvus_testing.py``: a Milvus Lite server for tests.
 
 Public names (imported on first use)::
 

@@ -9,7 +9,8 @@ One package, in layers that import only downwards (checked by ``lint-imports`` i
 - the core, this folder's modules: :mod:`kotae.errors`, :mod:`kotae.config_files`,
   :mod:`kotae.models` (model aliases, offline preparation), :mod:`kotae.model_files`,
   :mod:`kotae.weight_files`, :mod:`kotae.reader_weights`, :mod:`kotae.e5s1`, :mod:`kotae.lazy`,
-  :mod:`kotae.terminal`.
+  :mod:`kotae.terminal`, :mod:`kotae.japanese` (MeCab), :mod:`kotae.progress`,
+  :mod:`kotae.cpu_features` (what the CPU computes natively).
 
 The shipped pipeline configs are in ``kotae/configs/pipeline/`` (``--config default|dense|bm25``).
 """

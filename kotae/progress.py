@@ -12,7 +12,7 @@ themselves (``Loading weights`` bars, the bold ``LOAD REPORT`` table, download b
 
 Example::
 
-    with progress("reading", total=len(batches), unit="batches") as advance:
+    with progress("reading batches", total=len(batches)) as advance:
         for batch in batches:
             ...
             advance(1)

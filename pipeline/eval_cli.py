@@ -38,7 +38,12 @@ def eval_command(
             "--set", help="override a config key, KEY=VALUE, e.g. reader.model=runs/reader; repeatable"
         ),
     ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", min=1, help="CPU threads for torch and ONNX Runtime (default: torch's choice)"
+        ),
+    ] = None,
     pipeline: Annotated[
         Path | None,
         typer.Option(

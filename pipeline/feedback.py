@@ -20,7 +20,7 @@ Example::
 
     store = FeedbackStore(index_dir)
     store.add(Label(question="富士山の高さは？", verdict="wrong", ..., corrected_start=8, corrected_end=15))
-    data, heldout = squad_export(store.labels(), holdout_fraction=0.2)
+    data, heldout, counts = squad_export(store.labels(), holdout_fraction=0.2)
 """
 
 from __future__ import annotations

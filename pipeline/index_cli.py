@@ -29,7 +29,9 @@ def index(
         False, "--allow-empty", help="Accept a corpus with no documents (the index is emptied to match)."
     ),
     engine: str | None = typer.Option(
-        None, "--engine", help="Where passages are split and embedded: local (default) or ray."
+        None,
+        "--engine",
+        help="Where passages are split and embedded: local or ray. Default: the config's index.engine (local).",
     ),
     ray_address: str | None = typer.Option(
         None,

@@ -2,7 +2,7 @@
 
 All retrieved passages are windowed together (:func:`kotae.reader_training.features.tokenize_windows`),
 run through the model in length-sorted batches by a runtime (:mod:`kotae.reader_training.runtime`:
-torch, torch-bf16 or the int8 ONNX form; ``runtime_name`` says which answered) and decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
+torch, torch-bf16, or the float32 or int8 ONNX form; ``runtime_name`` says which answered) and decoded in one go by :func:`kotae.reader_training.decode.decode`, and ranked globally. With
 ``relative_scores=True`` (the default) a span scores its margin over its own window's no-answer
 score, because raw ``start + end`` logit sums of different passages are on different scales; with
 ``False`` it scores the raw sum. With ``retriever_weight > 0`` the span's score is combined with its

@@ -44,7 +44,7 @@ def onnxruntime_version() -> str | None:
 
 
 def onnx_key(folder: Path) -> str:
-    """The cache key of ``folder``'s int8 form (see the module docstring)."""
+    """The cache key of ``folder``'s ONNX forms, float32 and int8 (see the module docstring)."""
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise KotaeError(f"{weights} is missing; the ONNX form is made from a reader's model.safetensors")
@@ -62,7 +62,7 @@ def onnx_key(folder: Path) -> str:
 
 
 def onnx_folder(folder: Path) -> Path:
-    """Where ``folder``'s int8 form lives (prepared or not)."""
+    """Where ``folder``'s ONNX forms (float32 and int8) live (prepared or not)."""
     from kotae.models import kotae_home  # imported here: the lent-GPU scripts run without kotae.models
 
     return kotae_home() / "runtime" / f"{folder.name}-{onnx_key(folder)}"
@@ -78,7 +78,8 @@ def is_onnx_prepared(folder: Path) -> bool:
 def prepare_onnx(
     folder: Path, load_model: Callable[[], Any], log: Callable[[str], None] = lambda message: None
 ) -> Path:
-    """The folder holding ``folder``'s int8 ONNX form, exporting it first when it is not cached.
+    """The folder holding ``folder``'s ONNX forms (float32 and int8), exporting them first when they
+    are not cached.
 
     :param folder: The reader folder (``model.safetensors``, ``config.json``, tokenizer).
     :param load_model: Loads the reader's torch model (called only when exporting).
