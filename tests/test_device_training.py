@@ -356,3 +356,9 @@ def test_a_bundle_continuing_the_shipped_reader_starts_from_its_tracked_weights(
     )
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in theirs)
     assert run["dev"]["jaquad-dev"]["n"] == 10
+    # other shipped weights in the tree than those packed against: refused, not trained from
+    from kotae.reader_training.device.bundle import BundleError
+    from kotae.reader_training.device.train import shipped_reader_tensors
+
+    with pytest.raises(BundleError, match="pack again"):
+        shipped_reader_tensors(manifest["base"]["delta"] | {"files": manifest["base"]["delta"]["files"][:1]})

@@ -15,7 +15,7 @@ A bundle is one folder (``.device/bundle/`` by default, ignored by git, carried 
                          when the run continues a reader kotae ships (``base_model:
                          reader-e5-small-ja-en``): its fp16 tensors are tracked files of the
                          repository (``kotae/weights/NAME/``), which travels anyway, and
-                         ``bundle.json`` → ``base.delta`` names them and their version
+                         ``bundle.json`` → ``base.delta`` names them and their sha256
     vocab-NNN.safetensors  ``used_ids`` (int32, sorted real token ids that occur in the features)
                          and ``word_rows`` (uint8, one Q4_0 row of 12 blocks x 18 bytes per id)
     features-NNN.npz     windows (``features-NAME-NNN.npz`` for a variant), compressed: ``tokens`` (compact ids, index into ``used_ids``;

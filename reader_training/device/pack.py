@@ -471,16 +471,17 @@ def _write_parts(work: Path, sources: _Sources) -> _Written:
 
 
 def _delta_entry(delta: Path | None) -> dict[str, Any] | None:
-    """``base.delta``: which shipped reader the device loads from the travelling tree, its version
-    (the device refuses another) and the stamp ``kotae models prepare`` gives it (unpack checks it)."""
+    """``base.delta``: which shipped reader the device loads from the travelling tree, its weight
+    files with their sha256 (the device refuses other weights; its card may differ) and the stamp
+    ``kotae models prepare`` gives it (unpack checks it)."""
     if delta is None:
         return None
-    from kotae.reader_weights import DELTA_FILE, delta_version, prepared_source
+    from kotae.reader_weights import DELTA_FILE, prepared_source
 
     info = json.loads((delta / DELTA_FILE).read_text(encoding="utf-8"))
     return {
         "alias": delta.name,
-        "version": delta_version(delta),
+        "files": info["files"],
         "source": prepared_source(delta.name, info["base"]),
     }
 

@@ -221,16 +221,16 @@ def build_model(bundle: Bundle, seed: int) -> Any:
 def shipped_reader_tensors(delta: dict[str, Any]) -> dict[str, Any]:
     """The shipped reader's tensors (all but the word embeddings) as float32 torch tensors, read from
     this checkout's ``kotae/weights/ALIAS`` (tracked files: they travel with the working tree) after
-    checking they are the version that was packed."""
+    checking they are the weight files that were packed against (each file's sha256)."""
     import torch
 
-    from kotae.reader_weights import WEIGHTS_DIR, delta_version, read_delta
+    from kotae.reader_weights import DELTA_FILE, WEIGHTS_DIR, read_delta
 
     folder = WEIGHTS_DIR / delta["alias"]
-    if not folder.is_dir() or delta_version(folder) != delta["version"]:
+    shipped = json.loads((folder / DELTA_FILE).read_text()) if (folder / DELTA_FILE).is_file() else {}
+    if shipped.get("files") != delta["files"]:
         raise BundleError(
-            f"{folder}: not the shipped reader the bundle was packed against (version {delta['version']}); "
-            "pack again from this checkout"
+            f"{folder}: not the shipped reader weights the bundle was packed against; pack again from this checkout"
         )
     _, tensors = read_delta(folder)
     return {name: torch.from_numpy(value.astype(np.float32)) for name, value in tensors.items()}
