@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -288,38 +289,55 @@ def test_variant_comparison_run_returns_scores_only_and_fits_its_schedule(
     assert device_train.main(["--bundle", str(tiny_bundle), "--out", str(out), "--variant", "nope"]) == 2
 
 
-def test_the_travelling_tree_counts_tracked_and_untracked_files_not_ignored_ones(tmp_path: Path) -> None:
-    from kotae.reader_training.device.pack import bundle_room, travelling_tree_bytes
+def test_the_travelling_tree_counts_tracked_and_untracked_files_not_ignored_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kotae.errors import KotaeError
+    from kotae.reader_training.device.pack import Travel, _check_size, travel
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # no checkout above tmp_path counts
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")  # nor a global ignore rule
+    repo = tmp_path / "repo"
+    repo.mkdir()
 
     def git(*arguments: str) -> None:
-        subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True)
+        subprocess.run(["git", *arguments], cwd=repo, check=True, capture_output=True)
 
     git("init", "-q")
-    (tmp_path / ".gitignore").write_text(".device/\n")  # 9 bytes
-    (tmp_path / "tracked.bin").write_bytes(b"x" * 1000)
+    (repo / ".gitignore").write_text(".device/\n")  # 9 bytes
+    (repo / "tracked.bin").write_bytes(b"x" * 1000)
     git("add", ".gitignore", "tracked.bin")
-    (tmp_path / "untracked.txt").write_bytes(b"y" * 100)
-    (tmp_path / ".device").mkdir()
-    (tmp_path / ".device" / "bundle.bin").write_bytes(b"z" * 5000)
-    assert travelling_tree_bytes(tmp_path / ".device") == 1109
-    assert bundle_room(1109) == 64 * 2**20 - 1109
-    outside = tmp_path.parent / f"{tmp_path.name}-plain"
-    outside.mkdir()
-    assert travelling_tree_bytes(outside) is None
+    (repo / "untracked.txt").write_bytes(b"y" * 100)
+    (repo / ".device").mkdir()
+    (repo / ".device" / "old.bin").write_bytes(b"z" * 5000)
+    (repo / "sub").mkdir()
+    trip = travel(repo / ".device" / "bundle")
+    assert trip == Travel(1109, ".device/bundle") and trip.room == 64 * 2**20 - 1109
+    with pytest.raises(KotaeError, match="would travel twice"):
+        travel(repo / "sub" / "bundle")  # not ignored: in the tree and carried
+    outside = tmp_path / "plain" / "bundle"
+    assert travel(outside).carry is None  # measured from kotae's own checkout (or its weights)
+
+    files = {"vocab-000.safetensors": 10 * 2**20, "features-000.npz": 11 * 2**20}
+    _check_size(tmp_path, files, Travel(42 * 2**20, ".device/bundle"))  # 22 MiB room: fits
+    with pytest.raises(KotaeError, match=r"only 20\.0 MiB can travel beside the 44\.0 MiB working tree"):
+        _check_size(tmp_path, files, Travel(44 * 2**20, ".device/bundle"))
 
 
 @pytest.mark.slow
 def test_a_bundle_continuing_the_shipped_reader_starts_from_its_tracked_weights(
-    shared_data: Path, tmp_path: Path
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No base.safetensors travels: the device loads the shipped reader's fp16 tensors from the tree.
     Three steps at learning rate 0 return them unchanged, and the unpacked folder is the prepared reader."""
     from safetensors.numpy import load_file
 
+    from kotae import reader_weights
     from kotae.models import prepare
     from kotae.reader_training.device.bundle import BASE_FILE
     from kotae.reader_training.device.pack import pack
     from kotae.reader_training.device.unpack import unpack
+    from kotae.reader_training.evaluate import evaluate_folder
     from kotae.reader_weights import WEIGHTS_DIR, read_delta
 
     prepared = prepare("reader-e5-small-ja-en")[0]
@@ -355,10 +373,42 @@ def test_a_bundle_continuing_the_shipped_reader_starts_from_its_tracked_weights(
         load_file(str(prepared / "model.safetensors")),
     )
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in theirs)
-    assert run["dev"]["jaquad-dev"]["n"] == 10
+    # the device scored the model it built (word rows included) as kotae evaluate scores the reader here
+    # (no span-edge table here: the run's learning_rate=0 does not validate as a training config)
+    assert not (folder / "span_edges.json").exists()
+    report = evaluate_folder(str(folder), str(shared_data / "jaquad" / "dev"), limit=10, device="cpu")
+    assert {k: run["dev"]["jaquad-dev"][k] for k in ("exact_match", "f1", "n")} == {
+        k: report.summary()[k] for k in ("exact_match", "f1", "n")
+    }
     # other shipped weights in the tree than those packed against: refused, not trained from
     from kotae.reader_training.device.bundle import BundleError
     from kotae.reader_training.device.train import shipped_reader_tensors
 
     with pytest.raises(BundleError, match="pack again"):
         shipped_reader_tensors(manifest["base"]["delta"] | {"files": manifest["base"]["delta"]["files"][:1]})
+    # a damaged weight file in the tree: refused as a bundle error (one line), not a traceback
+    damaged = tmp_path / "weights" / "reader-e5-small-ja-en"
+    shutil.copytree(WEIGHTS_DIR / "reader-e5-small-ja-en", damaged)
+    with (damaged / "weights-3.safetensors").open("r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 1]))
+    monkeypatch.setattr(reader_weights, "WEIGHTS_DIR", damaged.parent)
+    with pytest.raises(BundleError, match="damaged"):
+        shipped_reader_tensors(manifest["base"]["delta"])
+
+
+@pytest.mark.slow
+def test_a_variant_must_share_the_bundles_base(shared_data: Path, tmp_path: Path) -> None:
+    from kotae.errors import KotaeError
+    from kotae.reader_training.device.pack import pack
+
+    data = f"[{{path: {shared_data / 'jaquad' / 'train'}, max_examples: 5}}]"
+    variant = tmp_path / "reader.yaml"
+    variant.write_text(
+        f"base_model: reader-e5-small-ja-en\nfreeze_word_embeddings: true\ntrain_data: {data}\n"
+    )
+    overrides = ["base_model=multilingual-e5-small", "freeze_word_embeddings=true", f"train_data={data}"]
+    with pytest.raises(KotaeError, match="a bundle holds one base"):
+        pack(None, overrides, tmp_path / "bundle", log=lambda message: None, variants={"r": variant})

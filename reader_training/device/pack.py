@@ -290,43 +290,78 @@ def used_token_ids(
     return np.unique(np.concatenate(ids)).astype(np.int32)
 
 
-def travelling_tree_bytes(folder: Path) -> int | None:
-    """Bytes of the working tree the device tool sends with every call (tracked and
-    untracked-not-ignored files of the git checkout around ``folder``); None outside a checkout."""
+@dataclass(frozen=True)
+class Travel:
+    """How much of the 64 MiB a device call sends is taken by the checkout, and how ``run``'s
+    ``carry`` names the bundle (None when the bundle lies outside the checkout)."""
+
+    tree_bytes: int  # tracked and untracked-not-ignored files, plus ``shared/`` (it travels even if ignored)
+    carry: str | None
+
+    @property
+    def room(self) -> int:
+        """The bytes left for the carried bundle."""
+        return TRAVEL_BYTES - self.tree_bytes
+
+
+def _toplevel(folder: Path) -> Path | None:
+    """The top folder of the git checkout around ``folder``, or None."""
     try:
-        root = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        listed = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=root,
-            capture_output=True,
-            check=True,
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=folder, capture_output=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    paths = {Path(root, name) for name in os.fsdecode(listed).split("\0") if name}
+    return Path(os.fsdecode(out.rstrip(b"\n")))
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes of what the device tool sends from the checkout at ``root`` besides carried paths:
+    tracked and untracked-not-ignored files (a symbolic link as a link), and ``shared/``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
+    paths = {root / os.fsdecode(name) for name in listed.split(b"\0") if name}
+    if (root / "shared").is_dir():
+        paths.update((root / "shared").rglob("*"))
     return sum(path.lstat().st_size for path in paths if path.is_symlink() or path.is_file())
 
 
-def bundle_room(tree_bytes: int | None) -> int:
-    """The bytes left for the carried bundle beside a working tree of ``tree_bytes`` (when unknown,
-    1 MiB is assumed: a tree without committed weights)."""
-    return TRAVEL_BYTES - (tree_bytes if tree_bytes is not None else 2**20)
+def travel(bundle_dir: Path) -> Travel:
+    """Measure what would travel with a bundle written to ``bundle_dir``. Inside a checkout it must
+    be ignored by git (else it would travel twice) and ``carry`` names it from the checkout's top.
+    Outside one (a test, a smoke run), the checkout kotae runs from is measured, or, in an
+    installed kotae, its shipped weights plus 2 MiB are assumed."""
+    from kotae.reader_weights import WEIGHTS_DIR
+
+    where = bundle_dir.resolve()
+    root = _toplevel(next(folder for folder in where.parents if folder.is_dir()))
+    if root is not None:
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(where)], cwd=root, capture_output=True)
+        if ignored.returncode != 0:
+            raise KotaeError(
+                f"--out {bundle_dir}: git does not ignore it, so it would travel twice; use .device/NAME"
+            )
+        return Travel(tree_bytes(root), where.relative_to(root).as_posix())
+    home = _toplevel(WEIGHTS_DIR)
+    if home is not None:
+        return Travel(tree_bytes(home), None)
+    shipped = sum(path.stat().st_size for path in WEIGHTS_DIR.rglob("*") if path.is_file())
+    return Travel(shipped + 2 * 2**20, None)
 
 
-def _check_size(work: Path, files: Mapping[str, int]) -> None:
+def _check_size(work: Path, files: Mapping[str, int], trip: Travel) -> None:
     total = sum(files.values())
     too_big = [name for name, size in files.items() if size > MAX_FILE_BYTES]
-    tree = travelling_tree_bytes(Path.cwd())
-    room = bundle_room(tree)
-    if too_big or total > room:
-        beside = f"beside the {tree / 2**20:.1f} MiB working tree" if tree is not None else "with the tree"
+    if too_big or total > trip.room:
         raise KotaeError(
             f"bundle in {work} is {total / 2**20:.1f} MiB (files over 15 MiB: {too_big or 'none'}), but only "
-            f"{room / 2**20:.1f} MiB can travel {beside} (64 MiB in all): continue a shipped reader "
-            "(its weights are in the tree; no base.safetensors), pack --no-dev or no variant, or lower "
-            "max_train_windows, the data caps or max_length"
+            f"{trip.room / 2**20:.1f} MiB can travel beside the {trip.tree_bytes / 2**20:.1f} MiB working tree "
+            "(64 MiB in all): continue a shipped reader (its weights are in the tree; no base.safetensors), "
+            "pack --no-dev or no variant, or lower max_train_windows, the data caps or max_length"
         )
 
 
@@ -460,7 +495,7 @@ def _write_parts(work: Path, sources: _Sources) -> _Written:
     files = {
         name: (work / name).stat().st_size
         for name in [
-            *([BASE_FILE] if tensors else []),
+            *([BASE_FILE] if sources.delta is None else []),
             *vocab_files,
             *feature_files,
             *variant_files,
@@ -547,9 +582,10 @@ def pack(
     sizes and rename the folder into place (a failed pack never leaves a half bundle under ``OUT``).
     """
     started = time.perf_counter()
+    target = Path(out_dir)
+    trip = travel(target)  # before the minutes of windowing: an --out outside the checkout fails now
     sources = _read_sources(config_path, overrides, variants, dev, log)
 
-    target = Path(out_dir)
     work = target.with_name(target.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -558,7 +594,7 @@ def pack(
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     files = written.files | {MANIFEST: (work / MANIFEST).stat().st_size}
 
-    _check_size(work, files)
+    _check_size(work, files, travel(target))  # measured again: the tree may have changed meanwhile
     if target.exists():
         shutil.rmtree(target)
     os.replace(work, target)
@@ -566,12 +602,12 @@ def pack(
         v["features"]["windows"] for v in written.variant_entries.values()
     )
     result = PackResult(target, files, windows, len(sources.used_ids), time.perf_counter() - started)
-    _log_result(result, written.features["tokens"].dtype, max_seconds, log)
+    _log_result(result, trip, written.features["tokens"].dtype, max_seconds, log)
     return result
 
 
-def _log_result(result: PackResult, token_dtype: Any, max_seconds: int, log: Log) -> None:
-    """The bundle's size and files, and the device command that trains from it."""
+def _log_result(result: PackResult, trip: Travel, token_dtype: Any, max_seconds: int, log: Log) -> None:
+    """The bundle's size and files, the total that travels, and the device command that trains from it."""
     log(
         f"bundle {result.folder}: {result.total_bytes / 2**20:.2f} MiB in {len(result.files)} files "
         f"({result.windows} windows, {result.used_vocab} token ids used, tokens as {token_dtype}) "
@@ -579,14 +615,14 @@ def _log_result(result: PackResult, token_dtype: Any, max_seconds: int, log: Log
     )
     for name, size in result.files.items():
         log(f"  {name:28s} {size / 2**20:8.2f} MiB")
-    tree = travelling_tree_bytes(Path.cwd())
-    if tree is not None:
-        log(
-            f"  with the working tree ({tree / 2**20:.1f} MiB): {(tree + result.total_bytes) / 2**20:.1f} of 64 MiB travel"
-        )
+    travelling = (trip.tree_bytes + result.total_bytes) / 2**20
+    log(f"  with the working tree ({trip.tree_bytes / 2**20:.1f} MiB): {travelling:.1f} of 64 MiB travel")
+    carry = trip.carry or ".device/bundle"
+    if trip.carry is None:
+        log(f"  {result.folder} is outside the checkout: copy it to .device/bundle there to carry it")
     log(
         "next, on the device: run(command='PYTHONUNBUFFERED=1 python3 -m kotae.reader_training.device.train "
-        f"--bundle {result.folder} --out $OUT --max-seconds {max_seconds}', carry=['{result.folder}'], timeout_s=600)"
+        f"--bundle {carry} --out $OUT --max-seconds {max_seconds}', carry=['{carry}'], timeout_s=600)"
     )
 
 

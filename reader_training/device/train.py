@@ -224,6 +224,7 @@ def shipped_reader_tensors(delta: dict[str, Any]) -> dict[str, Any]:
     checking they are the weight files that were packed against (each file's sha256)."""
     import torch
 
+    from kotae.errors import KotaeError
     from kotae.reader_weights import DELTA_FILE, WEIGHTS_DIR, read_delta
 
     folder = WEIGHTS_DIR / delta["alias"]
@@ -232,7 +233,12 @@ def shipped_reader_tensors(delta: dict[str, Any]) -> dict[str, Any]:
         raise BundleError(
             f"{folder}: not the shipped reader weights the bundle was packed against; pack again from this checkout"
         )
-    _, tensors = read_delta(folder)
+    try:
+        _, tensors = read_delta(folder)  # each weight file against its sha256
+    except KotaeError as error:
+        raise BundleError(
+            f"{error}: the tree's shipped reader is damaged; pack again from a clean checkout"
+        ) from None
     return {name: torch.from_numpy(value.astype(np.float32)) for name, value in tensors.items()}
 
 

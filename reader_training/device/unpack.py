@@ -207,9 +207,10 @@ def unpack(
     base_folder = Path(base) if base is not None else resolve_reference(config["base_model"])
     stamp = base_folder / "kotae-prepared.json"
     base_entry = run["bundle"]["base"]
-    expected = (base_entry.get("delta") or base_entry)["source"]  # a continued reader's stamp, else e5's
-    if stamp.is_file() and json.loads(stamp.read_text()).get("source") != expected:
-        raise KotaeError(f"{base_folder} was prepared from another file than the run's base ({expected})")
+    # the word embeddings come from the e5 file; a continued reader's prepared folder holds the same
+    expected = [base_entry["source"]] + ([base_entry["delta"]["source"]] if base_entry.get("delta") else [])
+    if stamp.is_file() and json.loads(stamp.read_text()).get("source") not in expected:
+        raise KotaeError(f"{base_folder} was prepared from another file than the run's base ({expected[-1]})")
 
     base_config = json.loads((base_folder / "config.json").read_text(encoding="utf-8"))
     state: dict[str, np.ndarray] = {HF_WORD_EMBEDDINGS: base_word_embeddings(base_folder)}
