@@ -4,7 +4,7 @@ the learning curve from ``train_log.jsonl``, as a table to read or paste into a 
 A long CPU run (``configs/train/default-reader-cpu-full.yaml``) spans several sittings; this is
 the one command that says where it stands without disturbing it (it only reads files)::
 
-    python -m kotae.reader_training.run_status runs/reader-full
+    python -m kotae.reader_training.run_status runs/reader-rest
 
 prints the progress line and one row per dev check: the step, the mean training loss since the
 previous row, and EM / F1 for each dev set; ``--plot`` also redraws ``curves.png`` in the run.

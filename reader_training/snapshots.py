@@ -11,8 +11,8 @@ A snapshot is not a reader by itself: :func:`materialise` lays it over a complet
 the same architecture (the *frame*: the run's base model or its finished output) and writes a
 folder that ``kotae evaluate`` and every pipeline load. Usage::
 
-    python -m kotae.reader_training.snapshots runs/reader-full --frame reader-e5-small-ja-en \\
-        --last 4 --out runs/reader-full-avg4
+    python -m kotae.reader_training.snapshots runs/reader-rest --frame reader-e5-small-ja-en \\
+        --last 4 --out runs/reader-rest-avg4
 
 Averaging is a plain mean over arrays (:func:`average_tensors`); fairseq's
 ``average_checkpoints.py`` does the same for fairseq checkpoints, and neither transformers nor
