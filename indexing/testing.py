@@ -168,3 +168,23 @@ def write_pdf(path: Path, pages: list[list[str]], title: str = "") -> Path:
     )
     path.write_bytes(bytes(out))
     return path
+
+
+def private_progress_lock() -> None:
+    """In a forked child that a test may SIGKILL: give tqdm (and its subclasses) a lock of its own.
+
+    tqdm's default lock includes a ``multiprocessing.RLock``, a semaphore shared with the parent
+    and every other child; bm25s creates (disabled) tqdm bars on every BM25 build, each taking that
+    lock. A child killed inside one of those windows leaves the semaphore taken for good, and the
+    parent's next bar then waits forever (a pytest run once hung so in ``test_kill_9_loop``).
+    """
+    import threading
+
+    from tqdm import std
+
+    lock = threading.RLock()
+    classes: list[type] = [std.tqdm]
+    while classes:
+        cls = classes.pop()
+        cls.set_lock(lock)  # type: ignore[attr-defined]
+        classes.extend(cls.__subclasses__())

@@ -47,9 +47,10 @@ def _settings(uri: str, collection: str) -> list[str]:
 
 def _job(uri: str, collection: str, local: str, corpus: str, full: bool) -> None:  # in a forked child
     from kotae.indexing.job import run_index
-    from kotae.indexing.testing import HashEmbedder
+    from kotae.indexing.testing import HashEmbedder, private_progress_lock
     from kotae.pipeline.config import load_pipeline_config
 
+    private_progress_lock()  # a kill inside a progress bar must not leave the parent's lock taken
     config = load_pipeline_config(None, [*_overrides(), *_settings(uri, collection)])
     run_index(config, [Path(corpus)], index_dir=Path(local), full=full, embedder=HashEmbedder())
     os._exit(0)
