@@ -2,6 +2,7 @@
 # The six kotae eval rows of docs/measure.md (issue 9) + the raw-vs-margin ranking comparison, with the default reader.
 cd "$(dirname "$0")/.."
 LIMIT=${LIMIT:-100}
+mkdir -p runs/eval
 run() {  # name config data [extra...]
   local name=$1 cfg=$2 data=$3; shift 3
   .venv/bin/kotae eval --config configs/pipeline/$cfg.yaml --data ../shared/data/$data --limit $LIMIT \

@@ -67,6 +67,5 @@ bash bench/reader_figures.sh "$ALIAS" "release-$NAME" 2>&1 | tee "$OUT/figures.t
 make demo 2>&1 | tee "$OUT/demo.txt"
 bash bench/speed_table.sh . "release-$NAME" 2>&1 | tee "$OUT/speed.txt"
 "$PY" bench/bench_pipeline.py --gold-only --questions 50 --threads 2 2>&1 | tee "$OUT/pipeline.txt"
-mkdir -p runs/eval
 bash bench/eval_rows.sh 2>&1 | tee "$OUT/eval_rows.txt"
 echo "done $(date -u)" | tee -a "$OUT/setup.txt"
