@@ -15,7 +15,7 @@
 #   3. bench/reader_figures.sh (whole dev sets, Japanese miss classes, the card's 100-question slices),
 #      the answers of `make demo`, bench/speed_table.sh (as its "now" side), bench/bench_pipeline.py
 #      --gold-only --questions 50 --threads 2, and bench/eval_rows.sh (docs/measure.md's rows).
-# Everything lands in runs/release/NAME/ (NAME defaults to the run folder's name). Each step that
+# Everything lands in runs/release/NAME/ (NAME defaults to the run folder's name). Each step of 1 and 3 that
 # finishes leaves NAME/STEP.done, so the same command after a stop (a session's end, a crash)
 # goes on from the first unfinished step; delete runs/release/NAME to start over. A stop after step
 # 2 leaves the new weights uncommitted in kotae/weights (`git checkout kotae/weights` undoes them).
@@ -97,11 +97,12 @@ if [ "${DECISION%% *}" != ship ]; then
   exit 0
 fi
 
-# 2. export (the hand-written model card survives) and prepare
+# 2. export (the hand-written model card survives) and prepare; run again on every resume (about
+# 2 min), since a .done file could not tell whether kotae/weights was reset since
 [ -f "$OUT/model_card.before.md" ] || cp "kotae/weights/$ALIAS/model_card.md" "$OUT/model_card.before.md"
-step export "$PY" -m kotae.reader_training.export "$CHOSEN" "kotae/weights/$ALIAS"
+"$PY" -m kotae.reader_training.export "$CHOSEN" "kotae/weights/$ALIAS" 2>&1 | tee "$OUT/export.txt"
 cp "$OUT/model_card.before.md" "kotae/weights/$ALIAS/model_card.md"
-step prepare "$KOTAE" models prepare
+"$KOTAE" models prepare 2>&1 | tee "$OUT/prepare.txt"
 
 # 3. every figure taken from the default reader
 step figures bash bench/reader_figures.sh "$ALIAS" "release-$NAME"
