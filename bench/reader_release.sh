@@ -15,9 +15,10 @@
 #   3. bench/reader_figures.sh (whole dev sets, Japanese miss classes, the card's 100-question slices),
 #      the answers of `make demo`, bench/speed_table.sh (as its "now" side), bench/bench_pipeline.py
 #      --gold-only --questions 50 --threads 2, and bench/eval_rows.sh (docs/measure.md's rows).
-# Everything lands in runs/release/NAME/ (NAME defaults to the run folder's name). Each step of 1 and 3 that
-# finishes leaves NAME/STEP.done, so the same command after a stop (a session's end, a crash)
-# goes on from the first unfinished step; delete runs/release/NAME to start over. A stop after step
+# Everything lands in runs/release/NAME/ (NAME defaults to the run folder's name). Step 1 keeps its
+# scores and chosen.txt, and each step of 3 that finishes leaves NAME/STEP.done, so the same command
+# after a stop (a session's end, a crash) goes on from the first unfinished step; delete
+# runs/release/NAME to start over. A stop after step
 # 2 leaves the new weights uncommitted in kotae/weights (`git checkout kotae/weights` undoes them).
 # Run it when the training has finished (it uses both cores and the run's final model).
 # Usage: bash bench/reader_release.sh RUN [NAME]      e.g. bash bench/reader_release.sh runs/reader-rest
